@@ -1,0 +1,152 @@
+//! Serde helpers for floats that may be non-finite.
+//!
+//! JSON has no NaN or infinity. gradguard writes finite values as numbers and the others as
+//! the strings `"NaN"`, `"inf"` and `"-inf"`; it reads those strings back, and also reads
+//! `null` as NaN (what other JSON writers produce for a NaN). Use with
+//! `#[serde(with = "gradguard_core::float::lossy")]` on an `f64` field, or
+//! `#[serde(with = "gradguard_core::float::lossy_opt")]` on an `Option<f64>`.
+
+/// For `f64` fields: non-finite values as strings.
+pub mod lossy {
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+    use std::fmt;
+
+    /// Serialises finite values as numbers, NaN as `"NaN"`, infinities as `"inf"` / `"-inf"`.
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else if v.is_nan() {
+            s.serialize_str("NaN")
+        } else if *v > 0.0 {
+            s.serialize_str("inf")
+        } else {
+            s.serialize_str("-inf")
+        }
+    }
+
+    struct F64Visitor;
+
+    impl<'de> Visitor<'de> for F64Visitor {
+        type Value = f64;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a number, \"NaN\", \"inf\", \"-inf\" or null")
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<f64, E> {
+            Ok(f64::NAN)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<f64, E> {
+            Ok(f64::NAN)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<f64, E> {
+            match v.to_ascii_lowercase().as_str() {
+                "nan" => Ok(f64::NAN),
+                "inf" | "+inf" | "infinity" | "+infinity" => Ok(f64::INFINITY),
+                "-inf" | "-infinity" => Ok(f64::NEG_INFINITY),
+                _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+            }
+        }
+    }
+
+    /// Reads a number, `"NaN"`, `"inf"`, `"-inf"` (any case) or `null` (as NaN).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        d.deserialize_any(F64Visitor)
+    }
+
+    pub(crate) fn visitor() -> impl for<'de> Visitor<'de, Value = f64> {
+        F64Visitor
+    }
+}
+
+/// For `Option<f64>` fields: `None` as `null`, non-finite values as strings.
+pub mod lossy_opt {
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+    use std::fmt;
+
+    /// Serialises `None` as null and `Some(v)` as [`super::lossy`] does.
+    pub fn serialize<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            None => s.serialize_none(),
+            Some(x) => super::lossy::serialize(x, s),
+        }
+    }
+
+    struct OptVisitor;
+
+    impl<'de> Visitor<'de> for OptVisitor {
+        type Value = Option<f64>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("null, a number, \"NaN\", \"inf\" or \"-inf\"")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(super::lossy::visitor()).map(Some)
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            super::lossy::visitor().visit_str(v).map(Some)
+        }
+    }
+
+    /// Reads `null` as `None`, otherwise as [`super::lossy`] does.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        d.deserialize_option(OptVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize, Debug)]
+    struct T {
+        #[serde(with = "super::lossy")]
+        x: f64,
+        #[serde(with = "super::lossy_opt")]
+        y: Option<f64>,
+    }
+
+    #[test]
+    fn round_trips_non_finite() {
+        for (x, text) in [
+            (1.5, r#"{"x":1.5,"y":null}"#),
+            (f64::NAN, r#"{"x":"NaN","y":null}"#),
+            (f64::INFINITY, r#"{"x":"inf","y":null}"#),
+            (f64::NEG_INFINITY, r#"{"x":"-inf","y":null}"#),
+        ] {
+            let s = serde_json::to_string(&T { x, y: None }).unwrap();
+            assert_eq!(s, text);
+            let back: T = serde_json::from_str(&s).unwrap();
+            assert!(back.x == x || (back.x.is_nan() && x.is_nan()));
+        }
+        let t: T = serde_json::from_str(r#"{"x":null,"y":"inf"}"#).unwrap();
+        assert!(t.x.is_nan());
+        assert_eq!(t.y, Some(f64::INFINITY));
+        let t: T = serde_json::from_str(r#"{"x":3,"y":2}"#).unwrap();
+        assert_eq!((t.x, t.y), (3.0, Some(2.0)));
+        assert!(serde_json::from_str::<T>(r#"{"x":"big","y":null}"#).is_err());
+    }
+}

@@ -1,0 +1,53 @@
+//! # gradguard-core: the vocabulary every other gradguard crate speaks
+//!
+//! What this crate is for: the types that describe one training step independently of any
+//! deep-learning framework, so that detectors and remedies work on dfdx's gradients, on a
+//! PyTorch dump, or on anything else that can lend `&[f32]` / `&mut [f32]` buffers.
+//!
+//! - [`ParamView`]: the named parameters of a model (name, shape, [`Role`], weights, gradients).
+//! - [`StepStats`]: per-parameter and global gradient statistics, measured in **one fused pass**.
+//!   It is the one place norms are computed; everything else reads it.
+//! - [`UpdateStats`]: what the last optimiser update did (||dw||, ||w||, their ratio).
+//! - [`Observation`], [`Sign`], [`Finding`], [`Action`], [`Event`], [`Diagnosis`],
+//!   [`RunSummary`]: what detectors see and say, what remedies ask for, what reporters record.
+//! - The plugin traits [`Detector`], [`Remedy`] and [`Reporter`], each
+//!   `#[typetag::serde(tag = "kind")]`, plus [`PluginInfo`] descriptions and the
+//!   [`registry`] helpers that list every registered kind.
+//!
+//! What it may depend on: nothing of gradguard's, and no deep-learning framework (no dfdx).
+//! Only serde, typetag, inventory and thiserror.
+
+#![warn(missing_docs)]
+
+pub mod action;
+pub mod diagnosis;
+pub mod error;
+pub mod event;
+pub mod float;
+pub mod kernels;
+pub mod observation;
+pub mod param;
+pub mod plugin;
+pub mod registry;
+pub mod sign;
+pub mod stats;
+
+pub use action::{Action, ActionRecord};
+pub use diagnosis::{
+    Diagnosis, Prescription, RunSummary, SignSummary, SummaryRemedy, SummarySign, Verdict,
+};
+pub use error::{CoreError, RemedyError, ReportError};
+pub use event::{Event, LayerRecord};
+pub use observation::{Observation, Series, SeriesAxis};
+pub use param::{Param, ParamInfo, ParamView, Role};
+pub use plugin::{
+    CheckpointPolicy, Detector, Family, ParamDoc, PluginInfo, Remedy, RemedyContext, Reporter,
+    RunEnd, RunInfo,
+};
+pub use sign::{Finding, Sign};
+pub use stats::{ParamStats, ParamUpdate, StepStats, UpdateStats};
+
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+}

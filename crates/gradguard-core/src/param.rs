@@ -1,0 +1,195 @@
+//! Parameter views: a model's named weights and gradients, borrowed without copying.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::CoreError;
+
+/// What a parameter tensor is for. Detectors and remedies use it to pick tensors: L1/L2
+/// penalties skip biases, growth across layers reads bias gradients (a layer's error signal
+/// summed over the batch), the recurrent-radius detector reads recurrent weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// An input-to-output weight matrix (a dense kernel, `W_ih`).
+    Weight,
+    /// A bias vector.
+    Bias,
+    /// A hidden-to-hidden weight matrix of a recurrent layer (`W_hh`).
+    RecurrentWeight,
+    /// Anything else (norm scales, embeddings, ...).
+    Other,
+}
+
+impl Role {
+    /// The snake_case name used in files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Weight => "weight",
+            Role::Bias => "bias",
+            Role::RecurrentWeight => "recurrent_weight",
+            Role::Other => "other",
+        }
+    }
+
+    /// Whether the tensor is a weight matrix (input or recurrent), i.e. not a bias or other.
+    pub fn is_weight(self) -> bool {
+        matches!(self, Role::Weight | Role::RecurrentWeight)
+    }
+}
+
+/// The static description of one parameter: its name, shape and role.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParamInfo {
+    /// Stable readable name, e.g. `layers.0.weight`, `lstm.0.weight_hh`, `head.bias`.
+    pub name: String,
+    /// Logical shape, outermost first (`[out, in]` for dense weights, PyTorch layout).
+    pub shape: Vec<usize>,
+    /// What the tensor is for.
+    pub role: Role,
+}
+
+impl ParamInfo {
+    /// Number of elements (the product of the shape; 1 for a scalar).
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// One parameter of a [`ParamView`]: its description plus borrowed weights and gradients.
+#[derive(Debug)]
+pub struct Param<'a> {
+    /// Stable readable name.
+    pub name: &'a str,
+    /// Logical shape, outermost first.
+    pub shape: &'a [usize],
+    /// What the tensor is for.
+    pub role: Role,
+    /// The current weights, row-major, `numel` values.
+    pub weights: &'a [f32],
+    /// The gradients of the loss with respect to the weights, same layout; remedies edit them in place.
+    pub grads: &'a mut [f32],
+}
+
+/// The named parameters of a model, as borrowed slices (zero-copy over the framework's buffers).
+///
+/// Built once per step by a bridge (see gradguard-models for dfdx, `gradguard grads` for
+/// safetensors dumps). [`ParamView::push`] checks that the weights, gradients and shape agree.
+#[derive(Debug, Default)]
+pub struct ParamView<'a> {
+    params: Vec<Param<'a>>,
+}
+
+impl<'a> ParamView<'a> {
+    /// An empty view.
+    pub fn new() -> Self {
+        Self { params: Vec::new() }
+    }
+
+    /// An empty view with room for `n` parameters.
+    pub fn with_capacity(n: usize) -> Self {
+        Self { params: Vec::with_capacity(n) }
+    }
+
+    /// Adds a parameter. Errors when `weights`, `grads` and the product of `shape` differ in length.
+    pub fn push(
+        &mut self,
+        name: &'a str,
+        shape: &'a [usize],
+        role: Role,
+        weights: &'a [f32],
+        grads: &'a mut [f32],
+    ) -> Result<(), CoreError> {
+        let numel: usize = shape.iter().product();
+        if weights.len() != numel || grads.len() != numel {
+            return Err(CoreError::ShapeMismatch {
+                name: name.to_string(),
+                shape: shape.to_vec(),
+                weights: weights.len(),
+                grads: grads.len(),
+            });
+        }
+        self.params.push(Param { name, shape, role, weights, grads });
+        Ok(())
+    }
+
+    /// Number of parameters (tensors).
+    pub fn len(&self) -> usize {
+        self.params.len()
+    }
+
+    /// Whether the view holds no parameter.
+    pub fn is_empty(&self) -> bool {
+        self.params.is_empty()
+    }
+
+    /// Total number of scalar values over all parameters.
+    pub fn numel(&self) -> usize {
+        self.params.iter().map(|p| p.grads.len()).sum()
+    }
+
+    /// The parameters, in order.
+    pub fn params(&self) -> &[Param<'a>] {
+        &self.params
+    }
+
+    /// The parameters, mutable (to edit gradients in place).
+    pub fn params_mut(&mut self) -> &mut [Param<'a>] {
+        &mut self.params
+    }
+
+    /// Iterates the parameters.
+    pub fn iter(&self) -> std::slice::Iter<'_, Param<'a>> {
+        self.params.iter()
+    }
+
+    /// Iterates the parameters mutably.
+    pub fn iter_mut(&mut self) -> std::slice::IterMut<'_, Param<'a>> {
+        self.params.iter_mut()
+    }
+
+    /// The parameter called `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&Param<'a>> {
+        self.params.iter().find(|p| p.name == name)
+    }
+
+    /// Owned descriptions of every parameter (name, shape, role).
+    pub fn infos(&self) -> Vec<ParamInfo> {
+        self.params
+            .iter()
+            .map(|p| ParamInfo { name: p.name.to_string(), shape: p.shape.to_vec(), role: p.role })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_rejects_mismatched_lengths() {
+        let w = [1.0f32; 6];
+        let mut g = [0.0f32; 5];
+        let shape = [2usize, 3];
+        let mut view = ParamView::new();
+        let err = view.push("layers.0.weight", &shape, Role::Weight, &w, &mut g).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("layers.0.weight"), "{text}");
+        assert!(text.contains("[2, 3]"), "{text}");
+    }
+
+    #[test]
+    fn push_accepts_and_lists() {
+        let w = [1.0f32; 6];
+        let mut g = [0.0f32; 6];
+        let wb = [0.5f32; 2];
+        let mut gb = [0.0f32; 2];
+        let (s1, s2) = ([2usize, 3], [2usize]);
+        let mut view = ParamView::new();
+        view.push("l.weight", &s1, Role::Weight, &w, &mut g).unwrap();
+        view.push("l.bias", &s2, Role::Bias, &wb, &mut gb).unwrap();
+        assert_eq!(view.len(), 2);
+        assert_eq!(view.numel(), 8);
+        assert_eq!(view.get("l.bias").map(|p| p.role), Some(Role::Bias));
+        assert_eq!(view.infos()[0].numel(), 6);
+    }
+}

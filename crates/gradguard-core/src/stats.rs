@@ -1,0 +1,329 @@
+//! Step statistics: measured once per step, in one fused pass, and shared by every detector
+//! and remedy. See [`crate::kernels`] for how accuracy and range are kept.
+
+use serde::{Deserialize, Serialize};
+
+use crate::kernels::fused_stats;
+use crate::param::{ParamView, Role};
+
+/// Gradient and weight statistics of one parameter tensor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParamStats {
+    /// The parameter's name.
+    pub name: String,
+    /// What the tensor is for.
+    pub role: Role,
+    /// Number of values.
+    pub numel: usize,
+    /// Sum of g^2 (f64; NaN or inf when a gradient value is).
+    pub grad_sum_sq: f64,
+    /// L2 norm of the gradient, `sqrt(grad_sum_sq)`.
+    pub grad_norm: f64,
+    /// Largest |g|, ignoring NaN.
+    pub grad_max_abs: f64,
+    /// Number of NaN or infinite gradient values.
+    pub grad_nonfinite: usize,
+    /// Sum of w^2 of the current weights.
+    pub weight_sum_sq: f64,
+    /// Number of NaN or infinite weight values.
+    pub weight_nonfinite: usize,
+}
+
+impl ParamStats {
+    fn empty() -> Self {
+        ParamStats {
+            name: String::new(),
+            role: Role::Other,
+            numel: 0,
+            grad_sum_sq: 0.0,
+            grad_norm: 0.0,
+            grad_max_abs: 0.0,
+            grad_nonfinite: 0,
+            weight_sum_sq: 0.0,
+            weight_nonfinite: 0,
+        }
+    }
+
+    /// L2 norm of the weights.
+    pub fn weight_norm(&self) -> f64 {
+        self.weight_sum_sq.sqrt()
+    }
+}
+
+/// Per-parameter and global statistics of one step's gradients and weights.
+///
+/// Formulas (n = all values of all tensors):
+/// `grad_sum_sq = Σ g²`, `grad_norm = sqrt(grad_sum_sq)` (the global L2 norm of PyTorch's
+/// `clip_grad_norm_` with `norm_type=2`), `grad_max_abs = max |g|` (its `norm_type=inf`),
+/// `grad_nonfinite = #{g : g is NaN or ±inf}`, `weight_sum_sq = Σ w²`.
+/// A NaN gradient makes the norms NaN and an infinite one makes them infinite, as in PyTorch;
+/// the exact count of non-finite values is kept separately so that nothing needs to re-scan.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepStats {
+    /// One entry per tensor, in view order.
+    pub params: Vec<ParamStats>,
+    /// Σ g² over every tensor.
+    pub grad_sum_sq: f64,
+    /// Global L2 norm of the gradients.
+    pub grad_norm: f64,
+    /// Global max |g| (the infinity norm), ignoring NaN.
+    pub grad_max_abs: f64,
+    /// Number of non-finite gradient values over every tensor.
+    pub grad_nonfinite: usize,
+    /// Σ w² over every tensor.
+    pub weight_sum_sq: f64,
+    /// Number of non-finite weight values over every tensor.
+    pub weight_nonfinite: usize,
+}
+
+impl StepStats {
+    /// Measures `view` in one fused pass over gradients and weights.
+    pub fn measure(view: &ParamView<'_>) -> Self {
+        let mut s = StepStats::default();
+        s.measure_into(view);
+        s
+    }
+
+    /// Measures `view` into `self`, reusing its buffers (no allocation once warmed up with
+    /// the same parameter names).
+    pub fn measure_into(&mut self, view: &ParamView<'_>) {
+        self.params.truncate(view.len());
+        while self.params.len() < view.len() {
+            self.params.push(ParamStats::empty());
+        }
+        for (i, p) in view.iter().enumerate() {
+            let s = &mut self.params[i];
+            if s.name != p.name {
+                s.name.clear();
+                s.name.push_str(p.name);
+            }
+            s.role = p.role;
+            Self::fill(s, p.grads, p.weights);
+        }
+        self.refresh_totals();
+    }
+
+    fn fill(s: &mut ParamStats, grads: &[f32], weights: &[f32]) {
+        let (g, wsq, wbad) = fused_stats(grads, weights);
+        s.numel = grads.len();
+        s.grad_sum_sq = g.sum_sq;
+        s.grad_norm = g.sum_sq.sqrt();
+        s.grad_max_abs = g.max_abs as f64;
+        s.grad_nonfinite = g.nonfinite;
+        s.weight_sum_sq = wsq;
+        s.weight_nonfinite = wbad;
+    }
+
+    /// Measures parameter `index` again (after a remedy changed its gradients in a way that
+    /// cannot be tracked analytically), then refreshes the totals.
+    pub fn remeasure_param(&mut self, index: usize, view: &ParamView<'_>) {
+        if let (Some(s), Some(p)) = (self.params.get_mut(index), view.params().get(index)) {
+            Self::fill(s, p.grads, p.weights);
+        }
+        self.refresh_totals();
+    }
+
+    /// Recomputes the global figures from the per-parameter ones.
+    pub fn refresh_totals(&mut self) {
+        let mut sum = 0.0;
+        let mut mx = 0.0f64;
+        let mut bad = 0;
+        let mut wsq = 0.0;
+        let mut wbad = 0;
+        for s in &self.params {
+            sum += s.grad_sum_sq;
+            if s.grad_max_abs > mx {
+                mx = s.grad_max_abs;
+            }
+            bad += s.grad_nonfinite;
+            wsq += s.weight_sum_sq;
+            wbad += s.weight_nonfinite;
+        }
+        self.grad_sum_sq = sum;
+        self.grad_norm = sum.sqrt();
+        self.grad_max_abs = mx;
+        self.grad_nonfinite = bad;
+        self.weight_sum_sq = wsq;
+        self.weight_nonfinite = wbad;
+    }
+
+    /// Records that every gradient was multiplied by `c` (finite gradients assumed): each
+    /// norm scales by |c|, each sum of squares by c².
+    pub fn scale_all(&mut self, c: f64) {
+        for s in &mut self.params {
+            Self::scale_one(s, c);
+        }
+        self.refresh_totals();
+    }
+
+    /// Records that the gradients of parameter `index` were multiplied by `c`.
+    /// Call [`StepStats::refresh_totals`] after scaling several parameters.
+    pub fn scale_param(&mut self, index: usize, c: f64) {
+        if let Some(s) = self.params.get_mut(index) {
+            Self::scale_one(s, c);
+        }
+    }
+
+    fn scale_one(s: &mut ParamStats, c: f64) {
+        s.grad_sum_sq *= c * c;
+        s.grad_norm *= c.abs();
+        s.grad_max_abs *= c.abs();
+    }
+
+    /// Whether every gradient value is finite.
+    pub fn grads_finite(&self) -> bool {
+        self.grad_nonfinite == 0
+    }
+
+    /// The first tensor holding a non-finite gradient, if any.
+    pub fn first_nonfinite_grad(&self) -> Option<&ParamStats> {
+        self.params.iter().find(|s| s.grad_nonfinite > 0)
+    }
+
+    /// The first tensor holding a non-finite weight, if any.
+    pub fn first_nonfinite_weight(&self) -> Option<&ParamStats> {
+        self.params.iter().find(|s| s.weight_nonfinite > 0)
+    }
+
+    /// Global L2 norm of the weights.
+    pub fn weight_norm(&self) -> f64 {
+        self.weight_sum_sq.sqrt()
+    }
+}
+
+/// What one optimiser update did to one parameter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParamUpdate {
+    /// The parameter's name.
+    pub name: String,
+    /// ||w_new - w_old||₂.
+    pub update_norm: f64,
+    /// ||w_old||₂, the weights the update started from.
+    pub weight_norm: f64,
+    /// Number of non-finite weight values after the update.
+    pub weight_nonfinite: usize,
+}
+
+impl ParamUpdate {
+    /// The update ratio ||dw|| / ||w||. When ||w|| is 0 (e.g. zero-initialised biases) the
+    /// ratio is ||dw|| / 1e-12 for a non-zero update and 0 for none, so an update that moves
+    /// zero weights is reported as large rather than hidden.
+    pub fn ratio(&self) -> f64 {
+        if self.update_norm == 0.0 {
+            0.0
+        } else {
+            self.update_norm / self.weight_norm.max(1e-12)
+        }
+    }
+}
+
+/// What the last optimiser update did, per parameter.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UpdateStats {
+    /// The step whose update this was (optimiser updates count from 1).
+    pub step: u64,
+    /// The learning rate used.
+    pub lr: f64,
+    /// One entry per tensor, in view order.
+    pub params: Vec<ParamUpdate>,
+}
+
+impl UpdateStats {
+    /// Measures an update from the weights before and after it, per tensor, in one pass.
+    /// `before` and `after` hold one slice per tensor, in the same order as `names`.
+    pub fn measure(step: u64, lr: f64, names: &[&str], before: &[&[f32]], after: &[&[f32]]) -> Self {
+        let mut u = UpdateStats { step, lr, params: Vec::with_capacity(names.len()) };
+        for ((name, b), a) in names.iter().zip(before).zip(after) {
+            let mut dsq = 0.0f64;
+            let mut wsq = 0.0f64;
+            let mut bad = 0usize;
+            for (&x, &y) in b.iter().zip(a.iter()) {
+                let d = y as f64 - x as f64;
+                dsq += d * d;
+                wsq += x as f64 * x as f64;
+                bad += (!y.is_finite()) as usize;
+            }
+            u.params.push(ParamUpdate {
+                name: name.to_string(),
+                update_norm: dsq.sqrt(),
+                weight_norm: wsq.sqrt(),
+                weight_nonfinite: bad,
+            });
+        }
+        u
+    }
+
+    /// The largest update ratio over all tensors, with the tensor's name.
+    pub fn max_ratio(&self) -> Option<(&str, f64)> {
+        self.params
+            .iter()
+            .map(|p| (p.name.as_str(), p.ratio()))
+            .fold(None, |best, (n, r)| match best {
+                Some((_, b)) if b >= r || r.is_nan() => best,
+                _ => Some((n, r)),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view_of<'a>(
+        names: &'a [String],
+        shapes: &'a [Vec<usize>],
+        ws: &'a [Vec<f32>],
+        gs: &'a mut [Vec<f32>],
+    ) -> ParamView<'a> {
+        let mut v = ParamView::new();
+        for (((n, s), w), g) in names.iter().zip(shapes).zip(ws).zip(gs.iter_mut()) {
+            v.push(n, s, Role::Weight, w, g).unwrap();
+        }
+        v
+    }
+
+    #[test]
+    fn hand_computed_global_and_per_param() {
+        let names = vec!["a".to_string(), "b".to_string()];
+        let shapes = vec![vec![2], vec![1]];
+        let ws = vec![vec![1.0, 2.0], vec![2.0]];
+        let mut gs = vec![vec![3.0, 4.0], vec![12.0]];
+        let v = view_of(&names, &shapes, &ws, &mut gs);
+        let s = StepStats::measure(&v);
+        assert_eq!(s.params[0].grad_norm, 5.0);
+        assert_eq!(s.params[1].grad_norm, 12.0);
+        assert_eq!(s.grad_norm, 13.0);
+        assert_eq!(s.grad_max_abs, 12.0);
+        assert_eq!(s.weight_sum_sq, 9.0);
+        assert_eq!(s.grad_nonfinite, 0);
+        let mut t = s.clone();
+        t.scale_all(0.5);
+        assert_eq!(t.grad_norm, 6.5);
+        assert_eq!(t.params[0].grad_max_abs, 2.0);
+    }
+
+    #[test]
+    fn measure_into_reuses_and_tracks_nonfinite() {
+        let names = vec!["a".to_string()];
+        let shapes = vec![vec![3]];
+        let ws = vec![vec![f32::NAN, 0.0, 0.0]];
+        let mut gs = vec![vec![1.0, f32::INFINITY, 0.0]];
+        let v = view_of(&names, &shapes, &ws, &mut gs);
+        let mut s = StepStats::default();
+        s.measure_into(&v);
+        s.measure_into(&v);
+        assert_eq!(s.params.len(), 1);
+        assert_eq!(s.grad_nonfinite, 1);
+        assert_eq!(s.weight_nonfinite, 1);
+        assert_eq!(s.grad_norm, f64::INFINITY);
+        assert_eq!(s.first_nonfinite_grad().map(|p| p.name.as_str()), Some("a"));
+    }
+
+    #[test]
+    fn update_ratio() {
+        let u = UpdateStats::measure(1, 0.1, &["w", "b"], &[&[3.0, 4.0], &[0.0]], &[&[3.0, 4.5], &[0.0]]);
+        assert!((u.params[0].ratio() - 0.1).abs() < 1e-12);
+        assert_eq!(u.params[1].ratio(), 0.0);
+        assert_eq!(u.max_ratio().map(|(n, _)| n), Some("w"));
+    }
+}
