@@ -1,0 +1,1 @@
+//! Recurrent layers (RNN, LSTM, GRU) as one fused op on dfdx's tape (work in progress).
