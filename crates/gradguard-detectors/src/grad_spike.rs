@@ -1,0 +1,224 @@
+//! `grad_spike`: the global gradient norm jumps against robust running statistics.
+//!
+//! **Rule.** The window holds the last `window` *finite* global gradient norms
+//! (`obs.stats.grad_norm`, before remedies). Once it holds at least `min_history` values,
+//! with `med` its median and `mad = median(|x − med|)`, the robust scale is
+//! `σ = 1.4826 · mad` (the normal-consistent MAD) and the step's norm `g` is a spike when
+//!
+//! `g > level`, with `level = max(med + z_threshold · σ, min_ratio · med)`.
+//!
+//! (`min_ratio` keeps a nearly constant history, `mad ≈ 0`, from turning noise into spikes.)
+//! `value = g`, `threshold = level`, `layer` = the tensor with the largest gradient norm at that
+//! step (where the spike is). The statistics are taken *before* `g` joins the window; a
+//! finite `g` then joins it (spikes too: the median is robust to them).
+//!
+//! **NaN-safe.** A non-finite norm never enters the window and is not reported here (a NaN or
+//! infinite gradient makes the loss non-finite, which `loss_nonfinite` reports and the
+//! diagnosis records as the first non-finite step). Unlike AutoClip, ZClip or OLMo-core's
+//! windows, one NaN cannot poison the statistics.
+//!
+//! **Parameters (defaults).** `window = 50`, `min_history = 10`, `z_threshold = 6.0`,
+//! `min_ratio = 2.0`.
+//!
+//! **Cost.** Two selections over the window per step (O(window)), in a scratch buffer
+//! allocated once.
+
+use gradguard_core::{
+    describe_plugin, Detector, Family, Finding, Observation, ParamDoc, PluginInfo, Sign,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::util::{argmax_grad_norm, fmt_num, median_in_place};
+
+fn d_window() -> usize {
+    50
+}
+fn d_min_history() -> usize {
+    10
+}
+fn d_z() -> f64 {
+    6.0
+}
+fn d_ratio() -> f64 {
+    2.0
+}
+
+/// Fires when the global gradient norm jumps. See the [module documentation](self).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GradSpike {
+    /// Finite norms kept.
+    #[serde(default = "d_window")]
+    pub window: usize,
+    /// Norms needed before it can fire.
+    #[serde(default = "d_min_history")]
+    pub min_history: usize,
+    /// Robust z-score above which a norm is a spike.
+    #[serde(default = "d_z")]
+    pub z_threshold: f64,
+    /// The norm must also exceed `min_ratio` times the median.
+    #[serde(default = "d_ratio")]
+    pub min_ratio: f64,
+    #[serde(skip)]
+    ring: Vec<f64>,
+    #[serde(skip)]
+    head: usize,
+    #[serde(skip)]
+    scratch: Vec<f64>,
+}
+
+impl Default for GradSpike {
+    fn default() -> Self {
+        GradSpike {
+            window: d_window(),
+            min_history: d_min_history(),
+            z_threshold: d_z(),
+            min_ratio: d_ratio(),
+            ring: Vec::new(),
+            head: 0,
+            scratch: Vec::new(),
+        }
+    }
+}
+
+impl GradSpike {
+    /// Median and robust sigma (1.4826 MAD) of the window, or None when too short.
+    fn robust_stats(&mut self) -> Option<(f64, f64)> {
+        if self.ring.is_empty() || self.ring.len() < self.min_history.max(1) {
+            return None;
+        }
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&self.ring);
+        let med = median_in_place(&mut self.scratch);
+        for x in self.scratch.iter_mut() {
+            *x = (*x - med).abs();
+        }
+        let mad = median_in_place(&mut self.scratch);
+        Some((med, 1.4826 * mad))
+    }
+
+    fn push(&mut self, g: f64) {
+        let w = self.window.max(1);
+        if self.ring.capacity() < w {
+            self.ring.reserve_exact(w - self.ring.len());
+            self.scratch.reserve_exact(w);
+        }
+        if self.ring.len() < w {
+            self.ring.push(g);
+        } else {
+            self.ring[self.head] = g;
+            self.head = (self.head + 1) % w;
+        }
+    }
+}
+
+#[typetag::serde(name = "grad_spike")]
+impl Detector for GradSpike {
+    fn observe(&mut self, obs: &Observation<'_, '_>, findings: &mut Vec<Finding>) {
+        let g = obs.stats.grad_norm;
+        if !g.is_finite() {
+            return;
+        }
+        if let Some((med, sigma)) = self.robust_stats() {
+            let level = (med + self.z_threshold * sigma).max(self.min_ratio * med);
+            if g > level {
+                let layer =
+                    argmax_grad_norm(&obs.stats.params).map(|i| obs.stats.params[i].name.as_str());
+                let z = if sigma > 0.0 {
+                    (g - med) / sigma
+                } else {
+                    f64::INFINITY
+                };
+                let place = layer
+                    .map(|l| format!(", largest on `{l}`"))
+                    .unwrap_or_default();
+                findings.push(Finding::new(
+                    Sign::GradSpike,
+                    obs.step,
+                    layer,
+                    g,
+                    level,
+                    format!(
+                        "the gradient norm spiked to {} at step {}: {}x the median {} of the last {} steps (robust z = {}){place}",
+                        fmt_num(g),
+                        obs.step,
+                        fmt_num(g / med.max(f64::MIN_POSITIVE)),
+                        fmt_num(med),
+                        self.ring.len(),
+                        fmt_num(z)
+                    ),
+                ));
+            }
+        }
+        self.push(g);
+    }
+
+    fn reset(&mut self) {
+        self.ring.clear();
+        self.head = 0;
+    }
+}
+
+describe_plugin!(PluginInfo {
+    family: Family::Detector,
+    kind: "grad_spike",
+    summary: "Fires when the global gradient norm exceeds max(median + z x 1.4826 MAD, min_ratio x median) of a window of finite norms (NaN-safe).",
+    params: &[
+        ParamDoc { name: "window", default: Some("50"), doc: "finite norms kept" },
+        ParamDoc { name: "min_history", default: Some("10"), doc: "norms needed before it can fire" },
+        ParamDoc { name: "z_threshold", default: Some("6.0"), doc: "robust z-score above which a norm is a spike" },
+        ParamDoc { name: "min_ratio", default: Some("2.0"), doc: "a spike must also exceed min_ratio x the median" },
+    ],
+    example: "window = 100, z_threshold = 8.0",
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{param, stats};
+    use gradguard_core::Role;
+
+    fn run(d: &mut GradSpike, norms: &[f64]) -> Vec<Finding> {
+        let mut found = Vec::new();
+        for (i, &n) in norms.iter().enumerate() {
+            // The recurrent weight carries most of the norm.
+            let s = stats(vec![
+                param("lstm.0.weight_ih", Role::Weight, n * 0.6, 1.0),
+                param("lstm.0.weight_hh", Role::RecurrentWeight, n * 0.8, 1.0),
+            ]);
+            d.observe(&Observation::new(i as u64 + 1, 1.0, &s), &mut found);
+        }
+        found
+    }
+
+    #[test]
+    fn fires_on_the_spike_at_step_41_and_survives_nan() {
+        let mut norms: Vec<f64> = (0..60).map(|i| 1.0 + 0.1 * ((i * 7) % 5) as f64).collect();
+        norms[20] = f64::NAN; // never enters the window, never poisons it
+        norms[40] = 50.0; // step 41
+        let found = run(&mut GradSpike::default(), &norms);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            (found[0].step, found[0].layer.as_deref()),
+            (41, Some("lstm.0.weight_hh"))
+        );
+        assert!((found[0].value - 50.0).abs() < 1e-9);
+        // Hand-computed: the window before step 41 holds 39 finite values of the cycle
+        // {1.0, 1.2, 1.4, 1.1, 1.3}: median 1.2, MAD 0.1, level = max(1.2 + 6 * 0.14826, 2.4) = 2.4.
+        assert!(
+            (found[0].threshold - 2.4).abs() < 1e-9,
+            "{}",
+            found[0].threshold
+        );
+    }
+
+    #[test]
+    fn quiet_on_noisy_but_healthy_norms() {
+        let norms: Vec<f64> = (0..500)
+            .map(|i| {
+                3.0 * (-(i as f64) / 200.0).exp() * (1.0 + 0.3 * (((i * 37) % 11) as f64 / 11.0))
+            })
+            .collect();
+        assert!(run(&mut GradSpike::default(), &norms).is_empty());
+    }
+}

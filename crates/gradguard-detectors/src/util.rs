@@ -1,0 +1,96 @@
+//! Small helpers shared by the detectors and the diagnosis.
+
+use gradguard_core::{ParamStats, Role};
+
+/// Formats a measured value for a sentence: plain for moderate magnitudes, scientific
+/// otherwise, and `NaN` / `inf` as such.
+pub(crate) fn fmt_num(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_string()
+    } else if v.is_infinite() {
+        if v > 0.0 {
+            "inf".to_string()
+        } else {
+            "-inf".to_string()
+        }
+    } else if v == 0.0 {
+        "0".to_string()
+    } else if v.abs() >= 1e4 || v.abs() < 1e-3 {
+        format!("{v:.2e}")
+    } else {
+        let s = format!("{v:.3}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        s.to_string()
+    }
+}
+
+/// The layer a tensor belongs to: its name up to the last `.` (`layers.0.bias` -> `layers.0`).
+pub(crate) fn layer_prefix(name: &str) -> &str {
+    match name.rfind('.') {
+        Some(i) => &name[..i],
+        None => name,
+    }
+}
+
+/// The role of a tensor guessed from its name, for logs that carry names but no roles
+/// (documented in docs/EVENTS.md): `bias` anywhere -> bias; `weight_hh`, `recurrent` or
+/// `w_hh` -> recurrent weight; anything else -> weight.
+pub fn role_from_name(name: &str) -> Role {
+    let n = name.to_ascii_lowercase();
+    if n.contains("bias") {
+        Role::Bias
+    } else if n.contains("weight_hh") || n.contains("recurrent") || n.contains("w_hh") {
+        Role::RecurrentWeight
+    } else {
+        Role::Weight
+    }
+}
+
+/// Index of the tensor with the largest finite-or-infinite gradient norm (NaN ignored).
+pub(crate) fn argmax_grad_norm(params: &[ParamStats]) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
+    for (i, p) in params.iter().enumerate() {
+        if p.grad_norm.is_nan() {
+            continue;
+        }
+        match best {
+            Some((_, b)) if b >= p.grad_norm => {}
+            _ => best = Some((i, p.grad_norm)),
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+/// Median of `xs` (reorders it). `xs` must be non-empty and NaN-free.
+pub(crate) fn median_in_place(xs: &mut [f64]) -> f64 {
+    let n = xs.len();
+    let mid = n / 2;
+    let (_, m, _) = xs.select_nth_unstable_by(mid, f64::total_cmp);
+    let upper = *m;
+    if n % 2 == 1 {
+        upper
+    } else {
+        let lower = xs[..mid].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        0.5 * (lower + upper)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_and_medians() {
+        assert_eq!(fmt_num(2.5), "2.5");
+        assert_eq!(fmt_num(1.0), "1");
+        assert_eq!(fmt_num(31415.9), "3.14e4");
+        assert_eq!(fmt_num(f64::NAN), "NaN");
+        assert_eq!(fmt_num(f64::NEG_INFINITY), "-inf");
+        assert_eq!(median_in_place(&mut [5.0, 1.0, 3.0]), 3.0);
+        assert_eq!(median_in_place(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(layer_prefix("rnn.0.bias_hh"), "rnn.0");
+        assert_eq!(role_from_name("lstm.0.weight_hh"), Role::RecurrentWeight);
+        assert_eq!(role_from_name("layers.2.bias"), Role::Bias);
+        assert_eq!(role_from_name("head.weight"), Role::Weight);
+    }
+}
