@@ -1,0 +1,461 @@
+//! Line charts as inline SVG, drawn with `plotters`' SVG backend.
+//!
+//! No system fonts are needed: with plotters' default features off, text is laid out with
+//! its built-in estimate and written as SVG `<text>` elements that the browser renders
+//! with its own fonts.
+//!
+//! A chart has lines (each drawn as segments that break at non-finite values), optional
+//! horizontal reference lines (e.g. the clip threshold, dashed), and a legend in a column
+//! to the right of the plot so it never hides data. A log-scale chart plots `log10(y)` and
+//! labels the ticks `1e-3`, `1`, `1e3`... Values that cannot be drawn are shown, not
+//! dropped: NaN and ±inf as crosses on the top edge, and on a log scale values <= 0 as
+//! circles on the bottom edge, each in its line's colour, with a legend entry.
+
+use gradguard_core::ReportError;
+use plotters::prelude::*;
+
+use crate::series::BoundedSeries;
+
+/// Colours of successive lines (the Tableau 10 palette).
+pub const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// One line of a chart.
+#[derive(Clone, Debug, Default)]
+pub struct Line {
+    /// Its legend label.
+    pub label: String,
+    /// Runs of finite points (step, value).
+    pub segments: Vec<Vec<(u64, f64)>>,
+    /// Points whose value is NaN or ±inf.
+    pub nonfinite: Vec<(u64, f64)>,
+}
+
+impl Line {
+    /// A line from a bounded series.
+    pub fn from_series(label: impl Into<String>, series: &BoundedSeries) -> Self {
+        Line {
+            label: label.into(),
+            segments: series.segments(),
+            nonfinite: series.nonfinite_points(),
+        }
+    }
+
+    /// A line from raw points, broken at non-finite values.
+    pub fn from_points(label: impl Into<String>, points: &[(u64, f64)]) -> Self {
+        let mut segments = vec![Vec::new()];
+        let mut nonfinite = Vec::new();
+        for &(step, v) in points {
+            if v.is_finite() {
+                segments.last_mut().expect("never empty").push((step, v));
+            } else {
+                nonfinite.push((step, v));
+                if !segments.last().map_or(true, Vec::is_empty) {
+                    segments.push(Vec::new());
+                }
+            }
+        }
+        segments.retain(|s| !s.is_empty());
+        Line {
+            label: label.into(),
+            segments,
+            nonfinite,
+        }
+    }
+
+    fn finite_values(&self) -> impl Iterator<Item = f64> + '_ {
+        self.segments.iter().flatten().map(|p| p.1)
+    }
+
+    fn steps(&self) -> impl Iterator<Item = u64> + '_ {
+        self.segments
+            .iter()
+            .flatten()
+            .map(|p| p.0)
+            .chain(self.nonfinite.iter().map(|p| p.0))
+    }
+}
+
+/// A horizontal reference line (drawn dashed).
+#[derive(Clone, Debug)]
+pub struct HLine {
+    /// Its legend label.
+    pub label: String,
+    /// Its height.
+    pub value: f64,
+}
+
+/// A line chart. See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct Chart {
+    /// The title above the plot.
+    pub title: String,
+    /// What the y axis measures.
+    pub y_desc: String,
+    /// Plot log10(y).
+    pub log_y: bool,
+    /// The lines.
+    pub lines: Vec<Line>,
+    /// Reference lines.
+    pub hlines: Vec<HLine>,
+    /// Width in pixels, legend included.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+impl Chart {
+    /// An empty chart, 960 x 360 pixels.
+    pub fn new(title: impl Into<String>, y_desc: impl Into<String>, log_y: bool) -> Self {
+        Chart {
+            title: title.into(),
+            y_desc: y_desc.into(),
+            log_y,
+            lines: Vec::new(),
+            hlines: Vec::new(),
+            width: 960,
+            height: 360,
+        }
+    }
+
+    /// Whether any line has anything to draw.
+    pub fn has_data(&self) -> bool {
+        self.lines
+            .iter()
+            .any(|l| !l.segments.is_empty() || !l.nonfinite.is_empty())
+    }
+
+    /// The chart as an `<svg>` element.
+    pub fn to_svg(&self) -> Result<String, ReportError> {
+        let mut svg = String::new();
+        self.draw(&mut svg).map_err(|e| {
+            ReportError::Other(format!("drawing the chart \"{}\": {e}", self.title))
+        })?;
+        Ok(svg)
+    }
+
+    /// y in plot coordinates (log10 on a log chart); None when not drawable there.
+    fn plot_y(&self, v: f64) -> Option<f64> {
+        if !v.is_finite() {
+            None
+        } else if self.log_y {
+            (v > 0.0).then(|| v.log10())
+        } else {
+            Some(v)
+        }
+    }
+
+    fn y_range(&self) -> (f64, f64) {
+        let ys = self
+            .lines
+            .iter()
+            .flat_map(|l| l.finite_values())
+            .chain(self.hlines.iter().map(|h| h.value))
+            .filter_map(|v| self.plot_y(v));
+        let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
+            (a.min(y), b.max(y))
+        });
+        if lo > hi {
+            return (0.0, 1.0);
+        }
+        if self.log_y {
+            let (lo, hi) = (lo.floor(), hi.ceil());
+            if lo == hi {
+                (lo - 1.0, hi + 1.0)
+            } else {
+                (lo, hi)
+            }
+        } else if lo == hi {
+            let pad = if lo == 0.0 { 1.0 } else { lo.abs() * 0.1 };
+            (lo - pad, hi + pad)
+        } else {
+            let pad = (hi - lo) * 0.05;
+            (lo - pad, hi + pad)
+        }
+    }
+
+    fn x_range(&self) -> (f64, f64) {
+        let (lo, hi) = self
+            .lines
+            .iter()
+            .flat_map(|l| l.steps())
+            .fold((u64::MAX, 0u64), |(a, b), s| (a.min(s), b.max(s)));
+        if lo > hi {
+            (0.0, 1.0)
+        } else if lo == hi {
+            (lo as f64 - 1.0, hi as f64 + 1.0)
+        } else {
+            (lo as f64, hi as f64)
+        }
+    }
+
+    fn draw(&self, svg: &mut String) -> Result<(), Box<dyn std::error::Error>> {
+        let legend_width = 250u32.min(self.width / 3);
+        let root = SVGBackend::with_string(svg, (self.width, self.height)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (plot_area, legend_area) = root.split_horizontally(self.width - legend_width);
+        let (x0, x1) = self.x_range();
+        let (y0, y1) = self.y_range();
+        let mut chart = ChartBuilder::on(&plot_area)
+            .caption(&self.title, ("sans-serif", 21))
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(x0..x1, y0..y1)?;
+        let log_y = self.log_y;
+        let y_fmt = move |v: &f64| -> String {
+            if !log_y {
+                return crate::format_number(*v);
+            }
+            if (v - v.round()).abs() < 1e-9 {
+                match v.round() as i64 {
+                    0 => "1".into(),
+                    1 => "10".into(),
+                    e => format!("1e{e}"),
+                }
+            } else {
+                // Only whole decades are labelled; the grid shows the rest.
+                String::new()
+            }
+        };
+        let x_fmt = |v: &f64| format!("{}", v.round() as i64);
+        let y_desc = if self.log_y {
+            format!("{} (log scale)", self.y_desc)
+        } else {
+            self.y_desc.clone()
+        };
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .y_desc(y_desc)
+            .x_labels(8)
+            .y_labels(8)
+            .x_label_formatter(&x_fmt)
+            .y_label_formatter(&y_fmt)
+            .label_style(("sans-serif", 16))
+            .axis_desc_style(("sans-serif", 17))
+            .light_line_style(RGBColor(235, 235, 235))
+            .bold_line_style(RGBColor(210, 210, 210))
+            .draw()?;
+
+        let mut legend: Vec<(String, RGBColor, Glyph)> = Vec::new();
+        for (i, line) in self.lines.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            for seg in &line.segments {
+                let pts: Vec<(f64, f64)> = seg
+                    .iter()
+                    .filter_map(|&(s, v)| self.plot_y(v).map(|y| (s as f64, y)))
+                    .collect();
+                if pts.len() == 1 {
+                    chart.draw_series(std::iter::once(Circle::new(pts[0], 2, color.filled())))?;
+                } else {
+                    chart.draw_series(LineSeries::new(pts, color.stroke_width(2)))?;
+                }
+            }
+            legend.push((line.label.clone(), color, Glyph::Line));
+        }
+        for (j, h) in self.hlines.iter().enumerate() {
+            if let Some(y) = self.plot_y(h.value) {
+                let color = RGBColor(60, 60, 60);
+                let style = ShapeStyle {
+                    color: color.to_rgba(),
+                    filled: false,
+                    stroke_width: 2,
+                };
+                chart.draw_series(DashedLineSeries::new(
+                    vec![(x0, y), (x1, y)],
+                    8,
+                    5 + j as u32 * 3,
+                    style,
+                ))?;
+                legend.push((h.label.clone(), color, Glyph::Dashed));
+            }
+        }
+        // Non-finite values: crosses on the top edge, in each line's colour.
+        let mut any_nonfinite = false;
+        let mut any_nonpositive = false;
+        for (i, line) in self.lines.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            let crosses: Vec<_> = line
+                .nonfinite
+                .iter()
+                .map(|&(s, _)| Cross::new((s as f64, y1), 5, color.stroke_width(2)))
+                .collect();
+            any_nonfinite |= !crosses.is_empty();
+            chart.draw_series(crosses)?;
+            if self.log_y {
+                let circles: Vec<_> = line
+                    .segments
+                    .iter()
+                    .flatten()
+                    .filter(|p| p.1 <= 0.0)
+                    .map(|&(s, _)| Circle::new((s as f64, y0), 4, color.stroke_width(2)))
+                    .collect();
+                any_nonpositive |= !circles.is_empty();
+                chart.draw_series(circles)?;
+            }
+        }
+        if any_nonfinite {
+            legend.push((
+                "NaN / inf (top edge)".into(),
+                RGBColor(0, 0, 0),
+                Glyph::Cross,
+            ));
+        }
+        if any_nonpositive {
+            legend.push((
+                "<= 0 (bottom edge)".into(),
+                RGBColor(0, 0, 0),
+                Glyph::Circle,
+            ));
+        }
+        if !self.has_data() {
+            let (w, h) = plot_area.dim_in_pixel();
+            plot_area.draw(&Text::new(
+                "no data",
+                (w as i32 / 2 - 25, h as i32 / 2),
+                ("sans-serif", 16)
+                    .into_font()
+                    .color(&RGBColor(120, 120, 120)),
+            ))?;
+        }
+        draw_legend(&legend_area, &legend)?;
+        root.present()?;
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Glyph {
+    Line,
+    Dashed,
+    Cross,
+    Circle,
+}
+
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    entries: &[(String, RGBColor, Glyph)],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let row = 20;
+    let top = 45;
+    let (w, h) = area.dim_in_pixel();
+    let max_rows = ((h as i32 - top - 10) / row).max(1) as usize;
+    let max_chars = ((w as i32 - 40) / 8).max(8) as usize;
+    for (k, (label, color, glyph)) in entries.iter().enumerate() {
+        let y = top + row * k as i32;
+        if k + 1 == max_rows && entries.len() > max_rows {
+            let rest = entries.len() - k;
+            let text = format!("... and {rest} more");
+            area.draw(&Text::new(
+                text,
+                (8, y - 7),
+                ("sans-serif", 17).into_font().color(&BLACK),
+            ))?;
+            break;
+        }
+        match glyph {
+            Glyph::Line => area.draw(&PathElement::new(
+                vec![(4, y), (28, y)],
+                color.stroke_width(3),
+            ))?,
+            Glyph::Dashed => {
+                area.draw(&PathElement::new(
+                    vec![(4, y), (12, y)],
+                    color.stroke_width(2),
+                ))?;
+                area.draw(&PathElement::new(
+                    vec![(18, y), (28, y)],
+                    color.stroke_width(2),
+                ))?;
+            }
+            Glyph::Cross => area.draw(&Cross::new((16, y), 5, color.stroke_width(2)))?,
+            Glyph::Circle => area.draw(&Circle::new((16, y), 4, color.stroke_width(2)))?,
+        }
+        let text: String = if label.chars().count() > max_chars {
+            let mut t: String = label.chars().take(max_chars - 1).collect();
+            t.push('…');
+            t
+        } else {
+            label.clone()
+        };
+        area.draw(&Text::new(
+            text,
+            (34, y - 7),
+            ("sans-serif", 17).into_font().color(&BLACK),
+        ))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::svg_text;
+
+    fn count(svg: &str, needle: &str) -> usize {
+        svg.matches(needle).count()
+    }
+
+    #[test]
+    fn draws_lines_threshold_legend_and_markers() {
+        let mut c = Chart::new("Gradient norm", "L2 norm", true);
+        c.lines.push(Line::from_points(
+            "global",
+            &[(1, 0.5), (2, 5.0), (3, 50.0), (4, f64::NAN), (5, 0.0)],
+        ));
+        c.hlines.push(HLine {
+            label: "clip threshold 1".into(),
+            value: 1.0,
+        });
+        let svg = c.to_svg().unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..100]);
+        // Title, axis description, legend labels are SVG text, with no font files involved.
+        assert!(svg.contains(&svg_text("Gradient norm")));
+        assert!(svg.contains(&svg_text("L2 norm (log scale)")));
+        assert!(svg.contains(&svg_text("clip threshold 1")));
+        assert!(svg.contains(&svg_text("NaN / inf (top edge)")));
+        assert!(svg.contains(&svg_text("&lt;= 0 (bottom edge)")));
+        // Log ticks are labelled as powers of ten: the data spans 1e-1 .. 1e2.
+        assert!(
+            svg.contains(&svg_text("1e-1")) && svg.contains(&svg_text("1e2")),
+            "{svg}"
+        );
+        assert!(count(&svg, "<polyline") >= 2, "line + dashed threshold");
+    }
+
+    #[test]
+    fn line_breaks_at_non_finite_values() {
+        let l = Line::from_points("x", &[(1, 1.0), (2, f64::INFINITY), (3, 3.0), (4, 4.0)]);
+        assert_eq!(l.segments, vec![vec![(1, 1.0)], vec![(3, 3.0), (4, 4.0)]]);
+        assert_eq!(l.nonfinite, vec![(2, f64::INFINITY)]);
+    }
+
+    #[test]
+    fn empty_chart_says_so() {
+        let c = Chart::new("Update ratio", "ratio", true);
+        let svg = c.to_svg().unwrap();
+        assert!(svg.contains(&svg_text("no data")));
+    }
+
+    #[test]
+    fn ranges() {
+        let mut c = Chart::new("t", "y", false);
+        c.lines.push(Line::from_points("a", &[(3, 2.0), (9, 4.0)]));
+        assert_eq!(c.x_range(), (3.0, 9.0));
+        let (lo, hi) = c.y_range();
+        assert!((lo - 1.9).abs() < 1e-12 && (hi - 4.1).abs() < 1e-12);
+        c.log_y = true;
+        assert_eq!(c.y_range(), (0.0, 1.0)); // log10 2 .. log10 4 -> decades 0 .. 1
+    }
+}

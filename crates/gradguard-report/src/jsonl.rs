@@ -1,0 +1,258 @@
+//! `jsonl`: the events log, one [`Event`] per line.
+//!
+//! Spec: `{ kind = "jsonl" }` or `{ kind = "jsonl", file = "events.jsonl", flush_every = 100 }`.
+//!
+//! | parameter     | default          | meaning                                                    |
+//! |---------------|------------------|------------------------------------------------------------|
+//! | `file`        | `"events.jsonl"` | file name inside the run's `out_dir` (absolute: used as is) |
+//! | `flush_every` | `100`            | flush to the OS every this many steps (0: only when the buffer fills, at finish and on drop) |
+//!
+//! Each line is `serde_json::to_string(&event)`: the schema of [`Event`] (step, loss, global
+//! gradient norm before and after remedies, per-layer norms and update ratios, findings,
+//! actions); non-finite numbers are written as the strings `"NaN"`, `"inf"`, `"-inf"`
+//! (see [`gradguard_core::float`]). The output depends only on the events, so the same
+//! run gives a byte-identical file. The file is truncated at `start`; it is flushed every
+//! `flush_every` steps, at `finish`, and when the reporter is dropped (so a run that stops
+//! on an error keeps every line written so far). Read it back with
+//! [`read_events_jsonl`](crate::read_events_jsonl).
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+use gradguard_core::{
+    describe_plugin, Event, Family, ParamDoc, PluginInfo, ReportError, Reporter, RunEnd, RunInfo,
+};
+use serde::{Deserialize, Serialize};
+
+/// Writes `events.jsonl`. See the [module docs](self).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonlReporter {
+    /// File name inside the run's output directory.
+    #[serde(default = "default_file")]
+    pub file: String,
+    /// Flush every this many steps (0: only when the buffer fills and at the end).
+    #[serde(default = "default_flush_every")]
+    pub flush_every: u64,
+    #[serde(skip)]
+    open: Option<OpenFile>,
+}
+
+struct OpenFile {
+    path: PathBuf,
+    writer: BufWriter<File>,
+    lines: u64,
+}
+
+fn default_file() -> String {
+    "events.jsonl".into()
+}
+
+fn default_flush_every() -> u64 {
+    100
+}
+
+impl Default for JsonlReporter {
+    fn default() -> Self {
+        JsonlReporter {
+            file: default_file(),
+            flush_every: default_flush_every(),
+            open: None,
+        }
+    }
+}
+
+impl JsonlReporter {
+    /// The file being written, once started.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.open.as_ref().map(|o| o.path.as_path())
+    }
+}
+
+#[typetag::serde(name = "jsonl")]
+impl Reporter for JsonlReporter {
+    fn start(&mut self, run: &RunInfo) -> Result<(), ReportError> {
+        crate::check_file_name("jsonl", "file", &self.file)?;
+        crate::create_dir(&run.out_dir)?;
+        let path = crate::out_path(&run.out_dir, &self.file);
+        let file = File::create(&path).map_err(|e| ReportError::io(&path, e))?;
+        self.open = Some(OpenFile {
+            path,
+            writer: BufWriter::with_capacity(1 << 16, file),
+            lines: 0,
+        });
+        Ok(())
+    }
+
+    fn event(&mut self, event: &Event) -> Result<(), ReportError> {
+        let Some(open) = self.open.as_mut() else {
+            return Err(ReportError::Other(format!(
+                "reporter `jsonl` ({}): event at step {} before start",
+                self.file, event.step
+            )));
+        };
+        serde_json::to_writer(&mut open.writer, event).map_err(|e| match e.io_error_kind() {
+            Some(kind) => ReportError::io(&open.path, std::io::Error::new(kind, e.to_string())),
+            None => {
+                ReportError::Other(format!("{}: step {}: {e}", open.path.display(), event.step))
+            }
+        })?;
+        open.writer
+            .write_all(b"\n")
+            .map_err(|e| ReportError::io(&open.path, e))?;
+        open.lines += 1;
+        if self.flush_every > 0 && open.lines % self.flush_every == 0 {
+            open.writer
+                .flush()
+                .map_err(|e| ReportError::io(&open.path, e))?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, _end: &RunEnd<'_>) -> Result<(), ReportError> {
+        if let Some(open) = self.open.as_mut() {
+            open.writer
+                .flush()
+                .map_err(|e| ReportError::io(&open.path, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        // BufWriter flushes on drop too (ignoring errors); doing it here keeps the promise explicit.
+        let _ = self.writer.flush();
+    }
+}
+
+describe_plugin!(PluginInfo {
+    family: Family::Reporter,
+    kind: "jsonl",
+    summary: "Writes events.jsonl: one JSON object per step (loss, norms, per-layer figures, findings, actions).",
+    params: &[
+        ParamDoc { name: "file", default: Some("\"events.jsonl\""), doc: "file name inside the output directory" },
+        ParamDoc {
+            name: "flush_every",
+            default: Some("100"),
+            doc: "flush every this many steps (0: only when the buffer fills and at the end)",
+        },
+    ],
+    example: "",
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{diagnosis, event, run_info, summary, unwritable_dir};
+
+    #[test]
+    fn writes_one_event_per_line_and_reads_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("run");
+        let mut r = JsonlReporter::default();
+        r.start(&run_info(&out)).unwrap();
+        for step in 1..=25 {
+            r.event(&event(step, 20)).unwrap();
+        }
+        let (d, s) = (diagnosis(), summary());
+        r.finish(&RunEnd {
+            diagnosis: &d,
+            summary: &s,
+        })
+        .unwrap();
+        let text = std::fs::read_to_string(out.join("events.jsonl")).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 25);
+        assert!(text.ends_with('\n'));
+        assert!(lines[0].starts_with("{\"step\":1,"), "{}", lines[0]);
+        // The NaN loss is written as a string, not dropped.
+        assert!(lines[19].contains("\"loss\":\"NaN\""), "{}", lines[19]);
+        let back: Event = serde_json::from_str(lines[2]).unwrap();
+        assert_eq!(back, event(3, 20));
+        // Same events, same bytes.
+        let mut again = JsonlReporter {
+            file: "again.jsonl".into(),
+            ..Default::default()
+        };
+        again.start(&run_info(&out)).unwrap();
+        for step in 1..=25 {
+            again.event(&event(step, 20)).unwrap();
+        }
+        drop(again);
+        assert_eq!(
+            std::fs::read(out.join("again.jsonl")).unwrap(),
+            text.as_bytes()
+        );
+    }
+
+    #[test]
+    fn flushes_every_n_steps_and_on_drop() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut r = JsonlReporter {
+            flush_every: 2,
+            ..Default::default()
+        };
+        r.start(&run_info(tmp.path())).unwrap();
+        let path = tmp.path().join("events.jsonl");
+        r.event(&event(1, 99)).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 0);
+        r.event(&event(2, 99)).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
+        r.event(&event(3, 99)).unwrap();
+        drop(r);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3);
+    }
+
+    #[test]
+    fn unwritable_directory_is_an_error_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bad = unwritable_dir(tmp.path());
+        let mut r = JsonlReporter::default();
+        let err = r.start(&run_info(&bad)).unwrap_err().to_string();
+        assert!(err.contains("a_file/out"), "{err}");
+        // Events before a successful start are an error, not a panic.
+        let err = r.event(&event(1, 99)).unwrap_err().to_string();
+        assert!(err.contains("before start"), "{err}");
+    }
+
+    #[test]
+    fn write_errors_name_the_file() {
+        // /dev/full accepts the open and fails every write with ENOSPC.
+        if !std::path::Path::new("/dev/full").exists() {
+            eprintln!("skipped: /dev/full is missing");
+            return;
+        }
+        let mut r = JsonlReporter {
+            file: "/dev/full".into(),
+            flush_every: 1,
+            ..Default::default()
+        };
+        r.start(&run_info(std::path::Path::new("/tmp"))).unwrap();
+        let err = r.event(&event(1, 99)).unwrap_err().to_string();
+        assert!(err.starts_with("/dev/full:"), "{err}");
+    }
+
+    #[test]
+    fn spec_parameters_and_typos() {
+        let r: Box<dyn Reporter> =
+            serde_json::from_str(r#"{"kind":"jsonl","file":"e.jsonl"}"#).unwrap();
+        drop(r);
+        let err = serde_json::from_str::<Box<dyn Reporter>>(r#"{"kind":"jsonl","fille":"e"}"#)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("unknown field `fille`"), "{err}");
+        let mut empty = JsonlReporter {
+            file: " ".into(),
+            ..Default::default()
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(empty
+            .start(&run_info(tmp.path()))
+            .unwrap_err()
+            .to_string()
+            .contains("must name a file"));
+    }
+}
