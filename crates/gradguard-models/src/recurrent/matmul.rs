@@ -1,0 +1,141 @@
+//! A bounds-checked wrapper over `gemm` 0.19 (AVX-512 on stable Rust) for row-major slices.
+
+use gemm::Parallelism;
+
+/// A matrix operand: a slice and its row and column strides (in elements).
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// A row-major matrix with `cols` columns.
+    pub fn rows(data: &'a [f32], cols: usize) -> Self {
+        Mat {
+            data,
+            rs: cols,
+            cs: 1,
+        }
+    }
+    /// The transpose of a row-major matrix with `cols` columns.
+    pub fn transposed(data: &'a [f32], cols: usize) -> Self {
+        Mat {
+            data,
+            rs: 1,
+            cs: cols,
+        }
+    }
+}
+
+/// Whether a matrix of `r x c` with these strides fits in `len` elements.
+fn fits(len: usize, r: usize, c: usize, rs: usize, cs: usize) -> bool {
+    r == 0 || c == 0 || (r - 1) * rs + (c - 1) * cs < len
+}
+
+/// `dst[m, n] (row-major, row stride dst_rs) = (accumulate ? dst : 0) + lhs[m, k] * rhs[k, n]`.
+///
+/// `parallel` lets gemm use the current rayon pool; pass it only for large products.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    parallel: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                dst[r * dst_rs..r * dst_rs + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    assert!(fits(dst.len(), m, n, dst_rs, 1), "matmul: dst too small");
+    assert!(
+        fits(lhs.data.len(), m, k, lhs.rs, lhs.cs),
+        "matmul: lhs too small"
+    );
+    assert!(
+        fits(rhs.data.len(), k, n, rhs.rs, rhs.cs),
+        "matmul: rhs too small"
+    );
+    let parallelism = if parallel && rayon::current_num_threads() > 1 {
+        Parallelism::Rayon(0)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: the asserts above check that every index gemm touches, (i*rs + j*cs) for i < rows
+    // and j < cols, lies inside the corresponding slice; `dst` is a unique borrow and cannot
+    // alias `lhs`/`rhs` (shared borrows). Strides fit in isize because the slices exist.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_products_match_hand_values() {
+        // [1 2; 3 4] * [5 6; 7 8] = [19 22; 43 50]
+        let a = [1.0, 2.0, 3.0, 4.0];
+        let b = [5.0, 6.0, 7.0, 8.0];
+        let mut d = [0.0; 4];
+        matmul(
+            2,
+            2,
+            2,
+            &mut d,
+            2,
+            false,
+            Mat::rows(&a, 2),
+            Mat::rows(&b, 2),
+            false,
+        );
+        assert_eq!(d, [19.0, 22.0, 43.0, 50.0]);
+        // accumulate a * b^T = [1*5+2*6, 1*7+2*8; 3*5+4*6, 3*7+4*8] = [17 23; 39 53]
+        matmul(
+            2,
+            2,
+            2,
+            &mut d,
+            2,
+            true,
+            Mat::rows(&a, 2),
+            Mat::transposed(&b, 2),
+            false,
+        );
+        assert_eq!(d, [36.0, 45.0, 82.0, 103.0]);
+    }
+}
