@@ -31,6 +31,8 @@ pub mod autoclip;
 pub mod clip_global_norm;
 pub mod clip_norm;
 pub mod clip_value;
+#[cfg(feature = "safetensors")]
+pub mod dump;
 pub mod kernels;
 pub mod lr_backoff;
 pub mod nonfinite;
