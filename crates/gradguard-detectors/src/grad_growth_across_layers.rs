@@ -343,13 +343,7 @@ mod tests {
         )]);
         // 60 steps, flat for the last 10, then 1.2x per step backwards: 1.2^49 = 7583 total.
         let values: Vec<f64> = (0..60)
-            .map(|t| {
-                if t >= 49 {
-                    1.0
-                } else {
-                    1.2f64.powi(49 - t)
-                }
-            })
+            .map(|t| if t >= 49 { 1.0 } else { 1.2f64.powi(49 - t) })
             .collect();
         let series = [Series {
             name: "rnn.0 dL/dh_t".into(),

@@ -25,7 +25,7 @@
 
 #![warn(missing_docs)]
 
-// pub mod diagnoser;
+pub mod diagnoser;
 pub mod grad_growth_across_layers;
 pub mod grad_norm_above_one;
 pub mod grad_spike;
@@ -33,7 +33,7 @@ pub mod linalg;
 pub mod loss_nonfinite;
 pub mod loss_not_converging;
 pub mod loss_unstable;
-// pub mod offline;
+pub mod offline;
 // pub mod probe;
 pub mod recurrent_radius_above_one;
 pub mod weights_change_large;
@@ -46,17 +46,20 @@ pub use util::role_from_name;
 #[cfg(test)]
 pub(crate) mod testing;
 
-// pub use diagnoser::{run_summary, DiagnosisRules, Diagnoser, MeasuredEffect, RunFigures};
+pub use diagnoser::{
+    apply_measured_effects, remedy_kind, run_summary, Diagnoser, DiagnosisRules, MeasuredEffect,
+    RunFigures,
+};
 pub use grad_growth_across_layers::GradGrowthAcrossLayers;
 pub use grad_norm_above_one::{GradNormAboveOne, TensorSelection};
 pub use grad_spike::GradSpike;
 pub use loss_nonfinite::LossNonfinite;
 pub use loss_not_converging::LossNotConverging;
 pub use loss_unstable::{LossUnstable, UnstableMode};
-/* pub use offline::{
+pub use offline::{
     diagnose_events, diagnose_events_with, observation_parts_from_event, DiagnoseError, LineError,
     OfflineOptions,
-}; */
+};
 // pub use probe::{probe, ProbeInput, ProbeReport, RecurrentMatrix, Risk};
 pub use recurrent_radius_above_one::RecurrentRadiusAboveOne;
 pub use weights_change_large::WeightsChangeLarge;

@@ -1,5 +1,10 @@
 //! `weights_change_large`: a layer's update ratio ‖dw‖ / ‖w‖ stays above a threshold.
 //!
+//! **Which tensors.** Weight matrices only: tensors whose name contains `bias` are skipped
+//! (the same name rule as for logs, [`crate::role_from_name`], so a replayed log agrees with
+//! the live run). Biases often start at 0, where the ratio is meaningless (`ParamUpdate::ratio`
+//! divides by 1e-12 and reports ~1e9 for the first update).
+//!
 //! **Rule.** Reads `obs.update` (what the previous optimiser update did, per tensor):
 //! `ratio = ‖w_new − w_old‖₂ / ‖w_old‖₂` ([`gradguard_core::ParamUpdate::ratio`]; a
 //! non-finite ratio counts as above). For each tensor, a streak counts consecutive updates
@@ -20,7 +25,8 @@ use gradguard_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::util::fmt_num;
+use crate::util::{fmt_num, role_from_name};
+use gradguard_core::Role;
 
 fn d_threshold() -> f64 {
     1.0
@@ -63,6 +69,9 @@ impl Detector for WeightsChangeLarge {
         }
         let patience = self.patience.max(1);
         for (p, streak) in update.params.iter().zip(self.streak.iter_mut()) {
+            if role_from_name(&p.name) == Role::Bias {
+                continue;
+            }
             let ratio = p.ratio();
             let large = ratio > self.threshold || ratio.is_nan();
             if !large {
@@ -120,7 +129,10 @@ mod tests {
         let mut found = Vec::new();
         for (i, &(a, b)) in ratios.iter().enumerate() {
             let step = i as u64 + 1;
-            let u = update(step - 1, &[("l1.weight", a), ("l2.weight", b)]);
+            let u = update(
+                step - 1,
+                &[("l1.weight", a), ("l2.weight", b), ("l2.bias", 1e9)],
+            );
             let mut obs = Observation::new(step, 1.0, &s);
             if step > 1 {
                 obs.update = Some(&u);

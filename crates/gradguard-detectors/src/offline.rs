@@ -1,0 +1,393 @@
+//! Offline diagnosis of an events log (`events.jsonl`, one [`Event`] per line; schema in
+//! docs/EVENTS.md), gradguard's own or one written by another framework.
+//!
+//! Each line is parsed on its own: a malformed line is reported with its line number and
+//! skipped, and the rest of the log is still diagnosed. Blank lines are ignored.
+//!
+//! **Replay.** Each event is turned back into an [`Observation`] without live weights
+//! ([`observation_parts_from_event`]) and the replay detectors (by default
+//! [`crate::default_detectors`]; `recurrent_radius_above_one` needs live weights and does
+//! nothing here) look at it. Their findings are merged with the findings already in the log:
+//! a replayed finding is added only when the event holds no logged finding with the same sign,
+//! step and layer. The merged events go through the same [`Diagnoser`] the live run uses, so a
+//! log written by a gradguard run with the default detectors gives back exactly the diagnosis
+//! the run printed, and a log with no findings at all (another framework's) is diagnosed from
+//! its figures. With `replay = false` only the logged findings count (use it for a run whose
+//! spec listed other detectors).
+//!
+//! **Memory.** Streaming: one line and one event at a time; the [`Diagnoser`] keeps bounded
+//! summaries. At most [`MAX_LINE_ERRORS`] malformed lines are listed; the last entry then
+//! counts the rest.
+
+use std::io::BufRead;
+
+use gradguard_core::{
+    Detector, Diagnosis, Event, Finding, Observation, ParamStats, ParamUpdate, StepStats,
+    UpdateStats,
+};
+
+use crate::diagnoser::{Diagnoser, DiagnosisRules};
+use crate::util::role_from_name;
+
+/// At most this many malformed lines are listed one by one.
+pub const MAX_LINE_ERRORS: usize = 1000;
+
+/// A line of the log that could not be read as an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong, e.g. `column 12: missing field `loss``.
+    pub message: String,
+}
+
+impl std::fmt::Display for LineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+/// Why an events log could not be diagnosed at all.
+#[derive(Debug, thiserror::Error)]
+pub enum DiagnoseError {
+    /// Reading failed (the file could not be read further).
+    #[error("reading the events log failed after line {line}: {source}")]
+    Io {
+        /// The last line read completely.
+        line: usize,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not one line was a valid event.
+    #[error("no valid event in the log ({lines} line(s), {malformed} malformed){}", first_error.as_ref().map(|e| format!("; first problem: {e}")).unwrap_or_default())]
+    NoEvents {
+        /// Lines read.
+        lines: usize,
+        /// Lines that were not valid events.
+        malformed: usize,
+        /// The first malformed line.
+        first_error: Option<LineError>,
+    },
+}
+
+/// Options of [`diagnose_events_with`].
+pub struct OfflineOptions {
+    /// Run the replay detectors on each event (default true).
+    pub replay: bool,
+    /// The replay detectors; `None` = [`crate::default_detectors`].
+    pub detectors: Option<Vec<Box<dyn Detector>>>,
+    /// The verdict rules.
+    pub rules: DiagnosisRules,
+}
+
+impl Default for OfflineOptions {
+    fn default() -> Self {
+        OfflineOptions {
+            replay: true,
+            detectors: None,
+            rules: DiagnosisRules::default(),
+        }
+    }
+}
+
+/// Diagnoses an events log with the default options: replay of the default detectors, merged
+/// with the logged findings. Returns the diagnosis and the malformed lines.
+pub fn diagnose_events<R: BufRead>(
+    reader: R,
+) -> Result<(Diagnosis, Vec<LineError>), DiagnoseError> {
+    diagnose_events_with(reader, OfflineOptions::default())
+}
+
+/// Rebuilds step statistics and the previous update from an event, into reused buffers.
+///
+/// Per tensor: `grad_norm`, `grad_max_abs`, `grad_nonfinite` and the weight norm come from the
+/// event (`grad_sum_sq` = `grad_norm²`; `weight_nonfinite` = 1 when the weight norm is not
+/// finite, as a log holds no count); the role is guessed from the name
+/// ([`crate::role_from_name`]). The global `grad_norm` and `grad_nonfinite` are the event's own.
+/// The update (returned `true` when any tensor has an `update_ratio`) has `update_norm` =
+/// ratio and `weight_norm` = 1, so [`ParamUpdate::ratio`] gives back the logged ratio exactly.
+pub fn observation_parts_from_event(
+    e: &Event,
+    stats: &mut StepStats,
+    update: &mut UpdateStats,
+) -> bool {
+    stats.params.truncate(e.layers.len());
+    update.params.truncate(e.layers.len());
+    let mut has_update = false;
+    for (i, l) in e.layers.iter().enumerate() {
+        if stats.params.len() <= i {
+            stats.params.push(ParamStats {
+                name: String::new(),
+                role: gradguard_core::Role::Other,
+                numel: 0,
+                grad_sum_sq: 0.0,
+                grad_norm: 0.0,
+                grad_max_abs: 0.0,
+                grad_nonfinite: 0,
+                weight_sum_sq: 0.0,
+                weight_nonfinite: 0,
+            });
+            update.params.push(ParamUpdate {
+                name: String::new(),
+                update_norm: 0.0,
+                weight_norm: 1.0,
+                weight_nonfinite: 0,
+            });
+        }
+        let p = &mut stats.params[i];
+        if p.name != l.name {
+            p.name.clear();
+            p.name.push_str(&l.name);
+            p.role = role_from_name(&l.name);
+        }
+        p.grad_norm = l.grad_norm;
+        p.grad_sum_sq = l.grad_norm * l.grad_norm;
+        p.grad_max_abs = l.grad_max_abs;
+        p.grad_nonfinite = l.grad_nonfinite;
+        p.weight_sum_sq = l.weight_norm * l.weight_norm;
+        p.weight_nonfinite = (!l.weight_norm.is_finite()) as usize;
+        let u = &mut update.params[i];
+        if u.name != l.name {
+            u.name.clear();
+            u.name.push_str(&l.name);
+        }
+        u.update_norm = l.update_ratio.unwrap_or(0.0);
+        u.weight_norm = 1.0;
+        u.weight_nonfinite = p.weight_nonfinite;
+        has_update |= l.update_ratio.is_some();
+    }
+    stats.refresh_totals();
+    stats.grad_norm = e.grad_norm;
+    stats.grad_sum_sq = e.grad_norm * e.grad_norm;
+    stats.grad_nonfinite = e.grad_nonfinite.max(stats.grad_nonfinite);
+    update.step = e.step.saturating_sub(1);
+    update.lr = e.lr.unwrap_or(f64::NAN);
+    has_update
+}
+
+fn describe_json_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    let msg = text.strip_suffix(&suffix).unwrap_or(&text);
+    format!("column {}: {msg}", e.column())
+}
+
+/// Diagnoses an events log with `options`. See the [module documentation](self).
+pub fn diagnose_events_with<R: BufRead>(
+    mut reader: R,
+    options: OfflineOptions,
+) -> Result<(Diagnosis, Vec<LineError>), DiagnoseError> {
+    let mut diagnoser = Diagnoser::new(options.rules);
+    let mut detectors = if options.replay {
+        options.detectors.unwrap_or_else(crate::default_detectors)
+    } else {
+        Vec::new()
+    };
+    let mut errors: Vec<LineError> = Vec::new();
+    let mut malformed = 0usize;
+    let mut first_error = None;
+    let mut buf = Vec::new();
+    let mut line_no = 0usize;
+    let mut events = 0u64;
+    let mut stats = StepStats::default();
+    let mut update = UpdateStats::default();
+    let mut replayed: Vec<Finding> = Vec::new();
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|source| DiagnoseError::Io {
+                line: line_no,
+                source,
+            })?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        let parsed = match std::str::from_utf8(&buf) {
+            Err(e) => Err(format!("not UTF-8 text (byte {})", e.valid_up_to() + 1)),
+            Ok(text) if text.trim().is_empty() => continue,
+            Ok(text) => {
+                serde_json::from_str::<Event>(text.trim()).map_err(|e| describe_json_error(&e))
+            }
+        };
+        let event = match parsed {
+            Ok(e) => e,
+            Err(message) => {
+                malformed += 1;
+                let err = LineError {
+                    line: line_no,
+                    message,
+                };
+                if first_error.is_none() {
+                    first_error = Some(err.clone());
+                }
+                if errors.len() < MAX_LINE_ERRORS {
+                    errors.push(err);
+                }
+                continue;
+            }
+        };
+        events += 1;
+        if detectors.is_empty() {
+            diagnoser.observe_event(&event);
+            continue;
+        }
+        let has_update = observation_parts_from_event(&event, &mut stats, &mut update);
+        let mut obs = Observation::new(event.step, event.loss, &stats);
+        obs.update = has_update.then_some(&update);
+        obs.series = &event.series;
+        replayed.clear();
+        for d in detectors.iter_mut() {
+            d.observe(&obs, &mut replayed);
+        }
+        replayed.retain(|f| {
+            !event
+                .findings
+                .iter()
+                .any(|g| g.sign == f.sign && g.step == f.step && g.layer == f.layer)
+        });
+        if replayed.is_empty() {
+            diagnoser.observe_event(&event);
+        } else {
+            let mut merged = event;
+            merged.findings.append(&mut replayed);
+            diagnoser.observe_event(&merged);
+        }
+    }
+    if malformed > MAX_LINE_ERRORS {
+        errors.push(LineError {
+            line: line_no,
+            message: format!(
+                "{} further malformed line(s) not listed",
+                malformed - MAX_LINE_ERRORS
+            ),
+        });
+    }
+    if events == 0 {
+        return Err(DiagnoseError::NoEvents {
+            lines: line_no,
+            malformed,
+            first_error,
+        });
+    }
+    Ok((diagnoser.finish(), errors))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::default_detectors;
+    use crate::testing::{
+        exploding_regression, healthy_regression, run_live, wrecked_rnn, SynthStep,
+    };
+    use gradguard_core::Verdict;
+
+    fn to_jsonl(events: &[Event]) -> String {
+        events
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap() + "\n")
+            .collect()
+    }
+
+    fn check_reproduces(steps: &[SynthStep]) -> Diagnosis {
+        let (events, live) = run_live(steps, &mut default_detectors());
+        let text = to_jsonl(&events);
+        let (offline, errors) = diagnose_events(text.as_bytes()).unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(offline, live);
+        let (logged_only, _) = diagnose_events_with(
+            text.as_bytes(),
+            OfflineOptions {
+                replay: false,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(logged_only, live);
+        live
+    }
+
+    #[test]
+    fn offline_diagnosis_equals_the_live_one() {
+        assert_eq!(
+            check_reproduces(&exploding_regression()).verdict,
+            Verdict::Exploding
+        );
+        assert_eq!(
+            check_reproduces(&healthy_regression()).verdict,
+            Verdict::Healthy
+        );
+        assert_eq!(check_reproduces(&wrecked_rnn()).verdict, Verdict::Exploding);
+    }
+
+    #[test]
+    fn replay_rebuilds_the_findings_of_a_log_without_any() {
+        // Another framework's log: the same figures, no findings. Every detector that works
+        // without live weights finds the same signs at the same steps.
+        for steps in [exploding_regression(), healthy_regression()] {
+            let (mut events, live) = run_live(&steps, &mut default_detectors());
+            events.iter_mut().for_each(|e| e.findings.clear());
+            let (offline, _) = diagnose_events(to_jsonl(&events).as_bytes()).unwrap();
+            assert_eq!(offline, live);
+        }
+        // The recurrent radius needs live weights: without the logged findings it is missing.
+        let (mut events, live) = run_live(&wrecked_rnn(), &mut default_detectors());
+        events.iter_mut().for_each(|e| e.findings.clear());
+        let (offline, _) = diagnose_events(to_jsonl(&events).as_bytes()).unwrap();
+        assert!(
+            live.sign(gradguard_core::Sign::RecurrentRadiusAboveOne)
+                .unwrap()
+                .seen
+        );
+        assert!(
+            !offline
+                .sign(gradguard_core::Sign::RecurrentRadiusAboveOne)
+                .unwrap()
+                .seen
+        );
+        assert_eq!(offline.verdict, Verdict::Exploding);
+    }
+
+    #[test]
+    fn malformed_lines_are_reported_and_the_rest_is_diagnosed() {
+        let (events, live) = run_live(&exploding_regression(), &mut default_detectors());
+        let mut lines: Vec<String> = events
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap())
+            .collect();
+        lines.insert(3, "{\"step\": 3, \"loss\": \"lots\"".into()); // line 4
+        lines.insert(6, String::new()); // blank: ignored
+        lines.insert(8, "{\"step\":4,\"grad_norm\":1.0}".into()); // line 9: no loss
+        lines.push("\u{0}garbage".into());
+        let text = lines.join("\n");
+        let (offline, errors) = diagnose_events(text.as_bytes()).unwrap();
+        assert_eq!(
+            errors.iter().map(|e| e.line).collect::<Vec<_>>(),
+            vec![4, 9, 16]
+        );
+        assert!(
+            errors[0].message.contains("invalid value: string \"lots\""),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[1].message.contains("missing field `loss`"),
+            "{}",
+            errors[1]
+        );
+        assert_eq!(
+            errors[1].to_string(),
+            format!("line 9: {}", errors[1].message)
+        );
+        assert_eq!(offline, live);
+        let bad = [0xffu8, 0xfe, b'\n'];
+        let err = diagnose_events(&bad[..]).unwrap_err().to_string();
+        assert!(
+            err.contains("no valid event in the log (1 line(s), 1 malformed)"),
+            "{err}"
+        );
+        assert!(err.contains("line 1: not UTF-8 text"), "{err}");
+    }
+}
