@@ -1001,7 +1001,11 @@ mod tests {
 
     #[test]
     fn rnn_wrecked_without_nan_is_exploding_and_prescribes_recurrent_cures() {
-        let (_, d) = run_live(&wrecked_rnn(), &mut default_detectors());
+        // Radius checked every 10 steps (default 100) so that the escalation at step 11 shows.
+        let mut detectors = default_detectors();
+        detectors.pop();
+        detectors.push(Box::new(crate::RecurrentRadiusAboveOne::new(1.0, 10, 50)));
+        let (_, d) = run_live(&wrecked_rnn(), &mut detectors);
         assert_eq!(d.verdict, Verdict::Exploding, "{}", d.rule);
         assert!(d.rule.starts_with("the weights were wrecked without NaN: an update moved `rnn.0.weight_hh` by 1.50e4 times its norm"), "{}", d.rule);
         let r = d.sign(Sign::RecurrentRadiusAboveOne).unwrap();

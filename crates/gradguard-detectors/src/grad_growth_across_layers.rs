@@ -202,6 +202,28 @@ impl GradGrowthAcrossLayers {
     }
 }
 
+impl GradGrowthAcrossLayers {
+    /// A detector with every parameter given (the defaults are in [`Default`] and the module
+    /// documentation).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        layer_factor: f64,
+        layer_min_total: f64,
+        time_factor: f64,
+        time_min_total: f64,
+        patience: u32,
+    ) -> Self {
+        GradGrowthAcrossLayers {
+            layer_factor,
+            layer_min_total,
+            time_factor,
+            time_min_total,
+            patience,
+            ..Default::default()
+        }
+    }
+}
+
 #[typetag::serde(name = "grad_growth_across_layers")]
 impl Detector for GradGrowthAcrossLayers {
     fn observe(&mut self, obs: &Observation<'_, '_>, findings: &mut Vec<Finding>) {

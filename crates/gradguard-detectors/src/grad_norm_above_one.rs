@@ -86,6 +86,19 @@ impl Default for GradNormAboveOne {
     }
 }
 
+impl GradNormAboveOne {
+    /// A detector with every parameter given (the defaults are in [`Default`] and the module
+    /// documentation).
+    pub fn new(threshold: f64, patience: u32, tensors: TensorSelection) -> Self {
+        GradNormAboveOne {
+            threshold,
+            patience,
+            tensors,
+            ..Default::default()
+        }
+    }
+}
+
 #[typetag::serde(name = "grad_norm_above_one")]
 impl Detector for GradNormAboveOne {
     fn observe(&mut self, obs: &Observation<'_, '_>, findings: &mut Vec<Finding>) {

@@ -112,6 +112,21 @@ impl GradSpike {
     }
 }
 
+impl GradSpike {
+    /// A detector with every parameter given (the defaults are in [`Default`] and the module
+    /// documentation).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(window: usize, min_history: usize, z_threshold: f64, min_ratio: f64) -> Self {
+        GradSpike {
+            window,
+            min_history,
+            z_threshold,
+            min_ratio,
+            ..Default::default()
+        }
+    }
+}
+
 #[typetag::serde(name = "grad_spike")]
 impl Detector for GradSpike {
     fn observe(&mut self, obs: &Observation<'_, '_>, findings: &mut Vec<Finding>) {

@@ -34,7 +34,7 @@ pub mod loss_nonfinite;
 pub mod loss_not_converging;
 pub mod loss_unstable;
 pub mod offline;
-// pub mod probe;
+pub mod probe;
 pub mod recurrent_radius_above_one;
 pub mod weights_change_large;
 pub mod weights_nonfinite;
@@ -60,7 +60,7 @@ pub use offline::{
     diagnose_events, diagnose_events_with, observation_parts_from_event, DiagnoseError, LineError,
     OfflineOptions,
 };
-// pub use probe::{probe, ProbeInput, ProbeReport, RecurrentMatrix, Risk};
+pub use probe::{probe, Growth, ProbeInput, ProbeReport, RecurrentMatrix, RecurrentReport, Risk};
 pub use recurrent_radius_above_one::RecurrentRadiusAboveOne;
 pub use weights_change_large::WeightsChangeLarge;
 pub use weights_nonfinite::WeightsNonfinite;

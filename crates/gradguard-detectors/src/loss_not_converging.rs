@@ -80,6 +80,28 @@ impl Default for LossNotConverging {
     }
 }
 
+impl LossNotConverging {
+    /// A detector with every parameter given (the defaults are in [`Default`] and the module
+    /// documentation).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        warmup_steps: u64,
+        window: u64,
+        fraction: f64,
+        initial_steps: u64,
+        target: Option<f64>,
+    ) -> Self {
+        LossNotConverging {
+            warmup_steps,
+            window,
+            fraction,
+            initial_steps,
+            target,
+            ..Default::default()
+        }
+    }
+}
+
 #[typetag::serde(name = "loss_not_converging")]
 impl Detector for LossNotConverging {
     fn observe(&mut self, obs: &Observation<'_, '_>, findings: &mut Vec<Finding>) {

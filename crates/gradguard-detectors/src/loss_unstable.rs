@@ -154,6 +154,19 @@ impl LossUnstable {
     }
 }
 
+impl LossUnstable {
+    /// A detector with every parameter given (the defaults are in [`Default`] and the module
+    /// documentation).
+    pub fn new(mode: UnstableMode, threshold: f64, window: usize) -> Self {
+        LossUnstable {
+            mode,
+            threshold,
+            window,
+            ..Default::default()
+        }
+    }
+}
+
 #[typetag::serde(name = "loss_unstable")]
 impl Detector for LossUnstable {
     fn observe(&mut self, obs: &Observation<'_, '_>, findings: &mut Vec<Finding>) {

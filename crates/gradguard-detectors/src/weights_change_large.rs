@@ -59,6 +59,18 @@ impl Default for WeightsChangeLarge {
     }
 }
 
+impl WeightsChangeLarge {
+    /// A detector with every parameter given (the defaults are in [`Default`] and the module
+    /// documentation).
+    pub fn new(threshold: f64, patience: u32) -> Self {
+        WeightsChangeLarge {
+            threshold,
+            patience,
+            ..Default::default()
+        }
+    }
+}
+
 #[typetag::serde(name = "weights_change_large")]
 impl Detector for WeightsChangeLarge {
     fn observe(&mut self, obs: &Observation<'_, '_>, findings: &mut Vec<Finding>) {
