@@ -391,3 +391,43 @@ mod tests {
         assert!(err.contains("line 1: not UTF-8 text"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    const EVENTS_MD: &str = include_str!("../../../docs/EVENTS.md");
+
+    #[test]
+    fn the_example_line_in_docs_events_md_parses_and_is_diagnosed() {
+        let after = EVENTS_MD.split("### Example line").nth(1).unwrap();
+        let line = after
+            .split("```json\n")
+            .nth(1)
+            .unwrap()
+            .split("\n```")
+            .next()
+            .unwrap();
+        let e: Event = serde_json::from_str(line).unwrap();
+        assert_eq!((e.step, e.layers.len(), e.findings.len()), (9, 2, 1));
+        assert!(e.loss.is_infinite());
+        let (d, errors) = diagnose_events(line.as_bytes()).unwrap();
+        assert!(errors.is_empty());
+        assert_eq!(d.verdict, gradguard_core::Verdict::Exploding);
+    }
+
+    #[test]
+    fn the_error_text_quoted_in_docs_events_md_is_what_is_produced() {
+        let line = r#"{"step":3,"loss":"lots","grad_norm":1.0}"#;
+        let good = r#"{"step":1,"loss":1.0,"grad_norm":1.0}"#;
+        let text = format!("{good}\n{good}\n{good}\n{line}\n");
+        let (_, errors) = diagnose_events(text.as_bytes()).unwrap();
+        let quoted = "line 4: column 23: invalid value: string \"lots\", expected a number, \"NaN\", \"inf\", \"-inf\" or null";
+        assert_eq!(errors[0].to_string(), quoted);
+        let flat: Vec<&str> = EVENTS_MD.split_whitespace().collect();
+        assert!(
+            flat.join(" ").contains(quoted),
+            "docs/EVENTS.md must quote the real error text"
+        );
+    }
+}
