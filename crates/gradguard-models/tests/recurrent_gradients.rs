@@ -535,3 +535,29 @@ fn time_grad_norms_are_the_norms_of_dl_dh() {
         assert!(norms.iter().all(|n| n.is_finite() && *n > 0.0));
     }
 }
+
+#[test]
+fn empty_sizes_do_not_panic() {
+    // T = 0, B = 0, H = 0 or I = 0: a spec can ask for them; the layer returns empty results
+    // instead of panicking.
+    for cell in CELLS {
+        for (t, b, i, h) in [(0, 2, 3, 4), (3, 0, 3, 4), (3, 2, 3, 0), (3, 2, 0, 4)] {
+            let dev = Cpu::default();
+            let layer = RecurrentLayer::new(&dev, cell, i, h);
+            let x: Seq = dev.tensor_from_vec(vec![0.5; t * b * i], (t, b, i));
+            let (out, state) = layer.forward(x.traced(Gradients::leaky()), None, true);
+            assert_eq!(*out.shape(), (t, b, h));
+            assert_eq!(state.h, vec![0.0; b * h]);
+            // dfdx's own `sum` divides by zero on an empty tensor, so the backward pass is only
+            // driven where the output has elements (here: I = 0).
+            if t * b * h > 0 {
+                let grads = out.sum::<(), _>().backward();
+                assert_eq!(
+                    grads.get(&layer.weight_hh).as_vec().len(),
+                    cell.gates() * h * h
+                );
+                assert!(grads.get(&layer.bias_hh).as_vec().iter().any(|&v| v != 0.0));
+            }
+        }
+    }
+}

@@ -52,6 +52,10 @@ pub(crate) struct Grads {
     pub d_in: Vec<f32>,
     /// GRU only: `[T*B, G*H]` dL/d(h W_hh^T + b_hh). Empty otherwise (then it equals `d_in`).
     pub d_hid: Vec<f32>,
+    /// `[G*H]`: column sums of `d_in` (dL/db_ih), accumulated while each step's rows are hot.
+    pub db_in: Vec<f32>,
+    /// GRU only: `[G*H]` column sums of `d_hid` (dL/db_hh). Empty otherwise (equals `db_in`).
+    pub db_hid: Vec<f32>,
     /// ||dL/dh_t|| for t = 1..T.
     pub time_norms: Vec<f64>,
 }
@@ -96,8 +100,10 @@ pub(crate) fn forward(
             b_ih[j] + b_hh[j]
         };
     }
-    for row in act.chunks_exact_mut(gh) {
-        row.copy_from_slice(&bias);
+    if gh > 0 {
+        for row in act.chunks_exact_mut(gh) {
+            row.copy_from_slice(&bias);
+        }
     }
     matmul(
         rows,
@@ -113,11 +119,7 @@ pub(crate) fn forward(
 
     // W_hh^T, row-major [H, G*H], is the faster right-hand side for the per-step products.
     let mut w_hh_t = pool.take(hidden * gh);
-    for r in 0..gh {
-        for c in 0..hidden {
-            w_hh_t[c * gh + r] = w_hh[r * hidden + c];
-        }
-    }
+    transpose(&w_hh, gh, hidden, &mut w_hh_t);
 
     let (mut cs, mut aux) = (Vec::new(), Vec::new());
     let mut scratch = Vec::new();
@@ -250,6 +252,8 @@ impl Saved {
         let mut dh = pool.take(bh);
         let mut time_norms = vec![0.0f64; steps];
         let mut d_hid = Vec::new();
+        let mut db_in = pool.take_zeroed(gh);
+        let mut db_hid = Vec::new();
         match cell {
             CellKind::Rnn => {
                 for t in (0..steps).rev() {
@@ -257,6 +261,7 @@ impl Saved {
                     let h = &self.hs[(t + 1) * bh..(t + 2) * bh];
                     let dyt = &dy[t * bh..(t + 1) * bh];
                     time_norms[t] = kernels::rnn_backward(dyt, &carry, h, &mut dh, dz).sqrt();
+                    col_sums_into(dz, &mut db_in);
                     matmul(
                         batch,
                         hidden,
@@ -286,6 +291,7 @@ impl Saved {
                         &mut dc,
                     )
                     .sqrt();
+                    col_sums_into(dz, &mut db_in);
                     matmul(
                         batch,
                         hidden,
@@ -302,6 +308,7 @@ impl Saved {
             }
             CellKind::Gru => {
                 d_hid = pool.take(steps * batch * gh);
+                db_hid = pool.take_zeroed(gh);
                 for t in (0..steps).rev() {
                     let dz = &mut self.act[t * batch * gh..(t + 1) * batch * gh];
                     let dgh = &mut d_hid[t * batch * gh..(t + 1) * batch * gh];
@@ -317,6 +324,8 @@ impl Saved {
                         dgh,
                     )
                     .sqrt();
+                    col_sums_into(dz, &mut db_in);
+                    col_sums_into(dgh, &mut db_hid);
                     matmul(
                         batch,
                         hidden,
@@ -335,6 +344,8 @@ impl Saved {
         Grads {
             d_in: std::mem::take(&mut self.act),
             d_hid,
+            db_in,
+            db_hid,
             time_norms,
         }
     }
@@ -393,12 +404,17 @@ impl Grads {
 
     /// `dst [G*H] += column sums of dZ_in`.
     pub fn add_d_b_ih(&self, dst: &mut [f32]) {
-        col_sums_into(&self.d_in, dst);
+        add_assign(dst, &self.db_in);
     }
 
     /// `dst [G*H] += column sums of dZ_hid`.
     pub fn add_d_b_hh(&self, dst: &mut [f32]) {
-        col_sums_into(self.d_hidden(), dst);
+        let db = if self.db_hid.is_empty() {
+            &self.db_in
+        } else {
+            &self.db_hid
+        };
+        add_assign(dst, db);
     }
 
     /// `dst [T*B, I] += dZ_in W_ih`.
@@ -420,7 +436,21 @@ impl Grads {
 
     /// Returns the buffers to the pool.
     pub fn recycle(self, pool: &Pool) {
-        pool.give([self.d_in, self.d_hid]);
+        pool.give([self.d_in, self.d_hid, self.db_in, self.db_hid]);
+    }
+}
+
+/// `dst [cols, rows] = src [rows, cols]^T`, in 16x16 tiles so both sides stay in cache.
+fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const TILE: usize = 16;
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
     }
 }
 

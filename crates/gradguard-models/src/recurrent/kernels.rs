@@ -86,6 +86,9 @@ multiversion! {
     /// h W_hh^T + b_hh` and is overwritten with the activations `i, f, g, o`; writes `c`,
     /// `tanh(c)` and `h` (`[B, H]` each).
     pub(crate) fn lstm_forward(hidden: usize, gates: &mut [f32], c_prev: &[f32], c: &mut [f32], tc: &mut [f32], h: &mut [f32]) {
+        if hidden == 0 {
+            return;
+        }
         for (r, g) in gates.chunks_exact_mut(4 * hidden).enumerate() {
             let (zi, rest) = g.split_at_mut(hidden);
             let (zf, rest) = rest.split_at_mut(hidden);
@@ -132,6 +135,9 @@ multiversion! {
     /// dL/dc_t from step t+1 on entry and dL/dc_{t-1} on exit.
     pub(crate) fn lstm_backward(hidden: usize, dy: &[f32], carry: &[f32], dh: &mut [f32], gates: &mut [f32], tc: &[f32], c_prev: &[f32], dc: &mut [f32]) -> f64 {
         let s = add_row(dy, carry, dh);
+        if hidden == 0 {
+            return s;
+        }
         for (r, g) in gates.chunks_exact_mut(4 * hidden).enumerate() {
             let (gi, rest) = g.split_at_mut(hidden);
             let (gf, rest) = rest.split_at_mut(hidden);
@@ -179,6 +185,9 @@ multiversion! {
     /// the activations `r, z, n`; `gh` `[B, 3H]` is `h W_hh^T` (without bias); `bias_hh` `[3H]`;
     /// writes `ghn = W_hn h + b_hn` and the new `h`.
     pub(crate) fn gru_forward(hidden: usize, gi: &mut [f32], gh: &[f32], bias_hh: &[f32], h_prev: &[f32], ghn: &mut [f32], h: &mut [f32]) {
+        if hidden == 0 {
+            return;
+        }
         for (r, (g, hrow)) in gi.chunks_exact_mut(3 * hidden).zip(gh.chunks_exact(3 * hidden)).enumerate() {
             let (ir, rest) = g.split_at_mut(hidden);
             let (iz, inn) = rest.split_at_mut(hidden);
@@ -231,6 +240,9 @@ multiversion! {
     /// `carry` receives the direct part `dh * z` of dL/dh_{t-1} (the caller adds `dgh W_hh`).
     pub(crate) fn gru_backward(hidden: usize, dy: &[f32], carry: &mut [f32], dh: &mut [f32], gates: &mut [f32], ghn: &[f32], h_prev: &[f32], dgh: &mut [f32]) -> f64 {
         let s = add_row(dy, carry, dh);
+        if hidden == 0 {
+            return s;
+        }
         for (r, (g, d)) in gates.chunks_exact_mut(3 * hidden).zip(dgh.chunks_exact_mut(3 * hidden)).enumerate() {
             let (gr, rest) = g.split_at_mut(hidden);
             let (gz, gn) = rest.split_at_mut(hidden);
