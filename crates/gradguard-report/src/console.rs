@@ -338,7 +338,7 @@ describe_plugin!(PluginInfo {
         ParamDoc { name: "mode", default: Some("\"auto\""), doc: "\"bar\", \"lines\", or \"auto\" (the bar when stderr is a terminal)" },
         ParamDoc { name: "every", default: Some("100"), doc: "in lines mode, a line every this many steps (0: none)" },
         ParamDoc { name: "max_finding_lines", default: Some("100"), doc: "findings printed one per line, at most" },
-        ParamDoc { name: "total_steps", default: None, doc: "planned steps, for the bar's length (set by the pipeline)" },
+        ParamDoc { name: "total_steps", default: None, doc: "optional: planned steps, for the bar's length (the pipeline sets it)" },
     ],
     example: "",
 });

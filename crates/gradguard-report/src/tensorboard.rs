@@ -156,6 +156,11 @@ impl Reporter for TensorboardReporter {
         let (path, file) = match &self.file {
             Some(name) => {
                 crate::check_file_name("tensorboard", "file", name)?;
+                if !name.contains("tfevents") {
+                    return Err(ReportError::Other(format!(
+                        "reporter `tensorboard`: `file` = {name:?} must contain \"tfevents\" (TensorBoard reads no other files)"
+                    )));
+                }
                 let path = dir.join(name);
                 let file = File::create(&path).map_err(|e| ReportError::io(&path, e))?;
                 (path, file)
@@ -263,7 +268,7 @@ describe_plugin!(PluginInfo {
     summary: "Writes a TensorBoard event file: scalars loss, grad_norm/global and grad_norm/<tensor> per step.",
     params: &[
         ParamDoc { name: "dir", default: Some("\"\""), doc: "directory inside the output directory (\"\": the output directory)" },
-        ParamDoc { name: "file", default: None, doc: "file name (default events.out.tfevents.<secs>.<hostname>; must contain tfevents)" },
+        ParamDoc { name: "file", default: None, doc: "optional: file name, must contain `tfevents` (absent: events.out.tfevents.<secs>.<hostname>)" },
         ParamDoc { name: "layers", default: Some("true"), doc: "also write grad_norm/<tensor> for every tensor" },
         ParamDoc { name: "flush_every", default: Some("100"), doc: "flush every this many steps (0: only when the buffer fills and at the end)" },
     ],
@@ -327,6 +332,11 @@ mod tests {
             .unwrap()
             .value
             .is_nan());
+        // For checking by hand with TensorBoard's own reader (see the crate's report).
+        if let Ok(dir) = std::env::var("GRADGUARD_KEEP_TFEVENTS") {
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::copy(&path, Path::new(&dir).join(&name));
+        }
     }
 
     #[test]
@@ -370,6 +380,17 @@ mod tests {
     }
 
     #[test]
+    fn file_names_without_tfevents_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut r = TensorboardReporter {
+            file: Some("scalars.bin".into()),
+            ..Default::default()
+        };
+        let err = r.start(&run_info(tmp.path())).unwrap_err().to_string();
+        assert!(err.contains("must contain \"tfevents\""), "{err}");
+    }
+
+    #[test]
     fn errors_name_the_path() {
         let tmp = tempfile::tempdir().unwrap();
         let mut r = TensorboardReporter::default();
@@ -383,13 +404,19 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("before start"));
-        if Path::new("/dev/full").exists() {
+        // A full disk: a link to /dev/full opens fine and fails every write (ENOSPC).
+        let full = tmp.path().join("full.tfevents");
+        if std::os::unix::fs::symlink("/dev/full", &full).is_ok() && Path::new("/dev/full").exists()
+        {
             let mut r = TensorboardReporter {
-                file: Some("/dev/full".into()),
+                file: Some("full.tfevents".into()),
                 ..Default::default()
             };
             let err = r.start(&run_info(tmp.path())).unwrap_err().to_string();
-            assert!(err.starts_with("/dev/full:"), "{err}");
+            assert!(
+                err.contains("full.tfevents:") && err.contains("space"),
+                "{err}"
+            );
         }
     }
 }
