@@ -10,6 +10,122 @@ use gradguard_core::kernels::SliceStats;
 pub use gradguard_core::kernels::{slice_stats, zero_nonfinite};
 
 const LANES: usize = 8;
+
+/// Defines a public kernel that runs an AVX2 build of `$body` when the CPU has AVX2 (checked
+/// once and cached by `is_x86_feature_detected!`) and the portable build otherwise. Both
+/// builds run the same code in the same order (no FMA), so they give the same results; the
+/// AVX2 one does four f64 or eight f32 lanes per instruction, which the f64 accumulation of
+/// the measuring kernels needs to keep up with memory.
+macro_rules! multiversion {
+    ($(#[$doc:meta])* pub fn $name:ident / $avx2:ident => $body:ident ($($arg:ident : $ty:ty),*) -> $ret:ty) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        #[allow(clippy::unused_unit)]
+        unsafe fn $avx2($($arg: $ty),*) -> $ret {
+            $body($($arg),*)
+        }
+
+        $(#[$doc])*
+        #[allow(clippy::unused_unit)]
+        pub fn $name($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the running CPU supports AVX2, checked just above.
+                    return unsafe { $avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+multiversion! {
+    /// Multiplies every value by `c` in place, in one read-and-write pass.
+    ///
+    /// The product is taken in f32 when `c` is a normal f32 (or 0, 1, NaN: the IEEE rules
+    /// apply, so `inf * 0` is NaN as in PyTorch); a coefficient below f32's smallest normal
+    /// (1.2e-38, which happens when clipping a norm near 1e38 to 1) is applied in f64 so that
+    /// no precision is lost to subnormal rounding.
+    pub fn scale / scale_avx2 => scale_body(x: &mut [f32], c: f64) -> ()
+}
+
+/// Clamps every value to `[-limit, limit]` in place and returns the statistics of the result,
+/// in one pass. NaN passes through unchanged (as in PyTorch's `clamp` and `jnp.clip`); ±inf
+/// become ±limit. `limit` must be finite and non-negative.
+///
+/// On CPUs with AVX2 an explicit AVX2 loop runs (LLVM does not vectorise the portable one):
+/// it keeps the same eight f64 lanes in the same order, so both give identical results.
+pub fn clamp_measure(x: &mut [f32], limit: f32) -> SliceStats {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the running CPU supports AVX2, checked just above.
+            return unsafe { clamp_measure_avx2(x, limit) };
+        }
+    }
+    clamp_measure_body(x, limit)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn clamp_measure_avx2(x: &mut [f32], limit: f32) -> SliceStats {
+    use std::arch::x86_64::*;
+    let hi = _mm256_set1_ps(limit);
+    let lo = _mm256_set1_ps(-limit);
+    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let exp = _mm256_set1_epi32(EXP_MASK as i32);
+    let (mut s0, mut s1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    let mut mx = _mm256_setzero_ps();
+    let mut bad = _mm256_setzero_si256();
+    let mut chunks = x.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        let p = c.as_mut_ptr();
+        // SAFETY: `c` holds exactly 8 f32 values; unaligned loads and stores are used.
+        let v = _mm256_loadu_ps(p);
+        let y = _mm256_blendv_ps(v, hi, _mm256_cmp_ps::<_CMP_GT_OQ>(v, hi));
+        let y = _mm256_blendv_ps(y, lo, _mm256_cmp_ps::<_CMP_LT_OQ>(y, lo));
+        _mm256_storeu_ps(p, y);
+        let d0 = _mm256_cvtps_pd(_mm256_castps256_ps128(y));
+        let d1 = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(y));
+        s0 = _mm256_add_pd(s0, _mm256_mul_pd(d0, d0));
+        s1 = _mm256_add_pd(s1, _mm256_mul_pd(d1, d1));
+        // max(a, mx) returns mx when a is NaN: NaN is ignored, as in the portable loop.
+        mx = _mm256_max_ps(_mm256_and_ps(y, abs_mask), mx);
+        let e = _mm256_and_si256(_mm256_castps_si256(y), exp);
+        bad = _mm256_sub_epi32(bad, _mm256_cmpeq_epi32(e, exp));
+    }
+    let mut acc = Acc::new();
+    _mm256_storeu_pd(acc.sum_sq.as_mut_ptr(), s0);
+    _mm256_storeu_pd(acc.sum_sq.as_mut_ptr().add(4), s1);
+    _mm256_storeu_ps(acc.max_abs.as_mut_ptr(), mx);
+    _mm256_storeu_si256(acc.bad.as_mut_ptr() as *mut __m256i, bad);
+    for (l, v) in chunks.into_remainder().iter_mut().enumerate() {
+        let y = if *v > limit {
+            limit
+        } else if *v < -limit {
+            -limit
+        } else {
+            *v
+        };
+        *v = y;
+        acc.add(l, y);
+    }
+    acc.finish()
+}
+
+multiversion! {
+    /// Adds the gradient of an L1/L2 penalty, `g += l1 * sign(w) + 2 * l2 * w` (sign(0) = 0),
+    /// in place, in one pass over both slices. Returns the statistics of the new gradients and
+    /// `sum |w|` (for the L1 penalty value; the L2 one reads `sum w^2` from the step statistics).
+    pub fn add_penalty_grad / add_penalty_grad_avx2 => add_penalty_grad_body(g: &mut [f32], w: &[f32], l1: f32, l2: f32) -> (SliceStats, f64)
+}
+
+multiversion! {
+    /// Sums of squares of two slices of the same length, in one pass: `(sum g^2, sum w^2)`.
+    /// Used per AGC unit (one output row).
+    pub fn sum_sq_pair / sum_sq_pair_avx2 => sum_sq_pair_body(g: &[f32], w: &[f32]) -> (f64, f64)
+}
 const EXP_MASK: u32 = 0x7f80_0000;
 
 #[inline(always)]
@@ -60,13 +176,9 @@ impl Acc {
     }
 }
 
-/// Multiplies every value by `c` in place, in one read-and-write pass.
-///
-/// The product is taken in f32 when `c` is a normal f32 (or 0, 1, NaN: the IEEE rules apply,
-/// so `inf * 0` is NaN as in PyTorch); a coefficient below f32's smallest normal (1.2e-38,
-/// which happens when clipping a norm near 1e38 to 1) is applied in f64 so that no precision
-/// is lost to subnormal rounding.
-pub fn scale(x: &mut [f32], c: f64) {
+// Portable body of the kernel of the same name without `_body` (see `multiversion!`).
+#[inline(always)]
+fn scale_body(x: &mut [f32], c: f64) {
     let c32 = c as f32;
     if needs_f64(c) {
         for v in x.iter_mut() {
@@ -95,10 +207,9 @@ fn needs_f64(c: f64) -> bool {
     (c32 == 0.0 && c != 0.0) || c32.is_subnormal() || (c.is_finite() && !c32.is_finite())
 }
 
-/// Clamps every value to `[-limit, limit]` in place and returns the statistics of the result,
-/// in one pass. NaN passes through unchanged (as in PyTorch's `clamp` and `jnp.clip`); ±inf
-/// become ±limit. `limit` must be finite and non-negative.
-pub fn clamp_measure(x: &mut [f32], limit: f32) -> SliceStats {
+// Portable body of the kernel of the same name without `_body` (see `multiversion!`).
+#[inline(always)]
+fn clamp_measure_body(x: &mut [f32], limit: f32) -> SliceStats {
     let mut acc = Acc::new();
     let lo = -limit;
     let mut chunks = x.chunks_exact_mut(LANES);
@@ -129,10 +240,9 @@ pub fn clamp_measure(x: &mut [f32], limit: f32) -> SliceStats {
     acc.finish()
 }
 
-/// Adds the gradient of an L1/L2 penalty, `g += l1 * sign(w) + 2 * l2 * w` (sign(0) = 0), in
-/// place, in one pass over both slices. Returns the statistics of the new gradients and
-/// `sum |w|` (for the L1 penalty value; the L2 one reads `sum w^2` from the step statistics).
-pub fn add_penalty_grad(g: &mut [f32], w: &[f32], l1: f32, l2: f32) -> (SliceStats, f64) {
+// Portable body of the kernel of the same name without `_body` (see `multiversion!`).
+#[inline(always)]
+fn add_penalty_grad_body(g: &mut [f32], w: &[f32], l1: f32, l2: f32) -> (SliceStats, f64) {
     let mut acc = Acc::new();
     let mut abs = [0.0f64; LANES];
     let two_l2 = 2.0 * l2;
@@ -177,9 +287,9 @@ pub fn add_penalty_grad(g: &mut [f32], w: &[f32], l1: f32, l2: f32) -> (SliceSta
     (acc.finish(), abs.iter().sum())
 }
 
-/// Sums of squares of two slices of the same length, in one pass: `(sum g^2, sum w^2)`.
-/// Used per AGC unit (one output row).
-pub fn sum_sq_pair(g: &[f32], w: &[f32]) -> (f64, f64) {
+// Portable body of the kernel of the same name without `_body` (see `multiversion!`).
+#[inline(always)]
+fn sum_sq_pair_body(g: &[f32], w: &[f32]) -> (f64, f64) {
     let mut a = [0.0f64; LANES];
     let mut b = [0.0f64; LANES];
     let gc = g.chunks_exact(LANES);
@@ -245,6 +355,36 @@ mod tests {
         assert!(n[0].is_nan());
         assert_eq!(n[1], 1.0);
         assert_eq!(s.nonfinite, 1);
+    }
+
+    #[test]
+    fn dispatched_kernels_match_the_portable_ones() {
+        let mut x: Vec<f32> = (0..1003)
+            .map(|i| ((i * 7919 % 2001) as f32 - 1000.0) * 0.37)
+            .collect();
+        x[5] = f32::NAN;
+        x[17] = f32::INFINITY;
+        x[1001] = f32::NEG_INFINITY;
+        x[1002] = f32::NAN;
+        let mut y = x.clone();
+        let a = clamp_measure(&mut x, 100.0);
+        let b = clamp_measure_body(&mut y, 100.0);
+        assert_eq!(a.sum_sq.to_bits(), b.sum_sq.to_bits());
+        assert_eq!((a.max_abs, a.nonfinite), (b.max_abs, b.nonfinite));
+        assert_eq!(a.nonfinite, 2);
+        assert!(x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()));
+        let w: Vec<f32> = (0..1003).map(|i| (i as f32 - 500.0) * 0.01).collect();
+        let (mut g1, mut g2) = (y.clone(), y.clone());
+        for g in [&mut g1, &mut g2] {
+            g[5] = 0.0;
+            g[1002] = 0.0;
+        }
+        let p = add_penalty_grad(&mut g1, &w, 0.1, 0.2);
+        let q = add_penalty_grad_body(&mut g2, &w, 0.1, 0.2);
+        assert_eq!(p.0.sum_sq.to_bits(), q.0.sum_sq.to_bits());
+        assert_eq!(p.1.to_bits(), q.1.to_bits());
+        assert_eq!(sum_sq_pair(&g1, &w), sum_sq_pair_body(&g1, &w));
+        assert!(p.0.sum_sq.is_finite());
     }
 
     #[test]
