@@ -123,6 +123,8 @@ pub(crate) fn forward(
 
     let (mut cs, mut aux) = (Vec::new(), Vec::new());
     let mut scratch = Vec::new();
+    // With no initial state h_0 = 0, so the first step's h_0 W_hh^T product is skipped.
+    let k_at = |t: usize| if t == 0 && h0.is_none() { 0 } else { hidden };
     match cell {
         CellKind::Rnn => {
             for t in 0..steps {
@@ -132,7 +134,7 @@ pub(crate) fn forward(
                 matmul(
                     batch,
                     gh,
-                    hidden,
+                    k_at(t),
                     z,
                     gh,
                     true,
@@ -157,7 +159,7 @@ pub(crate) fn forward(
                 matmul(
                     batch,
                     gh,
-                    hidden,
+                    k_at(t),
                     z,
                     gh,
                     true,
@@ -186,7 +188,7 @@ pub(crate) fn forward(
                 matmul(
                     batch,
                     gh,
-                    hidden,
+                    k_at(t),
                     &mut scratch,
                     gh,
                     false,
@@ -262,17 +264,20 @@ impl Saved {
                     let dyt = &dy[t * bh..(t + 1) * bh];
                     time_norms[t] = kernels::rnn_backward(dyt, &carry, h, &mut dh, dz).sqrt();
                     col_sums_into(dz, &mut db_in);
-                    matmul(
-                        batch,
-                        hidden,
-                        gh,
-                        &mut carry,
-                        hidden,
-                        false,
-                        Mat::rows(dz, gh),
-                        Mat::rows(&self.w_hh, hidden),
-                        false,
-                    );
+                    // dL/dh_0 is not needed: the initial state carries no gradient.
+                    if t > 0 {
+                        matmul(
+                            batch,
+                            hidden,
+                            gh,
+                            &mut carry,
+                            hidden,
+                            false,
+                            Mat::rows(dz, gh),
+                            Mat::rows(&self.w_hh, hidden),
+                            false,
+                        );
+                    }
                 }
             }
             CellKind::Lstm => {
@@ -292,17 +297,20 @@ impl Saved {
                     )
                     .sqrt();
                     col_sums_into(dz, &mut db_in);
-                    matmul(
-                        batch,
-                        hidden,
-                        gh,
-                        &mut carry,
-                        hidden,
-                        false,
-                        Mat::rows(dz, gh),
-                        Mat::rows(&self.w_hh, hidden),
-                        false,
-                    );
+                    // dL/dh_0 is not needed: the initial state carries no gradient.
+                    if t > 0 {
+                        matmul(
+                            batch,
+                            hidden,
+                            gh,
+                            &mut carry,
+                            hidden,
+                            false,
+                            Mat::rows(dz, gh),
+                            Mat::rows(&self.w_hh, hidden),
+                            false,
+                        );
+                    }
                 }
                 pool.give([dc]);
             }
@@ -326,17 +334,20 @@ impl Saved {
                     .sqrt();
                     col_sums_into(dz, &mut db_in);
                     col_sums_into(dgh, &mut db_hid);
-                    matmul(
-                        batch,
-                        hidden,
-                        gh,
-                        &mut carry,
-                        hidden,
-                        true,
-                        Mat::rows(dgh, gh),
-                        Mat::rows(&self.w_hh, hidden),
-                        false,
-                    );
+                    // dL/dh_0 is not needed: the initial state carries no gradient.
+                    if t > 0 {
+                        matmul(
+                            batch,
+                            hidden,
+                            gh,
+                            &mut carry,
+                            hidden,
+                            true,
+                            Mat::rows(dgh, gh),
+                            Mat::rows(&self.w_hh, hidden),
+                            false,
+                        );
+                    }
                 }
             }
         }
