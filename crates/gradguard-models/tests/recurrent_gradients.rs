@@ -258,8 +258,11 @@ fn check_against_finite_differences(cell: CellKind, with_state: bool) -> f64 {
     worst
 }
 
-// Measured on the dev machine (normwise relative error, worst of the 5 tensors): about 1e-7..1e-6.
-// The bound asserted is the 1e-2, plus a tighter 1e-4 that float32 easily meets.
+// Measured (normwise relative error ||g - g_fd|| / ||g_fd||, worst of W_ih, W_hh, b_ih, b_hh, x;
+// T=5, B=2, I=3, H=4; zero state / given state): RNN 1.6e-7 / 1.6e-7, LSTM 2.5e-7 / 1.8e-7,
+// GRU 1.6e-7 / 1.2e-7. Asserted: the 1e-2 per tensor, and 1e-4 for the worst.
+// Against stock dfdx ops the worst is 2.6e-7 at the small size and 8.8e-7 at T=9, B=3, I=7,
+// H=37 (asserted < 1e-4). Run with `-- --nocapture` to see every figure.
 
 #[test]
 fn rnn_matches_finite_differences() {
