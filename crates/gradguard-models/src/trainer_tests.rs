@@ -1,0 +1,320 @@
+//! Trainer behaviour: learning, the view/update contract, snapshots, checkpoints, BPTT.
+
+use crate::spec::{ModelSpec, TaskSpec, TrainSpec};
+use crate::trainer::Trainer;
+
+fn trainer(model: &str, task: &str, train: &str, seed: u64) -> Trainer {
+    let m: ModelSpec = toml::from_str(model).unwrap();
+    let t: TaskSpec = toml::from_str(task).unwrap();
+    let tr: TrainSpec = toml::from_str(train).unwrap();
+    Trainer::new(&m, &t, &tr, seed).unwrap()
+}
+
+/// Mean training loss of the first and last `k` of `steps` steps.
+fn train_losses(t: &mut Trainer, steps: usize, k: usize) -> (f64, f64) {
+    let mut losses = Vec::new();
+    for _ in 0..steps {
+        losses.push(t.step_gradients().unwrap().loss);
+        t.apply_update(1.0).unwrap();
+    }
+    let first = losses[..k].iter().sum::<f64>() / k as f64;
+    let last = losses[steps - k..].iter().sum::<f64>() / k as f64;
+    (first, last)
+}
+
+const REGRESSION: &str = "kind = \"regression\"\nn_samples = 256\nn_features = 4\nn_informative = 4\ntarget_scale = 0.01";
+const SINE: &str = "kind = \"sine\"\nseq_len = 12\nn_samples = 256";
+
+/// MLP on make_regression (targets scaled to order 1): loss falls at least 20x in 300 Adam steps.
+#[test]
+fn mlp_learns_regression() {
+    let mut t = trainer(
+        "kind = \"mlp\"\nhidden = [16]\nactivation = \"tanh\"",
+        REGRESSION,
+        "optimizer = { kind = \"adam\", lr = 0.02 }\nbatch_size = 32\nsteps = 300",
+        1,
+    );
+    let (first, last) = train_losses(&mut t, 300, 10);
+    assert!(last < first / 20.0, "{first} -> {last}");
+    let eval = t.evaluate().unwrap();
+    assert!(
+        eval.loss < first / 10.0 && eval.accuracy.is_none(),
+        "{eval:?}"
+    );
+}
+
+/// Each recurrent kind on next-value prediction of a sine: loss falls at least 5x in 150 steps.
+#[test]
+fn recurrent_kinds_learn_sine() {
+    for kind in ["rnn", "lstm", "gru"] {
+        let model = format!("kind = \"{kind}\"\nhidden = 16");
+        let mut t = trainer(
+            &model,
+            SINE,
+            "optimizer = { kind = \"adam\", lr = 0.02 }\nbatch_size = 32\nsteps = 150",
+            2,
+        );
+        let (first, last) = train_losses(&mut t, 150, 10);
+        assert!(last < first / 5.0, "{kind}: {first} -> {last}");
+    }
+}
+
+/// Cross-entropy classification (copy task, many-to-many, LSTM): loss falls at least 1.5x
+/// in 120 steps (it first learns the blanks) and accuracy is reported.
+#[test]
+fn lstm_copy_task_loss_falls() {
+    let task = "kind = \"copy\"\nsymbols = 4\nlength = 3\ndelay = 2\nn_samples = 256";
+    let mut t = trainer(
+        "kind = \"lstm\"\nhidden = 24",
+        task,
+        "optimizer = { kind = \"adam\", lr = 0.02 }\nbatch_size = 32\nsteps = 120",
+        3,
+    );
+    let (first, last) = train_losses(&mut t, 120, 10);
+    assert!(last < first / 1.5, "{first} -> {last}");
+    let acc = t.evaluate().unwrap().accuracy.unwrap();
+    assert!(acc > 0.6, "{acc}");
+}
+
+#[test]
+fn names_roles_and_shapes() {
+    let t = trainer("kind = \"lstm\"\nhidden = 8\nlayers = 2", SINE, "", 0);
+    let names: Vec<String> = t
+        .param_infos()
+        .iter()
+        .map(|p| format!("{} {:?} {:?}", p.name, p.role, p.shape))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "lstm.0.weight_ih Weight [32, 1]",
+            "lstm.0.weight_hh RecurrentWeight [32, 8]",
+            "lstm.0.bias_ih Bias [32]",
+            "lstm.0.bias_hh Bias [32]",
+            "lstm.1.weight_ih Weight [32, 8]",
+            "lstm.1.weight_hh RecurrentWeight [32, 8]",
+            "lstm.1.bias_ih Bias [32]",
+            "lstm.1.bias_hh Bias [32]",
+            "head.weight Weight [1, 8]",
+            "head.bias Bias [1]",
+        ]
+    );
+    let mut t = t;
+    let view = t.view().unwrap();
+    let b = view.get("lstm.0.bias_ih").unwrap().weights;
+    assert_eq!(&b[..8], &[0.0; 8]);
+    assert_eq!(&b[8..16], &[1.0; 8], "forget-gate bias entries H..2H");
+    let t = trainer("kind = \"mlp\"\nhidden = [3, 2]", REGRESSION, "", 0);
+    let names: Vec<String> = t.param_infos().into_iter().map(|p| p.name).collect();
+    assert_eq!(
+        names,
+        [
+            "layers.0.weight",
+            "layers.0.bias",
+            "layers.1.weight",
+            "layers.1.bias",
+            "head.weight",
+            "head.bias"
+        ]
+    );
+}
+
+/// Gradients edited through the view are the ones the update uses.
+#[test]
+fn update_uses_edited_gradients() {
+    let mut t = trainer(
+        "kind = \"rnn\"\nhidden = 4",
+        SINE,
+        "optimizer = { kind = \"sgd\", lr = 0.5 }",
+        0,
+    );
+    t.step_gradients().unwrap();
+    let before: Vec<Vec<f32>> = t
+        .view()
+        .unwrap()
+        .iter()
+        .map(|p| p.weights.to_vec())
+        .collect();
+    {
+        let mut view = t.view().unwrap();
+        for p in view.iter_mut() {
+            p.grads.fill(0.0);
+        }
+        view.params_mut()[1].grads[0] = 2.0; // rnn.0.weight_hh[0]
+    }
+    let upd = t.apply_update(1.0).unwrap();
+    let after: Vec<Vec<f32>> = t
+        .view()
+        .unwrap()
+        .iter()
+        .map(|p| p.weights.to_vec())
+        .collect();
+    for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+        if i == 1 {
+            assert_eq!(a[0], b[0] - 1.0);
+            assert_eq!(&a[1..], &b[1..]);
+            assert!((upd.params[1].update_norm - 1.0).abs() < 1e-6);
+        } else {
+            assert_eq!(a, b, "tensor {i} moved");
+            assert_eq!(upd.params[i].update_norm, 0.0);
+        }
+    }
+    assert_eq!((upd.step, upd.lr), (1, 0.5));
+    // the recurrent layer's own tensor follows the store: the next forward uses the new weight
+    let probe = t.probe(1).unwrap();
+    assert_eq!(probe.recurrent_weights[0].weights, after[1]);
+}
+
+/// Restoring a snapshot replays the same losses and weights bit-exactly.
+#[test]
+fn snapshot_restore_replays_exactly() {
+    let mut t = trainer(
+        "kind = \"gru\"\nhidden = 6",
+        SINE,
+        "optimizer = { kind = \"adam\", lr = 0.01 }\nbatch_size = 50",
+        5,
+    );
+    train_losses(&mut t, 3, 1);
+    let snap = t.snapshot();
+    let run = |t: &mut Trainer| -> (Vec<f64>, Vec<Vec<f32>>) {
+        let losses = (0..7)
+            .map(|_| {
+                let l = t.step_gradients().unwrap().loss;
+                t.apply_update(1.0).unwrap();
+                l
+            })
+            .collect();
+        (
+            losses,
+            t.view()
+                .unwrap()
+                .iter()
+                .map(|p| p.weights.to_vec())
+                .collect(),
+        )
+    };
+    let a = run(&mut t);
+    t.restore(&snap).unwrap();
+    let b = run(&mut t);
+    assert_eq!(a, b);
+    // skipping batches changes the data seen
+    t.restore(&snap).unwrap();
+    t.skip_batches(1);
+    assert_eq!(t.cursor().batch, snap.cursor().batch + 1);
+    let c = run(&mut t);
+    assert_ne!(a.0, c.0);
+}
+
+/// Checkpoint round trip: a fresh trainer loading the file continues bit-exactly; a model
+/// of another shape gets an error naming the tensor.
+#[test]
+fn checkpoint_round_trip_and_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ck.safetensors");
+    let spec = (
+        "kind = \"lstm\"\nhidden = 5",
+        SINE,
+        "optimizer = { kind = \"adam\", lr = 0.01 }\nbatch_size = 40",
+    );
+    let mut t = trainer(spec.0, spec.1, spec.2, 9);
+    train_losses(&mut t, 8, 1); // crosses an epoch boundary (205 samples / 40)
+    t.save_checkpoint(&path).unwrap();
+    let cont = |t: &mut Trainer| -> Vec<(f64, Vec<Vec<f32>>)> {
+        (0..4)
+            .map(|_| {
+                let l = t.step_gradients().unwrap().loss;
+                t.apply_update(1.0).unwrap();
+                (
+                    l,
+                    t.view()
+                        .unwrap()
+                        .iter()
+                        .map(|p| p.weights.to_vec())
+                        .collect(),
+                )
+            })
+            .collect()
+    };
+    let a = cont(&mut t);
+    let mut fresh = trainer(spec.0, spec.1, spec.2, 9);
+    fresh.load_checkpoint(&path).unwrap();
+    assert_eq!(fresh.updates_applied(), 8);
+    let b = cont(&mut fresh);
+    assert_eq!(a, b);
+    let mut other = trainer("kind = \"lstm\"\nhidden = 6", SINE, spec.2, 9);
+    let e = other.load_checkpoint(&path).unwrap_err().to_string();
+    assert!(
+        e.contains("lstm.0.weight_ih") && e.contains("[20, 1]") && e.contains("[24, 1]"),
+        "{e}"
+    );
+    let mut mlp = trainer("kind = \"mlp\"\nhidden = [4]", SINE, spec.2, 9);
+    let e = mlp.load_checkpoint(&path).unwrap_err().to_string();
+    assert!(e.contains("layers.0.weight"), "{e}");
+    assert!(!dir.path().read_dir().unwrap().any(|f| f
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains(".tmp")));
+}
+
+/// Truncated BPTT: a many-to-one task backpropagates through the last K steps only; a
+/// many-to-many task makes one step per window and carries the state.
+#[test]
+fn truncated_bptt_windows() {
+    let mut full = trainer("kind = \"rnn\"\nhidden = 4", SINE, "", 1);
+    full.step_gradients().unwrap();
+    assert_eq!(full.series()[0].values.len(), 12);
+    let mut t = trainer(
+        "kind = \"rnn\"\nhidden = 4",
+        SINE,
+        "bptt = { window = 5 }",
+        1,
+    );
+    t.step_gradients().unwrap();
+    let s = t.series();
+    assert_eq!(
+        (s[0].name.as_str(), s[0].values.len()),
+        ("rnn.0 dL/dh_t", 5)
+    );
+    assert_eq!(t.cursor().batch, 1);
+    // same weights and data: the truncated gradient differs from the full one
+    let g_full: Vec<f32> = full.view().unwrap().params()[1].grads.to_vec();
+    let g_trunc: Vec<f32> = t.view().unwrap().params()[1].grads.to_vec();
+    assert_ne!(g_full, g_trunc);
+    let copy = "kind = \"copy\"\nsymbols = 3\nlength = 2\ndelay = 3\nn_samples = 64";
+    let mut c = trainer(
+        "kind = \"gru\"\nhidden = 4",
+        copy,
+        "batch_size = 16\nbptt = { window = 3 }\nepochs = 1",
+        1,
+    );
+    // T = 7: windows of 3, 3, 1 steps per batch; 52 training samples -> 4 batches
+    assert_eq!(c.planned_steps(), 12);
+    let mut lens = Vec::new();
+    while !c.finished() {
+        let info = c.step_gradients().unwrap();
+        lens.push((info.position.window, c.series()[0].values.len()));
+        c.apply_update(1.0).unwrap();
+    }
+    assert_eq!(lens.len(), 12);
+    assert_eq!(&lens[..3], &[(0, 3), (1, 3), (2, 1)]);
+}
+
+#[test]
+fn series_for_mlp_layers_and_probe_restores() {
+    let mut t = trainer(
+        "kind = \"mlp\"\nhidden = [8, 8]\nactivation = \"sigmoid\"",
+        REGRESSION,
+        "",
+        4,
+    );
+    let before = t.cursor();
+    let p = t.probe(2).unwrap();
+    assert_eq!(t.cursor(), before);
+    assert_eq!(p.passes.len(), 2);
+    assert_eq!(p.passes[0].grad_norms.len(), 6);
+    let layers = &p.passes[0].series[0];
+    assert_eq!(layers.values.len(), 3);
+    assert!(layers.values.iter().all(|v| *v > 0.0));
+    assert!(p.recurrent_weights.is_empty());
+}
