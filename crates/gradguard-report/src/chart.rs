@@ -112,6 +112,8 @@ pub struct Chart {
     pub width: u32,
     /// Height in pixels.
     pub height: u32,
+    /// What the x axis counts (`step` unless set).
+    pub x_desc: String,
 }
 
 impl Chart {
@@ -125,6 +127,7 @@ impl Chart {
             hlines: Vec::new(),
             width: 960,
             height: 360,
+            x_desc: "step".into(),
         }
     }
 
@@ -236,7 +239,7 @@ impl Chart {
         };
         chart
             .configure_mesh()
-            .x_desc("step")
+            .x_desc(self.x_desc.as_str())
             .y_desc(y_desc)
             .x_labels(8)
             .y_labels(8)

@@ -36,7 +36,8 @@ pub enum ConsoleMode {
     /// The bar when stderr is a terminal, plain lines otherwise.
     #[default]
     Auto,
-    /// Always the progress bar.
+    /// Always the progress bar (indicatif hides it, and the finding lines printed above it,
+    /// when stderr is not a terminal).
     Bar,
     /// Always plain lines.
     Lines,
@@ -200,11 +201,11 @@ impl Reporter for ConsoleReporter {
             let (bar, template) = match self.total_steps {
                 Some(n) => (
                     ProgressBar::with_draw_target(Some(n), ProgressDrawTarget::stderr()),
-                    "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} steps ({per_sec}, eta {eta}) {msg}",
+                    "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} steps (eta {eta}) {msg}",
                 ),
                 None => (
                     ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
-                    "{spinner} {elapsed_precise} step {pos} ({per_sec}) {msg}",
+                    "{spinner} {elapsed_precise} step {pos} {msg}",
                 ),
             };
             let style = ProgressStyle::with_template(template)
@@ -465,6 +466,38 @@ mod tests {
         );
         assert!(text.contains("(more findings are counted, not printed: max_finding_lines = 2)"));
         assert!(text.contains("3 finding(s) were not printed"));
+    }
+
+    #[test]
+    fn bar_mode_runs_to_the_end() {
+        // On a terminal this draws the bar (check by hand: `script -qc "cargo test -p
+        // gradguard-report bar_mode -- --nocapture" /dev/null`); elsewhere indicatif hides it.
+        let mut r = ConsoleReporter {
+            mode: ConsoleMode::Bar,
+            ..Default::default()
+        }
+        .with_total_steps(30);
+        assert!(r.use_bar());
+        let tmp = tempfile::tempdir().unwrap();
+        r.start(&run_info(tmp.path())).unwrap();
+        assert!(r.state.as_ref().unwrap().bar.is_some());
+        for step in 1..=30 {
+            r.event(&event(step, 20)).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let st = r.state.as_ref().unwrap();
+        assert_eq!(st.bar.as_ref().unwrap().position(), 30);
+        assert_eq!(
+            st.latest_finding.as_deref(),
+            Some("loss_nonfinite at step 20")
+        );
+        let (d, s) = (diagnosis(), summary());
+        r.finish(&RunEnd {
+            diagnosis: &d,
+            summary: &s,
+        })
+        .unwrap();
+        assert!(r.state.as_ref().unwrap().bar.is_none());
     }
 
     #[test]

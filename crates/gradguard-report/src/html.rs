@@ -12,8 +12,10 @@
 //! training loss, of the global gradient L2 norm (log scale, before remedies, plus what the
 //! optimiser received after remedies when a remedy changed it) with the clip threshold
 //! (`RunInfo::clip_threshold`) as a dashed line, of every tensor's gradient norm over time
-//! (log scale) and of every tensor's update ratio ||Δw|| / ||w|| (log scale); the checklist
-//! of signs; the prescriptions; the remedies' activity; and the findings.
+//! (log scale) and of every tensor's update ratio ||Δw|| / ||w|| (log scale); when the model
+//! measured norms along time steps or layers (`Event::series`), one chart per series with
+//! its values at the first step, at the step of the largest global norm and at the last
+//! step; the checklist of signs; the prescriptions; the remedies' activity; the findings.
 //!
 //! Non-finite values are shown, not dropped: a NaN or infinite loss or norm is drawn as a
 //! cross on the top edge of its chart and counted under it. Memory is bounded: each series
@@ -27,7 +29,7 @@ use std::path::PathBuf;
 
 use gradguard_core::{
     describe_plugin, Event, Family, Finding, ParamDoc, PluginInfo, ReportError, Reporter, RunEnd,
-    RunInfo,
+    RunInfo, Series, SeriesAxis,
 };
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +66,29 @@ struct State {
     not_applied: u64,
     steps_changed: u64,
     actions: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    /// Norms along time steps or layers (`Event::series`) at three steps: the first one, the
+    /// one with the largest finite global norm, and the last one.
+    series_first: Option<(u64, Vec<Series>)>,
+    series_peak: Option<(u64, f64, Vec<Series>)>,
+    series_last: Option<(u64, Vec<Series>)>,
+}
+
+/// Copies `src` into `dst`, reusing `dst`'s allocations.
+fn copy_series(dst: &mut Vec<Series>, src: &[Series]) {
+    dst.truncate(src.len());
+    for (i, s) in src.iter().enumerate() {
+        match dst.get_mut(i) {
+            Some(d) => {
+                if d.name != s.name {
+                    d.name.clone_from(&s.name);
+                }
+                d.axis = s.axis;
+                d.values.clear();
+                d.values.extend_from_slice(&s.values);
+            }
+            None => dst.push(s.clone()),
+        }
+    }
 }
 
 struct LayerSeries {
@@ -166,6 +191,61 @@ fn layers_note(layers: &[LayerSeries]) -> String {
     out
 }
 
+/// Charts of the norms the model measured along time steps or layers, at the first step,
+/// the step with the largest global norm, and the last step.
+fn series_section(st: &State) -> Result<String, ReportError> {
+    let Some((_, last)) = &st.series_last else {
+        return Ok(String::new());
+    };
+    let mut snapshots: Vec<(String, &[Series])> = Vec::new();
+    if let Some((step, s)) = &st.series_first {
+        snapshots.push((format!("step {step} (first)"), s));
+    }
+    if let Some((step, _, s)) = &st.series_peak {
+        snapshots.push((format!("step {step} (largest norm)"), s));
+    }
+    if let Some((step, s)) = &st.series_last {
+        snapshots.push((format!("step {step} (last)"), s));
+    }
+    // The same step can be first, peak and last: keep it once.
+    let mut seen_steps = Vec::new();
+    snapshots.retain(|(label, _)| {
+        let step = label.split(' ').nth(1).unwrap_or("").to_string();
+        let fresh = !seen_steps.contains(&step);
+        seen_steps.push(step);
+        fresh
+    });
+    let mut out = String::from("<h2>Gradients along time steps and layers</h2>\n");
+    for series in last {
+        let (title, x_desc) = match series.axis {
+            SeriesAxis::TimeSteps => (format!("{} along time steps", series.name), "time step t"),
+            SeriesAxis::Layers => (
+                format!("{} along layers", series.name),
+                "layer (input first)",
+            ),
+        };
+        let mut chart = Chart::new(title, "norm", true);
+        chart.x_desc = x_desc.into();
+        for (label, snap) in &snapshots {
+            if let Some(s) = snap.iter().find(|s| s.name == series.name) {
+                let pts: Vec<(u64, f64)> = s
+                    .values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| (i as u64 + 1, v))
+                    .collect();
+                chart.lines.push(Line::from_points(label.as_str(), &pts));
+            }
+        }
+        out.push_str(&figure(&chart, "")?);
+    }
+    out.push_str(
+        "<p class=\"note\">Each line is one step's norms along the axis, as the model measured them. \
+         On this log scale a straight slope is geometric growth or decay.</p>\n",
+    );
+    Ok(out)
+}
+
 fn figure(chart: &Chart, note: &str) -> Result<String, ReportError> {
     Ok(format!("<figure>\n{}\n</figure>\n{note}", chart.to_svg()?))
 }
@@ -254,6 +334,7 @@ impl HtmlReporter {
         body.push_str(&figure(&layers, &layer_notes)?);
         body.push_str(&figure(&ratios, "<p class=\"note\">The ratio of the last applied update's norm to the weights' norm; large values mean the weights change a lot at each update.</p>\n")?);
 
+        body.push_str(&series_section(st)?);
         body.push_str(&html_page::diagnosis_section(d));
         body.push_str(&html_page::prescriptions_section(&d.prescriptions));
 
@@ -343,6 +424,9 @@ impl Reporter for HtmlReporter {
             not_applied: 0,
             steps_changed: 0,
             actions: BTreeMap::new(),
+            series_first: None,
+            series_peak: None,
+            series_last: None,
         });
         Ok(())
     }
@@ -376,6 +460,22 @@ impl Reporter for HtmlReporter {
         }
         if e.actions.iter().any(|a| a.changed) {
             st.steps_changed += 1;
+        }
+        if !e.series.is_empty() {
+            if st.series_first.is_none() {
+                st.series_first = Some((e.step, e.series.clone()));
+            }
+            if e.grad_norm.is_finite()
+                && st.series_peak.as_ref().map_or(true, |p| e.grad_norm > p.1)
+            {
+                let peak = st.series_peak.get_or_insert_with(|| (0, 0.0, Vec::new()));
+                peak.0 = e.step;
+                peak.1 = e.grad_norm;
+                copy_series(&mut peak.2, &e.series);
+            }
+            let last = st.series_last.get_or_insert_with(|| (0, Vec::new()));
+            last.0 = e.step;
+            copy_series(&mut last.1, &e.series);
         }
         for a in &e.actions {
             let per = st.actions.entry(a.remedy.clone()).or_default();
@@ -508,6 +608,42 @@ mod tests {
         assert!(html.contains(
             "The gradient norm of 2 tensor(s) was NaN or infinite, first at step 4 (layers.0.weight, layers.0.bias)"
         ));
+    }
+
+    #[test]
+    fn series_along_time_steps_are_charted_at_three_steps() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut r = HtmlReporter::default();
+        r.start(&run_info(tmp.path())).unwrap();
+        for step in 1..=5u64 {
+            let mut e = event(step, 99);
+            // The global norm peaks at step 3.
+            e.grad_norm = [1.0, 2.0, 9.0, 3.0, 2.5][step as usize - 1];
+            let growth = 1.0 + step as f64 * 0.1;
+            e.series = vec![Series {
+                name: "rnn.0 dL/dh_t".into(),
+                axis: SeriesAxis::TimeSteps,
+                values: (0..8).map(|t| growth.powi(8 - t)).collect(),
+            }];
+            r.event(&e).unwrap();
+        }
+        let st = r.state.as_ref().unwrap();
+        assert_eq!(st.series_first.as_ref().unwrap().0, 1);
+        assert_eq!(st.series_peak.as_ref().unwrap().0, 3);
+        assert_eq!(st.series_last.as_ref().unwrap().0, 5);
+        assert_eq!(st.series_last.as_ref().unwrap().1[0].values[7], 1.5);
+        let (d, s) = (diagnosis(), summary());
+        let html = r
+            .render(&RunEnd {
+                diagnosis: &d,
+                summary: &s,
+            })
+            .unwrap();
+        assert!(html.contains(&svg_text("rnn.0 dL/dh_t along time steps")));
+        assert!(html.contains(&svg_text("time step t")));
+        for label in ["step 1 (first)", "step 3 (largest norm)", "step 5 (last)"] {
+            assert!(html.contains(&svg_text(label)), "{label}");
+        }
     }
 
     #[test]

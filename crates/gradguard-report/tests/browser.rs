@@ -4,7 +4,7 @@
 //!
 //! Needs `/usr/bin/chromium` (Debian's `chromium` package). Without it the test prints a
 //! skip line and passes, unless `GRADGUARD_REQUIRE_BROWSER=1` is set (CI sets it), in which
-//! case it fails. Set `GRADGUARD_KEEP_SCREENSHOTS=<dir>` to keep the screenshots.
+//! case it fails. Set `GRADGUARD_KEEP_SCREENSHOTS=<dir>` to keep the screenshots and pages.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use gradguard_core::{
     Action, ActionRecord, Diagnosis, Event, Finding, LayerRecord, ParamInfo, Prescription,
-    Reporter, Role, RunEnd, RunInfo, RunSummary, Sign, SignSummary, SummaryRemedy, SummarySign,
-    Verdict,
+    Reporter, Role, RunEnd, RunInfo, RunSummary, Series, SeriesAxis, Sign, SignSummary,
+    SummaryRemedy, SummarySign, Verdict,
 };
 use gradguard_report::{render_compare_html, CompareVariant, HtmlReporter};
 
@@ -64,7 +64,15 @@ fn events(steps: u64, nan_from: u64, clipped: bool) -> Vec<Event> {
                 grad_nonfinite: 0,
                 lr: Some(0.01),
                 layers,
-                series: Vec::new(),
+                series: vec![Series {
+                    name: "rnn.0 dL/dh_t".into(),
+                    axis: SeriesAxis::TimeSteps,
+                    values: (0..50)
+                        .map(|t| {
+                            1e-3 * (1.0 + 0.004 * step as f64).powi(50 - t) * 1.1f64.powi(50 - t)
+                        })
+                        .collect(),
+                }],
                 findings: if step == nan_from {
                     vec![Finding::new(
                         Sign::LossNonfinite,
@@ -319,6 +327,7 @@ fn check_screenshot(page: &Path, tmp: &Path, name: &str) {
     if let Ok(dir) = std::env::var("GRADGUARD_KEEP_SCREENSHOTS") {
         let _ = std::fs::create_dir_all(&dir);
         let _ = std::fs::copy(&shot, Path::new(&dir).join(format!("{name}.png")));
+        let _ = std::fs::copy(page, Path::new(&dir).join(format!("{name}.html")));
     }
     eprintln!("{name}: luminance mean {mean:.1} variance {var:.1}, {blue} blue pixels, {non_white} non-white of {n}");
     assert!(
@@ -348,7 +357,7 @@ fn report_html_renders_in_headless_chromium() {
     }
     let tmp = tempfile::tempdir().expect("temp dir");
     let report = write_report(tmp.path());
-    check_dom(&report, 4, tmp.path());
+    check_dom(&report, 5, tmp.path());
     check_screenshot(&report, tmp.path(), "report");
     let compare = write_compare(tmp.path());
     check_dom(&compare, 2, tmp.path());
