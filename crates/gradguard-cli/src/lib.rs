@@ -1,1 +1,120 @@
-//! placeholder
+//! # gradguard-cli: the `gradguard` command line
+//!
+//! What this crate is for: parsing arguments with clap, setting up `tracing`, and calling
+//! the pipeline; it maps errors to exit codes: 0 when the command completed (a run whose
+//! verdict is `exploding` completed: the diagnosis is the product), 1 for bad input (a spec,
+//! CSV, log or dump that cannot be used), 2 for usage errors.
+//!
+//! What it may depend on: gradguard-pipeline and, to make sure every plugin registration is
+//! linked into the binary, each plugin crate (detectors, remedies, report).
+
+#![warn(missing_docs)]
+
+pub mod check;
+pub mod plugins;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Find, explain and cure exploding gradients while a neural network trains.
+///
+/// A run is described by a spec file (TOML or JSON): the model, the data, how to train, and
+/// the detectors, remedies and reporters to use. Start with `gradguard demo --list`.
+#[derive(Debug, Parser)]
+#[command(name = "gradguard", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace). Logs go to stderr.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a spec file without training: syntax, unknown keys, plugin kinds, sizes.
+    ///
+    /// Exit status 0 when valid, 1 when not (the error names the file, line and column or
+    /// key path, and what was expected), 2 for usage errors.
+    Check(check::CheckArgs),
+    /// List every registered detector, remedy and reporter kind with its parameters.
+    Plugins(plugins::PluginsArgs),
+}
+
+/// An error that is the user's input, not a bug: printed without a backtrace, exit status 1.
+#[derive(Debug)]
+pub struct UserError(pub String);
+
+impl std::fmt::Display for UserError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UserError {}
+
+/// Makes sure every built-in plugin crate is linked, so typetag's registrations are present.
+/// Returns the number of built-in kinds.
+pub fn link_plugins() -> usize {
+    gradguard_detectors::builtin_kinds().len()
+        + gradguard_remedies::builtin_kinds().len()
+        + gradguard_report::builtin_kinds().len()
+}
+
+fn init_tracing(verbose: u8, quiet: bool) {
+    let level = if quiet {
+        "error"
+    } else {
+        match verbose {
+            0 => "warn",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GRADGUARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Runs a parsed command line; errors are returned for the caller to print.
+pub fn run(cli: &Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Check(args) => check::run(args),
+        Command::Plugins(args) => plugins::run(args),
+    }
+}
+
+/// Parses the process arguments, runs, prints any error, and returns the exit status.
+pub fn main() -> ExitCode {
+    link_plugins();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version exit 0; usage errors exit 2 (clap's convention).
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    init_tracing(cli.verbose, cli.quiet);
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if e.downcast_ref::<UserError>().is_some() {
+                eprintln!("error: {e}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}

@@ -81,14 +81,27 @@ mod tests {
 
     #[test]
     fn severity_orders_actions() {
-        let skip = Action::SkipStep { reason: "nan".into() };
+        let skip = Action::SkipStep {
+            reason: "nan".into(),
+        };
         let stop = Action::Stop { reason: "x".into() };
         assert!(stop.severity() > skip.severity());
         assert!(skip.withholds_update());
-        assert!(!Action::ScaleLr { factor: 0.5, reason: String::new() }.withholds_update());
-        let rec = ActionRecord { remedy: "skip_nonfinite".into(), changed: false, action: skip };
+        assert!(!Action::ScaleLr {
+            factor: 0.5,
+            reason: String::new()
+        }
+        .withholds_update());
+        let rec = ActionRecord {
+            remedy: "skip_nonfinite".into(),
+            changed: false,
+            action: skip,
+        };
         let json = serde_json::to_string(&rec).unwrap();
-        assert_eq!(json, r#"{"remedy":"skip_nonfinite","changed":false,"action":"skip_step","reason":"nan"}"#);
+        assert_eq!(
+            json,
+            r#"{"remedy":"skip_nonfinite","changed":false,"action":"skip_step","reason":"nan"}"#
+        );
         let back: ActionRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(back, rec);
     }

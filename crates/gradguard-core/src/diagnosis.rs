@@ -88,7 +88,12 @@ impl Diagnosis {
         let _ = writeln!(out, "Signs of exploding gradients:");
         for s in &self.checklist {
             let mark = if s.seen { "[x]" } else { "[ ]" };
-            let _ = write!(out, "  {mark} {:<27} {}", s.sign.as_str(), s.sign.describe());
+            let _ = write!(
+                out,
+                "  {mark} {:<27} {}",
+                s.sign.as_str(),
+                s.sign.describe()
+            );
             if s.seen {
                 let _ = write!(out, " - first at step {}", s.first_step.unwrap_or(0));
                 if let Some(l) = &s.layer {
@@ -184,7 +189,10 @@ mod tests {
                 })
                 .collect(),
             origin: Some("a gradient spike on layers.0.weight at step 5".into()),
-            prescriptions: vec![Prescription { remedy: "clip_global_norm".into(), reason: "bounds the step".into() }],
+            prescriptions: vec![Prescription {
+                remedy: "clip_global_norm".into(),
+                reason: "bounds the step".into(),
+            }],
             first_nonfinite_step: Some(9),
             max_grad_norm: 1e33,
         };

@@ -75,6 +75,9 @@ pub enum ReportError {
 impl ReportError {
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        ReportError::Io { path: path.into(), source }
+        ReportError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

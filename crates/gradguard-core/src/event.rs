@@ -25,7 +25,11 @@ pub struct LayerRecord {
     #[serde(with = "crate::float::lossy")]
     pub weight_norm: f64,
     /// ||dw|| / ||w|| of the previous update, when known.
-    #[serde(default, with = "crate::float::lossy_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::float::lossy_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub update_ratio: Option<f64>,
 }
 
@@ -41,19 +45,31 @@ pub struct Event {
     #[serde(with = "crate::float::lossy")]
     pub loss: f64,
     /// L1/L2 penalty added by remedies (reported beside the loss), when any.
-    #[serde(default, with = "crate::float::lossy_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::float::lossy_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub penalty: Option<f64>,
     /// Global gradient L2 norm before remedies.
     #[serde(with = "crate::float::lossy")]
     pub grad_norm: f64,
     /// Global gradient L2 norm after remedies (what the optimiser received).
-    #[serde(default, with = "crate::float::lossy_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::float::lossy_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub grad_norm_after: Option<f64>,
     /// Number of non-finite gradient values.
     #[serde(default)]
     pub grad_nonfinite: usize,
     /// The learning rate in force.
-    #[serde(default, with = "crate::float::lossy_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::float::lossy_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub lr: Option<f64>,
     /// Per-tensor figures.
     #[serde(default)]
@@ -78,7 +94,12 @@ fn default_true() -> bool {
 
 impl Event {
     /// Builds the measured part of an event from step statistics and the last update.
-    pub fn from_stats(step: u64, loss: f64, stats: &StepStats, update: Option<&UpdateStats>) -> Self {
+    pub fn from_stats(
+        step: u64,
+        loss: f64,
+        stats: &StepStats,
+        update: Option<&UpdateStats>,
+    ) -> Self {
         let layers = stats
             .params
             .iter()

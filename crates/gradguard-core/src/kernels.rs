@@ -175,7 +175,14 @@ mod tests {
     #[test]
     fn hand_computed() {
         let s = slice_stats(&[3.0, -4.0]);
-        assert_eq!(s, SliceStats { sum_sq: 25.0, max_abs: 4.0, nonfinite: 0 });
+        assert_eq!(
+            s,
+            SliceStats {
+                sum_sq: 25.0,
+                max_abs: 4.0,
+                nonfinite: 0
+            }
+        );
         let s = slice_stats(&[]);
         assert_eq!(s, SliceStats::default());
         let s = slice_stats(&[1.0, f32::NAN, f32::INFINITY, -2.0, f32::NEG_INFINITY]);
@@ -190,15 +197,22 @@ mod tests {
         let s = slice_stats(&x);
         let norm = s.sum_sq.sqrt();
         let expected = (1e30f32 as f64) * (1000f64).sqrt();
-        assert!(((norm - expected) / expected).abs() < 1e-12, "{norm} vs {expected}");
+        assert!(
+            ((norm - expected) / expected).abs() < 1e-12,
+            "{norm} vs {expected}"
+        );
         let s = slice_stats(&[f32::MAX, f32::MAX]);
         assert!(s.sum_sq.is_finite());
     }
 
     #[test]
     fn fused_matches_separate() {
-        let g: Vec<f32> = (0..10_007).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01).collect();
-        let w: Vec<f32> = (0..10_007).map(|i| ((i * 13 % 97) as f32 - 48.0) * 0.1).collect();
+        let g: Vec<f32> = (0..10_007)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01)
+            .collect();
+        let w: Vec<f32> = (0..10_007)
+            .map(|i| ((i * 13 % 97) as f32 - 48.0) * 0.1)
+            .collect();
         let (gs, wsq, wbad) = fused_stats(&g, &w);
         let gs2 = slice_stats(&g);
         let ws2 = slice_stats(&w);

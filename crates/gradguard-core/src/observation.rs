@@ -50,6 +50,13 @@ pub struct Observation<'o, 'v> {
 impl<'o, 'v> Observation<'o, 'v> {
     /// An observation with only step, loss and statistics.
     pub fn new(step: u64, loss: f64, stats: &'o StepStats) -> Self {
-        Observation { step, loss, stats, update: None, view: None, series: &[] }
+        Observation {
+            step,
+            loss,
+            stats,
+            update: None,
+            view: None,
+            series: &[],
+        }
     }
 }

@@ -87,7 +87,9 @@ impl<'a> ParamView<'a> {
 
     /// An empty view with room for `n` parameters.
     pub fn with_capacity(n: usize) -> Self {
-        Self { params: Vec::with_capacity(n) }
+        Self {
+            params: Vec::with_capacity(n),
+        }
     }
 
     /// Adds a parameter. Errors when `weights`, `grads` and the product of `shape` differ in length.
@@ -108,7 +110,13 @@ impl<'a> ParamView<'a> {
                 grads: grads.len(),
             });
         }
-        self.params.push(Param { name, shape, role, weights, grads });
+        self.params.push(Param {
+            name,
+            shape,
+            role,
+            weights,
+            grads,
+        });
         Ok(())
     }
 
@@ -156,7 +164,11 @@ impl<'a> ParamView<'a> {
     pub fn infos(&self) -> Vec<ParamInfo> {
         self.params
             .iter()
-            .map(|p| ParamInfo { name: p.name.to_string(), shape: p.shape.to_vec(), role: p.role })
+            .map(|p| ParamInfo {
+                name: p.name.to_string(),
+                shape: p.shape.to_vec(),
+                role: p.role,
+            })
             .collect()
     }
 }
@@ -171,7 +183,9 @@ mod tests {
         let mut g = [0.0f32; 5];
         let shape = [2usize, 3];
         let mut view = ParamView::new();
-        let err = view.push("layers.0.weight", &shape, Role::Weight, &w, &mut g).unwrap_err();
+        let err = view
+            .push("layers.0.weight", &shape, Role::Weight, &w, &mut g)
+            .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("layers.0.weight"), "{text}");
         assert!(text.contains("[2, 3]"), "{text}");
@@ -185,7 +199,8 @@ mod tests {
         let mut gb = [0.0f32; 2];
         let (s1, s2) = ([2usize, 3], [2usize]);
         let mut view = ParamView::new();
-        view.push("l.weight", &s1, Role::Weight, &w, &mut g).unwrap();
+        view.push("l.weight", &s1, Role::Weight, &w, &mut g)
+            .unwrap();
         view.push("l.bias", &s2, Role::Bias, &wb, &mut gb).unwrap();
         assert_eq!(view.len(), 2);
         assert_eq!(view.numel(), 8);

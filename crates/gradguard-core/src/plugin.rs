@@ -60,8 +60,21 @@ pub struct RemedyContext<'c, 'v> {
 
 impl<'c, 'v> RemedyContext<'c, 'v> {
     /// A context for `step` with no findings.
-    pub fn new(step: u64, loss: f64, view: &'c mut ParamView<'v>, stats: &'c mut StepStats) -> Self {
-        RemedyContext { step, loss, view, stats, findings: &[], penalty: 0.0, changed: false }
+    pub fn new(
+        step: u64,
+        loss: f64,
+        view: &'c mut ParamView<'v>,
+        stats: &'c mut StepStats,
+    ) -> Self {
+        RemedyContext {
+            step,
+            loss,
+            view,
+            stats,
+            findings: &[],
+            penalty: 0.0,
+            changed: false,
+        }
     }
 }
 

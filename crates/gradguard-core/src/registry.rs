@@ -31,11 +31,19 @@ pub fn kinds_from_unknown_variant(message: &str, probe: &str) -> Vec<String> {
 pub fn registered_kinds(family: Family) -> Vec<String> {
     let probe = format!("{{\"kind\":\"{PROBE}\"}}");
     let message = match family {
-        Family::Detector => serde_json::from_str::<Box<dyn Detector>>(&probe).err().map(|e| e.to_string()),
-        Family::Remedy => serde_json::from_str::<Box<dyn Remedy>>(&probe).err().map(|e| e.to_string()),
-        Family::Reporter => serde_json::from_str::<Box<dyn Reporter>>(&probe).err().map(|e| e.to_string()),
+        Family::Detector => serde_json::from_str::<Box<dyn Detector>>(&probe)
+            .err()
+            .map(|e| e.to_string()),
+        Family::Remedy => serde_json::from_str::<Box<dyn Remedy>>(&probe)
+            .err()
+            .map(|e| e.to_string()),
+        Family::Reporter => serde_json::from_str::<Box<dyn Reporter>>(&probe)
+            .err()
+            .map(|e| e.to_string()),
     };
-    message.map(|m| kinds_from_unknown_variant(&m, PROBE)).unwrap_or_default()
+    message
+        .map(|m| kinds_from_unknown_variant(&m, PROBE))
+        .unwrap_or_default()
 }
 
 /// Every submitted description, sorted by family then kind.
@@ -47,7 +55,9 @@ pub fn plugin_infos() -> Vec<&'static PluginInfo> {
 
 /// The description of `kind` in `family`, if one was submitted.
 pub fn plugin_info(family: Family, kind: &str) -> Option<&'static PluginInfo> {
-    inventory::iter::<PluginInfo>.into_iter().find(|i| i.family == family && i.kind == kind)
+    inventory::iter::<PluginInfo>
+        .into_iter()
+        .find(|i| i.family == family && i.kind == kind)
 }
 
 /// Registered kinds that have no description (should be empty; a test checks it).
@@ -55,7 +65,10 @@ pub fn undescribed_kinds() -> Vec<(Family, String)> {
     let mut out = Vec::new();
     for family in Family::ALL {
         for kind in registered_kinds(family) {
-            if plugin_info(family, &kind).map(|i| i.summary.trim().is_empty()).unwrap_or(true) {
+            if plugin_info(family, &kind)
+                .map(|i| i.summary.trim().is_empty())
+                .unwrap_or(true)
+            {
                 out.push((family, kind));
             }
         }

@@ -129,7 +129,14 @@ impl Finding {
         threshold: f64,
         message: impl Into<String>,
     ) -> Self {
-        Finding { sign, step, layer: layer.map(str::to_string), value, threshold, message: message.into() }
+        Finding {
+            sign,
+            step,
+            layer: layer.map(str::to_string),
+            value,
+            threshold,
+            message: message.into(),
+        }
     }
 }
 
@@ -150,7 +157,14 @@ mod tests {
 
     #[test]
     fn finding_serialises_non_finite_value() {
-        let f = Finding::new(Sign::LossNonfinite, 9, None, f64::INFINITY, 0.0, "loss is inf");
+        let f = Finding::new(
+            Sign::LossNonfinite,
+            9,
+            None,
+            f64::INFINITY,
+            0.0,
+            "loss is inf",
+        );
         let json = serde_json::to_string(&f).unwrap();
         assert!(json.contains("\"value\":\"inf\""), "{json}");
         let back: Finding = serde_json::from_str(&json).unwrap();

@@ -231,8 +231,18 @@ pub struct UpdateStats {
 impl UpdateStats {
     /// Measures an update from the weights before and after it, per tensor, in one pass.
     /// `before` and `after` hold one slice per tensor, in the same order as `names`.
-    pub fn measure(step: u64, lr: f64, names: &[&str], before: &[&[f32]], after: &[&[f32]]) -> Self {
-        let mut u = UpdateStats { step, lr, params: Vec::with_capacity(names.len()) };
+    pub fn measure(
+        step: u64,
+        lr: f64,
+        names: &[&str],
+        before: &[&[f32]],
+        after: &[&[f32]],
+    ) -> Self {
+        let mut u = UpdateStats {
+            step,
+            lr,
+            params: Vec::with_capacity(names.len()),
+        };
         for ((name, b), a) in names.iter().zip(before).zip(after) {
             let mut dsq = 0.0f64;
             let mut wsq = 0.0f64;
@@ -321,7 +331,13 @@ mod tests {
 
     #[test]
     fn update_ratio() {
-        let u = UpdateStats::measure(1, 0.1, &["w", "b"], &[&[3.0, 4.0], &[0.0]], &[&[3.0, 4.5], &[0.0]]);
+        let u = UpdateStats::measure(
+            1,
+            0.1,
+            &["w", "b"],
+            &[&[3.0, 4.0], &[0.0]],
+            &[&[3.0, 4.5], &[0.0]],
+        );
         assert!((u.params[0].ratio() - 0.1).abs() < 1e-12);
         assert_eq!(u.params[1].ratio(), 0.0);
         assert_eq!(u.max_ratio().map(|(n, _)| n), Some("w"));

@@ -1,7 +1,9 @@
 //! The registry sees plugins registered with typetag, and their descriptions.
 
 use gradguard_core::registry::{plugin_info, registered_kinds, undescribed_kinds};
-use gradguard_core::{describe_plugin, Detector, Family, Finding, Observation, ParamDoc, PluginInfo, Sign};
+use gradguard_core::{
+    describe_plugin, Detector, Family, Finding, Observation, ParamDoc, PluginInfo, Sign,
+};
 use serde::{Deserialize, Serialize};
 
 /// A test detector: fires when the loss exceeds `limit`.
@@ -20,7 +22,14 @@ fn ten() -> f64 {
 impl Detector for LossAbove {
     fn observe(&mut self, obs: &Observation<'_, '_>, findings: &mut Vec<Finding>) {
         if obs.loss > self.limit {
-            findings.push(Finding::new(Sign::LossUnstable, obs.step, None, obs.loss, self.limit, "loss above limit"));
+            findings.push(Finding::new(
+                Sign::LossUnstable,
+                obs.step,
+                None,
+                obs.loss,
+                self.limit,
+                "loss above limit",
+            ));
         }
     }
 }
@@ -29,7 +38,11 @@ describe_plugin!(PluginInfo {
     family: Family::Detector,
     kind: "test_loss_above",
     summary: "Fires when the loss exceeds a limit.",
-    params: &[ParamDoc { name: "limit", default: Some("10.0"), doc: "the limit" }],
+    params: &[ParamDoc {
+        name: "limit",
+        default: Some("10.0"),
+        doc: "the limit"
+    }],
     example: "limit = 3.0",
 });
 

@@ -5,11 +5,18 @@ use proptest::prelude::*;
 
 fn reference_norm(tensors: &[Vec<f32>]) -> f64 {
     // Two-pass float64 reference with scaling (LAPACK dnrm2 style), independent of the kernel.
-    let scale = tensors.iter().flatten().fold(0.0f64, |m, &x| m.max((x as f64).abs()));
+    let scale = tensors
+        .iter()
+        .flatten()
+        .fold(0.0f64, |m, &x| m.max((x as f64).abs()));
     if scale == 0.0 {
         return 0.0;
     }
-    let ssq: f64 = tensors.iter().flatten().map(|&x| (x as f64 / scale).powi(2)).sum();
+    let ssq: f64 = tensors
+        .iter()
+        .flatten()
+        .map(|&x| (x as f64 / scale).powi(2))
+        .sum();
     scale * ssq.sqrt()
 }
 
@@ -18,7 +25,12 @@ fn measure(tensors: &mut [Vec<f32>]) -> StepStats {
     let shapes: Vec<[usize; 1]> = tensors.iter().map(|t| [t.len()]).collect();
     let weights: Vec<Vec<f32>> = tensors.iter().map(|t| vec![0.5; t.len()]).collect();
     let mut view = ParamView::new();
-    for (((n, s), w), g) in names.iter().zip(&shapes).zip(&weights).zip(tensors.iter_mut()) {
+    for (((n, s), w), g) in names
+        .iter()
+        .zip(&shapes)
+        .zip(&weights)
+        .zip(tensors.iter_mut())
+    {
         view.push(n, s, Role::Weight, w, g).unwrap();
     }
     StepStats::measure(&view)
@@ -88,5 +100,10 @@ fn accurate_over_1e8_elements() {
     let s = measure(&mut tensors);
     let expected = (1e8 * x * x).sqrt();
     let rel = ((s.grad_norm - expected) / expected).abs();
-    assert!(rel <= 1e-9, "norm {} vs {} (rel {rel})", s.grad_norm, expected);
+    assert!(
+        rel <= 1e-9,
+        "norm {} vs {} (rel {rel})",
+        s.grad_norm,
+        expected
+    );
 }

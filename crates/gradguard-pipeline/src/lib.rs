@@ -1,1 +1,16 @@
-//! placeholder
+//! # gradguard-pipeline: from a spec to a trained model, a diagnosis and a report
+//!
+//! What this crate is for: the experiment spec (TOML or JSON, unknown keys rejected, errors
+//! with file, line, column and key path), the training loop that drives detectors, remedies
+//! and reporters as DESIGN.md's data flow describes, `compare` and the embedded demos.
+//!
+//! What it may depend on: every other gradguard library crate (core, detectors, remedies,
+//! report, models). It is the only crate that sees both dfdx models and the plugins.
+
+#![warn(missing_docs)]
+
+pub mod spec;
+pub mod spec_error;
+
+pub use spec::ExperimentSpec;
+pub use spec_error::{load_file, parse_str, SpecError, SpecFormat};

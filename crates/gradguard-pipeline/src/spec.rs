@@ -1,0 +1,132 @@
+//! The experiment spec: one TOML or JSON file describing a whole run.
+//!
+//! ```toml
+//! name = "regression-sgd"
+//! seed = 0
+//!
+//! [model]
+//! kind = "mlp"
+//! hidden = [25]
+//! activation = "relu"
+//!
+//! [task]
+//! kind = "regression"
+//!
+//! [train]
+//! optimizer = { kind = "sgd", lr = 0.01, momentum = 0.9 }
+//! epochs = 100
+//!
+//! [[remedies]]
+//! kind = "clip_global_norm"
+//! max_norm = 1.0
+//! ```
+//!
+//! `detectors` defaults to gradguard's default set when absent (an empty list means none);
+//! `remedies` defaults to none; `reporters` defaults to the standard outputs when absent.
+//! Unknown keys are rejected everywhere.
+
+use std::path::Path;
+
+use gradguard_core::{Detector, Remedy, Reporter};
+use gradguard_models::spec::{ModelSpec, TaskSpec, TrainSpec};
+use serde::{Deserialize, Serialize};
+
+use crate::spec_error::{load_file, parse_str, SpecError, SpecFormat};
+
+/// A whole experiment.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentSpec {
+    /// The experiment's name (used for the default output directory `runs/<name>`).
+    pub name: String,
+    /// What the experiment shows, one or two sentences. Optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The seed for initialisation, data and shuffling. Default 0.
+    #[serde(default)]
+    pub seed: u64,
+    /// The network.
+    pub model: ModelSpec,
+    /// The data.
+    pub task: TaskSpec,
+    /// How to train. Default: gradguard-models' `TrainSpec::default()`.
+    #[serde(default)]
+    pub train: TrainSpec,
+    /// Detectors. Absent: the default set; `[]`: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detectors: Option<Vec<Box<dyn Detector>>>,
+    /// Remedies, applied in this order each step. Default: none.
+    #[serde(default)]
+    pub remedies: Vec<Box<dyn Remedy>>,
+    /// Reporters. Absent: the standard set (console, events.jsonl, summary.json, report.html).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reporters: Option<Vec<Box<dyn Reporter>>>,
+}
+
+impl std::fmt::Debug for ExperimentSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match serde_json::to_string(self) {
+            Ok(s) => f.write_str(&s),
+            Err(_) => f.write_str("ExperimentSpec { .. }"),
+        }
+    }
+}
+
+impl ExperimentSpec {
+    /// Reads a spec file (`.toml` or `.json`) and checks it: syntax, unknown keys, types,
+    /// plugin kinds and the semantic rules of the model, task and training sections.
+    pub fn load(path: &Path) -> Result<Self, SpecError> {
+        let spec: ExperimentSpec = load_file(path)?;
+        spec.validate(path)?;
+        Ok(spec)
+    }
+
+    /// Parses and checks a spec given as text; `file` labels errors.
+    pub fn parse(text: &str, format: SpecFormat, file: &Path) -> Result<Self, SpecError> {
+        let spec: ExperimentSpec = parse_str(text, format, file)?;
+        spec.validate(file)?;
+        Ok(spec)
+    }
+
+    /// The semantic checks that types alone cannot express (sizes > 0, fields that fit the
+    /// model kind, ...). Errors name the key path.
+    pub fn validate(&self, file: &Path) -> Result<(), SpecError> {
+        if self.name.trim().is_empty() {
+            return Err(SpecError {
+                file: file.to_path_buf(),
+                line: None,
+                column: None,
+                key_path: Some("name".into()),
+                message: "expected a non-empty name".into(),
+            });
+        }
+        gradguard_models::spec::validate(&self.model, &self.task, &self.train).map_err(|e| {
+            SpecError {
+                file: file.to_path_buf(),
+                line: None,
+                column: None,
+                key_path: None,
+                message: e.to_string(),
+            }
+        })
+    }
+
+    /// A deep copy (plugins are cloned through their serialised form, so their history starts fresh).
+    pub fn try_clone(&self) -> Result<Self, SpecError> {
+        let text = serde_json::to_string(self).map_err(|e| SpecError {
+            file: "<clone>".into(),
+            line: None,
+            column: None,
+            key_path: None,
+            message: e.to_string(),
+        })?;
+        parse_str(&text, SpecFormat::Json, Path::new("<clone>"))
+    }
+
+    /// The spec as pretty TOML text.
+    pub fn to_toml(&self) -> Result<String, String> {
+        // Go through JSON values so typetag's internally tagged maps serialise as tables.
+        let value = serde_json::to_value(self).map_err(|e| e.to_string())?;
+        toml::to_string_pretty(&value).map_err(|e| e.to_string())
+    }
+}

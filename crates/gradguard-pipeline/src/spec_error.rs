@@ -1,0 +1,277 @@
+//! Reading spec files with errors that name the file, the place and what was expected.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+/// The format of a spec file, chosen by its extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpecFormat {
+    /// `.toml`
+    Toml,
+    /// `.json`
+    Json,
+}
+
+impl SpecFormat {
+    /// The format for `path`'s extension (`.toml` or `.json`, any case).
+    pub fn from_path(path: &Path) -> Result<Self, SpecError> {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+        {
+            Some(e) if e == "toml" => Ok(SpecFormat::Toml),
+            Some(e) if e == "json" => Ok(SpecFormat::Json),
+            _ => Err(SpecError {
+                file: path.to_path_buf(),
+                line: None,
+                column: None,
+                key_path: None,
+                message: "expected a file ending in .toml or .json".into(),
+            }),
+        }
+    }
+}
+
+/// A spec that could not be read: which file, where in it, and what was expected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecError {
+    /// The file (or a label such as `<inline>` or `demo:regression-sgd`).
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub column: Option<usize>,
+    /// The key path, e.g. `remedies[0].max_norm`, when known.
+    pub key_path: Option<String>,
+    /// What was wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        if let Some(path) = &self.key_path {
+            write!(f, ": at `{path}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+/// 1-based (line, column) of a byte offset in `text` (column counts characters).
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let mut line = 1;
+    let mut line_start = 0;
+    for (i, b) in text.bytes().enumerate().take(offset) {
+        if b == b'\n' {
+            line += 1;
+            line_start = i + 1;
+        }
+    }
+    let column = text
+        .get(line_start..offset)
+        .map(|s| s.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, column)
+}
+
+fn clean_path(path: &serde_path_to_error::Path) -> Option<String> {
+    let p = path.to_string();
+    if p.is_empty() || p == "." {
+        None
+    } else {
+        Some(p)
+    }
+}
+
+/// Turns serde's "unknown variant" message for a plugin `kind` into one that lists the known kinds.
+fn explain(message: &str) -> String {
+    // typetag already lists the registered kinds ("expected one of `a`, `b`"); when nothing is
+    // registered it says "there are no variants", which usually means a plugin crate was not linked.
+    if message.contains("there are no variants") {
+        format!(
+            "{message} (no plugin of this family is registered: the binary must reference the crate that defines it)"
+        )
+    } else {
+        message.to_string()
+    }
+}
+
+/// Parses `text` as `T` in `format`; errors name `file`, the line and column and the key path.
+/// Unknown keys are rejected wherever the types say `deny_unknown_fields`.
+pub fn parse_str<T: DeserializeOwned>(
+    text: &str,
+    format: SpecFormat,
+    file: &Path,
+) -> Result<T, SpecError> {
+    match format {
+        SpecFormat::Toml => {
+            let de = toml::Deserializer::new(text);
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                let key_path = clean_path(e.path());
+                let inner = e.into_inner();
+                let (line, column) = match inner.span() {
+                    Some(span) => {
+                        let (l, c) = line_column(text, span.start);
+                        (Some(l), Some(c))
+                    }
+                    None => (None, None),
+                };
+                SpecError {
+                    file: file.to_path_buf(),
+                    line,
+                    column,
+                    key_path,
+                    message: explain(inner.message().trim()),
+                }
+            })
+        }
+        SpecFormat::Json => {
+            let mut de = serde_json::Deserializer::from_str(text);
+            let value: Result<T, _> = serde_path_to_error::deserialize(&mut de);
+            let value = value.map_err(|e| {
+                let key_path = clean_path(e.path());
+                let inner = e.into_inner();
+                let message = strip_json_position(&inner.to_string());
+                SpecError {
+                    file: file.to_path_buf(),
+                    line: (inner.line() > 0).then_some(inner.line()),
+                    column: (inner.line() > 0).then_some(inner.column()),
+                    key_path,
+                    message: explain(&message),
+                }
+            })?;
+            de.end().map_err(|e| SpecError {
+                file: file.to_path_buf(),
+                line: Some(e.line()),
+                column: Some(e.column()),
+                key_path: None,
+                message: "expected the end of the file after the spec".into(),
+            })?;
+            Ok(value)
+        }
+    }
+}
+
+fn strip_json_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// Reads and parses the spec file at `path` (format from its extension).
+pub fn load_file<T: DeserializeOwned>(path: &Path) -> Result<T, SpecError> {
+    let format = SpecFormat::from_path(path)?;
+    let bytes = std::fs::read(path).map_err(|e| SpecError {
+        file: path.to_path_buf(),
+        line: None,
+        column: None,
+        key_path: None,
+        message: format!("cannot read the file: {e}"),
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let (line, column) = {
+            let valid = e.utf8_error().valid_up_to();
+            let prefix = String::from_utf8_lossy(&e.as_bytes()[..valid]).into_owned();
+            line_column(&prefix, valid)
+        };
+        SpecError {
+            file: path.to_path_buf(),
+            line: Some(line),
+            column: Some(column),
+            key_path: None,
+            message: "expected UTF-8 text".into(),
+        }
+    })?;
+    parse_str(&text, format, path)
+}
+
+/// A label for specs that do not come from a file.
+pub fn inline_label(name: &str) -> PathBuf {
+    PathBuf::from(format!("<{name}>"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    struct Inner {
+        #[allow(dead_code)]
+        max_norm: f64,
+    }
+
+    #[derive(Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    struct Outer {
+        #[allow(dead_code)]
+        name: String,
+        #[allow(dead_code)]
+        items: Vec<Inner>,
+    }
+
+    #[test]
+    fn toml_error_names_line_column_and_key() {
+        let text = "name = \"x\"\n\n[[items]]\nmax_norm = \"big\"\n";
+        let err = parse_str::<Outer>(text, SpecFormat::Toml, Path::new("a.toml")).unwrap_err();
+        assert_eq!(err.line, Some(4), "{err}");
+        assert_eq!(err.column, Some(12), "{err}");
+        assert_eq!(err.key_path.as_deref(), Some("items[0].max_norm"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("a.toml:4:12: at `items[0].max_norm`: "),
+            "{err}"
+        );
+        assert!(err.message.contains("expected"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_rejected_in_both_formats() {
+        let text = "name = \"x\"\nitems = []\nextra = 1\n";
+        let err = parse_str::<Outer>(text, SpecFormat::Toml, Path::new("a.toml")).unwrap_err();
+        assert!(err.message.contains("unknown field `extra`"), "{err}");
+        assert_eq!(err.line, Some(3), "{err}");
+        let json = "{\"name\": \"x\",\n \"items\": [{\"max_norm\": 1, \"mx\": 2}]}";
+        let err = parse_str::<Outer>(json, SpecFormat::Json, Path::new("a.json")).unwrap_err();
+        assert!(err.message.contains("unknown field `mx`"), "{err}");
+        assert_eq!(err.key_path.as_deref(), Some("items[0].mx"), "{err}");
+        assert_eq!(err.line, Some(2), "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_and_trailing_garbage() {
+        let err =
+            parse_str::<Outer>("name = \n", SpecFormat::Toml, Path::new("b.toml")).unwrap_err();
+        assert_eq!(err.line, Some(1), "{err}");
+        let err = parse_str::<Outer>(
+            "{\"name\":\"x\",\"items\":[]} x",
+            SpecFormat::Json,
+            Path::new("b.json"),
+        )
+        .unwrap_err();
+        assert_eq!(err.line, Some(1), "{err}");
+        assert!(SpecFormat::from_path(Path::new("spec.yaml")).is_err());
+    }
+
+    #[test]
+    fn line_column_counts_chars() {
+        assert_eq!(line_column("ab\ncd", 4), (2, 2));
+        assert_eq!(line_column("é\nx", 3), (2, 1));
+        assert_eq!(line_column("", 10), (1, 1));
+    }
+}
