@@ -318,3 +318,126 @@ fn series_for_mlp_layers_and_probe_restores() {
     assert!(layers.values.iter().all(|v| *v > 0.0));
     assert!(p.recurrent_weights.is_empty());
 }
+
+/// Global gradient norm at initialisation (adding task, loss at the last step) for
+/// sequence lengths 5, 10, 20, 40.
+fn grad_norm_by_length(kind: &str) -> Vec<f64> {
+    [5, 10, 20, 40]
+        .iter()
+        .map(|t| {
+            let model = format!(
+                "kind = \"{kind}\"\nhidden = 32\ninit = {{ scheme = \"normal\", std = 0.01 }}\n\
+                 recurrent_init = {{ scheme = \"orthogonal\", gain = 4.0 }}"
+            );
+            let task = format!("kind = \"adding\"\nseq_len = {t}\nn_samples = 64");
+            let p = trainer(&model, &task, "batch_size = 32", 1)
+                .probe(1)
+                .unwrap();
+            p.passes[0]
+                .grad_norms
+                .iter()
+                .map(|(_, g)| g * g)
+                .sum::<f64>()
+                .sqrt()
+        })
+        .collect()
+}
+
+/// Recurrent weights with spectral radius 4 (orthogonal × 4, small input weights so tanh
+/// stays unsaturated): the plain RNN's gradient norm grows geometrically with the sequence
+/// length (measured 1.3e1, 5.7e1, 4.5e3, 7.1e6 for T = 5, 10, 20, 40: each doubling of T
+/// multiplies it by more than 3), while the LSTM of the same shape stays
+/// within a small factor (measured 1.9, 3.3, 31, 8.5).
+#[test]
+fn spectral_radius_four_explodes_rnn_not_lstm() {
+    let rnn = grad_norm_by_length("rnn");
+    let lstm = grad_norm_by_length("lstm");
+    for w in rnn.windows(2) {
+        assert!(
+            w[1] > 3.0 * w[0],
+            "rnn does not grow geometrically: {rnn:?}"
+        );
+    }
+    assert!(rnn[3] > 1e5 * rnn[0], "{rnn:?}");
+    assert!(lstm.iter().all(|&g| g < 100.0), "lstm: {lstm:?}");
+    assert!(lstm[3] < 1e-4 * rnn[3], "lstm {lstm:?} vs rnn {rnn:?}");
+}
+
+/// The model, task and train sections of an example spec in `examples/specs`, with the CSV
+/// path resolved against the spec's folder.
+fn example(name: &str) -> (ModelSpec, TaskSpec, TrainSpec) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/specs");
+    let text = std::fs::read_to_string(dir.join(name)).unwrap();
+    let v: toml::Table = toml::from_str(&text).unwrap();
+    let model: ModelSpec = v["model"].clone().try_into().unwrap();
+    let mut task: TaskSpec = v["task"].clone().try_into().unwrap();
+    let train: TrainSpec = v["train"].clone().try_into().unwrap();
+    task.resolve_paths(&dir);
+    crate::spec::validate(&model, &task, &train).unwrap();
+    (model, task, train)
+}
+
+fn run_steps(t: &mut Trainer, n: usize) -> Vec<f64> {
+    (0..n)
+        .map(|_| {
+            let l = t.step_gradients().unwrap().loss;
+            t.apply_update(1.0).unwrap();
+            l
+        })
+        .collect()
+}
+
+/// digits.toml (pixels unscaled, SGD with momentum; the spec's clipping remedy is not
+/// applied here): two epochs reach over 85% held-out accuracy.
+#[test]
+fn example_digits_learns() {
+    let (m, task, tr) = example("digits.toml");
+    let mut t = Trainer::new(&m, &task, &tr, 0).unwrap();
+    assert_eq!(
+        (t.data().input, t.data().outputs, t.data().train.n),
+        (64, 10, 1438)
+    );
+    run_steps(&mut t, 90);
+    let e = t.evaluate().unwrap();
+    assert!(e.accuracy.unwrap() > 0.85, "{e:?}");
+}
+
+/// co2.toml explodes as documented (the loss passes 1e6 or turns non-finite within 60 steps;
+/// measured: NaN), and the same spec with `standardize = true` trains (loss falls 5x;
+/// measured 2.3 -> 0.003).
+#[test]
+fn example_co2_unscaled_explodes_standardized_trains() {
+    let (m, task, tr) = example("co2.toml");
+    let mut t = Trainer::new(&m, &task, &tr, 0).unwrap();
+    let losses = run_steps(&mut t, 60);
+    assert!(
+        losses.iter().any(|l| !l.is_finite() || *l > 1e6),
+        "{losses:?}"
+    );
+    let TaskSpec::CsvSeries(mut c) = task else {
+        panic!("csv_series")
+    };
+    c.standardize = true;
+    let mut t = Trainer::new(&m, &TaskSpec::CsvSeries(c), &tr, 0).unwrap();
+    let losses = run_steps(&mut t, 60);
+    let (first, last) = (
+        losses[..5].iter().sum::<f64>(),
+        losses[55..].iter().sum::<f64>(),
+    );
+    assert!(
+        last < first / 5.0 && losses.iter().all(|l| l.is_finite()),
+        "{losses:?}"
+    );
+}
+
+/// sunspots.toml: 150 steps (about 10 epochs) lower the held-out loss (z-score units) at
+/// least 5x (measured 2.57 -> 0.33).
+#[test]
+fn example_sunspots_learns() {
+    let (m, task, tr) = example("sunspots.toml");
+    let mut t = Trainer::new(&m, &task, &tr, 0).unwrap();
+    let before = t.evaluate().unwrap().loss;
+    run_steps(&mut t, 150);
+    let after = t.evaluate().unwrap().loss;
+    assert!(after < before / 5.0, "{before} -> {after}");
+}
