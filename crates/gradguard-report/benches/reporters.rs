@@ -72,6 +72,15 @@ fn bench_shape(c: &mut Criterion, shape: &str, names: &[&str]) {
             })
         });
     }
+    c.bench_function(&format!("{shape}/serde_json_to_vec_only"), |b| {
+        let e = event(7, names);
+        let mut buf = Vec::with_capacity(4096);
+        b.iter(|| {
+            buf.clear();
+            serde_json::to_writer(&mut buf, black_box(&e)).expect("serialise");
+            black_box(buf.len());
+        })
+    });
     c.bench_function(&format!("{shape}/build_event_only"), |b| {
         let mut step = 0u64;
         b.iter(|| {

@@ -483,7 +483,7 @@ mod tests {
         assert!(r.state.as_ref().unwrap().bar.is_some());
         for step in 1..=30 {
             r.event(&event(step, 20)).unwrap();
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(5));
         }
         let st = r.state.as_ref().unwrap();
         assert_eq!(st.bar.as_ref().unwrap().position(), 30);
