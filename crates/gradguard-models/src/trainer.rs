@@ -212,6 +212,20 @@ impl Trainer {
         if data.train.n == 0 {
             return Err(ModelError::spec("data.train", "has no samples"));
         }
+        if data.targets != Targets::Values {
+            for (name, d) in [("train", &data.train), ("test", &data.test)] {
+                if let Some(v) = d
+                    .y
+                    .iter()
+                    .find(|v| !(**v >= 0.0 && v.fract() == 0.0 && (**v as usize) < data.outputs))
+                {
+                    return Err(ModelError::spec(
+                        format!("data.{name}.y"),
+                        format!("{v} is not a class index in 0..{}", data.outputs),
+                    ));
+                }
+            }
+        }
         if !model.is_recurrent() && data.targets == Targets::StepClasses {
             return Err(ModelError::spec(
                 "model.kind",

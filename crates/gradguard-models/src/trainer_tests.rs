@@ -441,3 +441,30 @@ fn example_sunspots_learns() {
     let after = t.evaluate().unwrap().loss;
     assert!(after < before / 5.0, "{before} -> {after}");
 }
+
+#[test]
+fn trainer_is_send_and_from_data_checks_labels() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Trainer>();
+    use crate::tasks::{Dataset, Targets, TaskData};
+    let data = TaskData {
+        train: Dataset {
+            n: 2,
+            x: vec![0.0, 1.0, 2.0, 3.0],
+            y: vec![0.0, 3.0],
+        },
+        test: Dataset::default(),
+        steps: 1,
+        input: 2,
+        outputs: 3,
+        targets: Targets::Classes,
+    };
+    let m: ModelSpec = toml::from_str("kind = \"mlp\"\nhidden = [2]").unwrap();
+    let e = Trainer::from_data(&m, data, &TrainSpec::default(), 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("data.train.y 3 is not a class index in 0..3"),
+        "{e}"
+    );
+}
