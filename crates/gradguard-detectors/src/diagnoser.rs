@@ -316,12 +316,12 @@ impl Diagnoser {
         self.steps += 1;
         if self.steps == 1 {
             for l in &e.layers {
-                let n = l.name.to_ascii_lowercase();
+                let has = |w: &str| crate::util::contains_ignore_case(&l.name, w);
                 self.recurrent_names |= role_from_name(&l.name) == Role::RecurrentWeight
-                    || n.contains("rnn")
-                    || n.contains("lstm")
-                    || n.contains("gru");
-                self.gated_names |= n.contains("lstm") || n.contains("gru");
+                    || has("rnn")
+                    || has("lstm")
+                    || has("gru");
+                self.gated_names |= has("lstm") || has("gru");
             }
         }
         if e.loss.is_finite() && self.first_loss.is_none() {

@@ -62,10 +62,10 @@ impl Block<'_> {
         &self.data[start..start + self.n]
     }
 
-    /// out = A v
+    /// out = A v (dot products in 8 independent f64 lanes, so they vectorise)
     fn mul(&self, v: &[f64], out: &mut [f64]) {
         for (i, o) in out.iter_mut().enumerate() {
-            *o = self.row(i).iter().zip(v).map(|(&a, &x)| a as f64 * x).sum();
+            *o = dot(self.row(i), v);
         }
     }
 
@@ -87,6 +87,23 @@ impl Block<'_> {
                 .map(|e| e <= self.data.len())
                 .unwrap_or(false)
     }
+}
+
+fn dot(a: &[f32], v: &[f64]) -> f64 {
+    const L: usize = 8;
+    let mut acc = [0.0f64; L];
+    let (ac, vc) = (a.chunks_exact(L), v.chunks_exact(L));
+    let (ar, vr) = (ac.remainder(), vc.remainder());
+    for (x, y) in ac.zip(vc) {
+        for l in 0..L {
+            acc[l] += x[l] as f64 * y[l];
+        }
+    }
+    let mut s: f64 = acc.iter().sum();
+    for (&x, &y) in ar.iter().zip(vr) {
+        s += x as f64 * y;
+    }
+    s
 }
 
 fn norm(x: &[f64]) -> f64 {

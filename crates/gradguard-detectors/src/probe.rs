@@ -554,6 +554,15 @@ mod tests {
             "power iteration {rho} vs squaring {reference}"
         );
         assert!((rho - 4.0).abs() < 0.8, "{rho}");
+        // The live detector's default of 40 iterations is within 5% here.
+        let mut scratch = Scratch::default();
+        let quick = measure_recurrent(&[h, h], &gain4, 40, &mut scratch)
+            .unwrap()
+            .spectral_radius;
+        assert!(
+            (quick / reference - 1.0).abs() < 0.05,
+            "40 iterations: {quick} vs {reference}"
+        );
         assert!(r.recurrent[0].sigma_max > rho);
         assert_eq!(r.risk, Risk::High);
 

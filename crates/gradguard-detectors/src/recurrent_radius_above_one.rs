@@ -23,11 +23,12 @@
 //! escalation, reported again) or falls back to the threshold (re-armed).
 //! Without live weights (`obs.view` is None, e.g. replaying a log) it does nothing.
 //!
-//! **Parameters (defaults).** `threshold = 1.0`, `every = 100`, `iterations = 50`.
+//! **Parameters (defaults).** `threshold = 1.0`, `every = 200`, `iterations = 40`.
 //!
 //! **Cost.** `3·iterations` matrix-vector products per block per check (ρ: one per iteration,
-//! σ: two); for an LSTM with H = 128 (4 gates) about 10 M multiply-adds per check, i.e. about
-//! 0.1 M per step with `every = 100`, well under 1% of that model's training step. Scratch
+//! σ: two); for an LSTM `weight_hh` with H = 128 (4 gates, 8 M multiply-adds) about 3 ms per
+//! check on the 2-core reference machine (criterion bench `recurrent_radius_check`), i.e.
+//! about 15 µs per step per recurrent layer with `every = 200`. Scratch
 //! vectors are reused: no allocation once warmed up. A sudden wreck between checks is still
 //! caught at once by the update ratio (`weights_change_large` and the diagnosis' wreck rule).
 
@@ -43,10 +44,10 @@ fn d_threshold() -> f64 {
     1.0
 }
 fn d_every() -> u64 {
-    100
+    200
 }
 fn d_iterations() -> usize {
-    50
+    40
 }
 
 /// Spectral radius and largest singular value of a (possibly gate-stacked) recurrent weight.
@@ -211,8 +212,8 @@ describe_plugin!(PluginInfo {
     summary: "Every N steps, fires when a recurrent weight's spectral radius (power iteration; gate blocks of [G*H, H] measured separately) exceeds a threshold; reports the largest singular value too.",
     params: &[
         ParamDoc { name: "threshold", default: Some("1.0"), doc: "spectral radius above which it fires" },
-        ParamDoc { name: "every", default: Some("100"), doc: "check at step 1 and every `every` steps" },
-        ParamDoc { name: "iterations", default: Some("50"), doc: "power-iteration steps per estimate" },
+        ParamDoc { name: "every", default: Some("200"), doc: "check at step 1 and every `every` steps" },
+        ParamDoc { name: "iterations", default: Some("40"), doc: "power-iteration steps per estimate" },
     ],
     example: "every = 1, iterations = 100",
 });

@@ -36,14 +36,22 @@ pub(crate) fn layer_prefix(name: &str) -> &str {
 /// (documented in docs/EVENTS.md): `bias` anywhere -> bias; `weight_hh`, `recurrent` or
 /// `w_hh` -> recurrent weight; anything else -> weight.
 pub fn role_from_name(name: &str) -> Role {
-    let n = name.to_ascii_lowercase();
-    if n.contains("bias") {
+    if contains_ignore_case(name, "bias") {
         Role::Bias
-    } else if n.contains("weight_hh") || n.contains("recurrent") || n.contains("w_hh") {
+    } else if contains_ignore_case(name, "weight_hh")
+        || contains_ignore_case(name, "recurrent")
+        || contains_ignore_case(name, "w_hh")
+    {
         Role::RecurrentWeight
     } else {
         Role::Weight
     }
+}
+
+/// Whether `hay` contains the lowercase ASCII `needle`, ignoring ASCII case (no allocation).
+pub(crate) fn contains_ignore_case(hay: &str, needle: &str) -> bool {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
 }
 
 /// Index of the tensor with the largest finite-or-infinite gradient norm (NaN ignored).
@@ -92,5 +100,7 @@ mod tests {
         assert_eq!(role_from_name("lstm.0.weight_hh"), Role::RecurrentWeight);
         assert_eq!(role_from_name("layers.2.bias"), Role::Bias);
         assert_eq!(role_from_name("head.weight"), Role::Weight);
+        assert_eq!(role_from_name("RNN.Weight_HH_l0"), Role::RecurrentWeight);
+        assert_eq!(role_from_name("b"), Role::Weight);
     }
 }
