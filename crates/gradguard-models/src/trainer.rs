@@ -108,12 +108,12 @@ pub struct ProbePass {
 pub struct RecurrentMatrix {
     /// The parameter name, e.g. `rnn.0.weight_hh`.
     pub name: String,
+    /// `[gates * hidden, hidden]`.
+    pub shape: Vec<usize>,
     /// Gate blocks stacked in the rows: 1 (rnn), 4 (lstm), 3 (gru).
     pub gates: usize,
-    /// Hidden size H.
-    pub hidden: usize,
-    /// The values.
-    pub weights: Vec<f32>,
+    /// The values, row-major.
+    pub values: Vec<f32>,
 }
 
 /// What [`Trainer::probe`] measured at initialisation, without changing the run.
@@ -121,6 +121,13 @@ pub struct RecurrentMatrix {
 pub struct ProbeReport {
     /// One entry per forward/backward pass (on consecutive training batches).
     pub passes: Vec<ProbePass>,
+    /// MLP only: the error-signal norm ||dL/dz|| of each dense layer, input layer first
+    /// (`layers.0`, `layers.1`, ..., `head`), averaged over the passes.
+    pub layer_signal_norms: Vec<(String, f64)>,
+    /// Recurrent only: ||dL/dh_t|| per time step of each recurrent layer, averaged over passes.
+    pub time_step_norms: Vec<Series>,
+    /// The global gradient norm, averaged over the passes.
+    pub global_grad_norm: f64,
     /// The recurrent weight matrices.
     pub recurrent_weights: Vec<RecurrentMatrix>,
     /// The sequence length of the task (1 for tables).
@@ -718,6 +725,48 @@ impl Trainer {
             });
         }
         self.restore(&snap)?;
+        let k = out.len().max(1) as f64;
+        let global_grad_norm = out
+            .iter()
+            .map(|p| p.grad_norms.iter().map(|(_, g)| g * g).sum::<f64>().sqrt())
+            .sum::<f64>()
+            / k;
+        // element-wise mean of each series over the passes
+        let mut mean: Vec<Series> = out.first().map(|p| p.series.clone()).unwrap_or_default();
+        for m in &mut mean {
+            for (i, v) in m.values.iter_mut().enumerate() {
+                *v = out
+                    .iter()
+                    .filter_map(|p| {
+                        p.series
+                            .iter()
+                            .find(|s| s.name == m.name)
+                            .and_then(|s| s.values.get(i))
+                    })
+                    .sum::<f64>()
+                    / k;
+            }
+        }
+        let (layer_series, time_step_norms): (Vec<Series>, Vec<Series>) =
+            mean.into_iter().partition(|s| s.axis == SeriesAxis::Layers);
+        let layer_signal_norms = layer_series
+            .first()
+            .map(|s| {
+                let n = s.values.len();
+                let name = |i: usize| {
+                    if i + 1 == n {
+                        "head".to_string()
+                    } else {
+                        format!("layers.{i}")
+                    }
+                };
+                s.values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| (name(i), v))
+                    .collect()
+            })
+            .unwrap_or_default();
         let gates = self.net.cell().map(|c| c.gates()).unwrap_or(1);
         let recurrent_weights = self
             .net
@@ -727,13 +776,16 @@ impl Trainer {
             .filter(|s| s.info.role == gradguard_core::Role::RecurrentWeight)
             .map(|s| RecurrentMatrix {
                 name: s.info.name.clone(),
+                shape: s.info.shape.clone(),
                 gates,
-                hidden: s.info.shape[1],
-                weights: s.w.as_ref().clone(),
+                values: s.w.as_ref().clone(),
             })
             .collect();
         Ok(ProbeReport {
             passes: out,
+            layer_signal_norms,
+            time_step_norms,
+            global_grad_norm,
             recurrent_weights,
             seq_len: self.data.steps,
             bptt_window: self.bptt,

@@ -162,7 +162,10 @@ fn update_uses_edited_gradients() {
     assert_eq!((upd.step, upd.lr), (1, 0.5));
     // the recurrent layer's own tensor follows the store: the next forward uses the new weight
     let probe = t.probe(1).unwrap();
-    assert_eq!(probe.recurrent_weights[0].weights, after[1]);
+    assert_eq!(probe.recurrent_weights[0].values, after[1]);
+    assert_eq!(probe.recurrent_weights[0].shape, [4, 4]);
+    assert_eq!(probe.time_step_norms.len(), 1);
+    assert!(probe.layer_signal_norms.is_empty() && probe.global_grad_norm > 0.0);
 }
 
 /// Restoring a snapshot replays the same losses and weights bit-exactly.
@@ -316,7 +319,15 @@ fn series_for_mlp_layers_and_probe_restores() {
     let layers = &p.passes[0].series[0];
     assert_eq!(layers.values.len(), 3);
     assert!(layers.values.iter().all(|v| *v > 0.0));
-    assert!(p.recurrent_weights.is_empty());
+    assert!(p.recurrent_weights.is_empty() && p.time_step_norms.is_empty());
+    let names: Vec<&str> = p
+        .layer_signal_norms
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert_eq!(names, ["layers.0", "layers.1", "head"]);
+    let mean0 = (p.passes[0].series[0].values[0] + p.passes[1].series[0].values[0]) / 2.0;
+    assert!((p.layer_signal_norms[0].1 - mean0).abs() <= 1e-12 * mean0);
 }
 
 /// Global gradient norm at initialisation (adding task, loss at the last step) for
