@@ -1,28 +1,4 @@
-//! The bridge the pipeline drives at every step.
-//!
-//! ```text
-//! let mut t = Trainer::new(&model, &task, &train, seed)?;
-//! while !t.finished() {
-//!     let info = t.step_gradients()?;          // next batch (or BPTT window), forward, backward
-//!     let mut view = t.view()?;                // weights + gradients, zero-copy
-//!     ... detectors read, remedies edit view's gradients in place ...
-//!     drop(view);
-//!     let upd = t.apply_update(1.0);           // uses the (edited) gradients; or t.skip()
-//! }
-//! let eval = t.evaluate()?;
-//! ```
-//!
-//! Data order: each epoch visits the training samples in a seeded random order (when
-//! `train.shuffle`), in batches of `train.batch_size` (the last one may be smaller). The
-//! [`DataCursor`] names the next unit of work; [`Trainer::skip_batches`] moves it past data
-//! (e.g. after a rollback), and [`Trainer::snapshot`] / [`Trainer::restore`] save and restore
-//! everything that determines the rest of the run.
-//!
-//! Truncated BPTT (`train.bptt = { window = K }`): for a many-to-one task the first T-K steps
-//! run without gradient and the last K with it; for a many-to-many task (copy) each window of
-//! K steps is one call of [`Trainer::step_gradients`] (one optimiser step), and the hidden
-//! state is carried to the next window without its gradient. Without `bptt` the gradient
-//! flows through the whole sequence.
+//! The training bridge: see [`Trainer`].
 
 use gradguard_core::{ParamInfo, ParamUpdate, ParamView, Series, SeriesAxis, UpdateStats};
 use serde::{Deserialize, Serialize};
@@ -137,7 +113,31 @@ pub struct ProbeReport {
 }
 
 /// Builds a model, its data and its optimiser, and runs training steps under the pipeline's
-/// control. See the [module docs](self).
+/// control: the bridge the pipeline drives at every step.
+///
+/// ```text
+/// let mut t = Trainer::new(&model, &task, &train, seed)?;
+/// while !t.finished() {
+///     let info = t.step_gradients()?;          // next batch (or BPTT window), forward, backward
+///     let mut view = t.view()?;                // weights + gradients, zero-copy
+///     ... detectors read, remedies edit view's gradients in place ...
+///     drop(view);
+///     let upd = t.apply_update(1.0)?;          // uses the (edited) gradients; or t.skip()
+/// }
+/// let eval = t.evaluate()?;
+/// ```
+///
+/// Data order: each epoch visits the training samples in a seeded random order (when
+/// `train.shuffle`), in batches of `train.batch_size` (the last one may be smaller). The
+/// [`DataCursor`] names the next unit of work; [`Trainer::skip_batches`] moves it past data
+/// (e.g. after a rollback), and [`Trainer::snapshot`] / [`Trainer::restore`] save and restore
+/// everything that determines the rest of the run.
+///
+/// Truncated BPTT (`train.bptt = { window = K }`): for a many-to-one task the first T-K steps
+/// run without gradient and the last K with it; for a many-to-many task (copy) each window of
+/// K steps is one call of [`Trainer::step_gradients`] (one optimiser step), and the hidden
+/// state is carried to the next window without its gradient. Without `bptt` the gradient
+/// flows through the whole sequence.
 pub struct Trainer {
     pub(crate) net: Network,
     pub(crate) opt: Optimizer,
