@@ -244,5 +244,9 @@ mod tests {
         });
         gradguard_testkit::assert_remedy_invariants(Agc::default);
         gradguard_testkit::assert_guards_nonfinite(Agc::default);
+        gradguard_testkit::assert_guards_nonfinite(|| Agc {
+            on_nonfinite: NonFinitePolicy::Error,
+            ..Agc::default()
+        });
     }
 }

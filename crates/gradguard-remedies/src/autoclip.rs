@@ -257,5 +257,9 @@ mod tests {
     fn properties() {
         gradguard_testkit::assert_remedy_invariants(AutoClip::default);
         gradguard_testkit::assert_guards_nonfinite(AutoClip::default);
+        gradguard_testkit::assert_guards_nonfinite(|| AutoClip {
+            on_nonfinite: NonFinitePolicy::Error,
+            ..AutoClip::default()
+        });
     }
 }

@@ -83,8 +83,9 @@ impl Remedy for ClipNorm {
         Ok(Action::Continue)
     }
 
+    /// `None`: the bound is per tensor, not on the global norm that charts show.
     fn clip_threshold(&self) -> Option<f64> {
-        Some(self.max_norm)
+        None
     }
 }
 
@@ -194,5 +195,9 @@ mod tests {
         gradguard_testkit::assert_per_tensor_clip(ClipNorm::new);
         gradguard_testkit::assert_remedy_invariants(|| ClipNorm::new(1.0));
         gradguard_testkit::assert_guards_nonfinite(|| ClipNorm::new(1.0));
+        gradguard_testkit::assert_guards_nonfinite(|| ClipNorm {
+            on_nonfinite: NonFinitePolicy::Error,
+            ..ClipNorm::new(1.0)
+        });
     }
 }

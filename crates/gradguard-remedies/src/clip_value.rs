@@ -70,6 +70,7 @@ impl Remedy for ClipValue {
         Ok(Action::Continue)
     }
 
+    /// `None`: the bound is on values, not on the global norm that charts show.
     fn clip_threshold(&self) -> Option<f64> {
         None
     }
@@ -151,5 +152,9 @@ mod tests {
         gradguard_testkit::assert_value_clip(ClipValue::new);
         gradguard_testkit::assert_remedy_invariants(|| ClipValue::new(1.0));
         gradguard_testkit::assert_guards_nonfinite(|| ClipValue::new(1.0));
+        gradguard_testkit::assert_guards_nonfinite(|| ClipValue {
+            on_nonfinite: NonFinitePolicy::Error,
+            ..ClipValue::new(1.0)
+        });
     }
 }

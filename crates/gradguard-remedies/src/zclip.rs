@@ -294,5 +294,9 @@ mod tests {
             ..ZClip::default()
         });
         gradguard_testkit::assert_guards_nonfinite(ZClip::default);
+        gradguard_testkit::assert_guards_nonfinite(|| ZClip {
+            on_nonfinite: NonFinitePolicy::Error,
+            ..ZClip::default()
+        });
     }
 }
