@@ -126,22 +126,22 @@ impl Detector for LossNotConverging {
         }
         let m = self.window_min;
         self.window_n = 0;
-        let (limit, what) = match self.target {
-            Some(t) => (t, format!("the target {}", fmt_num(t))),
+        let limit = match self.target {
+            Some(t) => t,
             None if self.initial_n > 0 => {
-                let l0 = self.initial_sum / self.initial_n as f64;
-                (
-                    self.fraction * l0,
-                    format!(
-                        "{} of the initial loss {}",
-                        fmt_num(self.fraction),
-                        fmt_num(l0)
-                    ),
-                )
+                self.fraction * (self.initial_sum / self.initial_n as f64)
             }
             None => return,
         };
         if m > limit {
+            let what = match self.target {
+                Some(t) => format!("the target {}", fmt_num(t)),
+                None => format!(
+                    "{} of the initial loss {}",
+                    fmt_num(self.fraction),
+                    fmt_num(self.initial_sum / self.initial_n as f64)
+                ),
+            };
             findings.push(Finding::new(
                 Sign::LossNotConverging,
                 obs.step,
