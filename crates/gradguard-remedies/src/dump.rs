@@ -417,6 +417,7 @@ fn with_view<T>(
             .map(|t| vec![0.0; t.data.len()])
             .collect(),
     };
+    let path = grads.path.clone();
     let mut view = ParamView::with_capacity(grads.tensors.len());
     for (i, t) in grads.tensors.iter_mut().enumerate() {
         let weights: &[f32] = match params.and_then(|p| p.get(&t.name)) {
@@ -426,7 +427,7 @@ fn with_view<T>(
         let role = role_from_name(&t.name, t.shape.len());
         view.push(&t.name, &t.shape, role, weights, &mut t.data)
             .map_err(|e| DumpError::Format {
-                path: PathBuf::new(),
+                path: path.clone(),
                 message: e.to_string(),
             })?;
     }
