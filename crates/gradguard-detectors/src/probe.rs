@@ -36,7 +36,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use gradguard_core::Series;
+use gradguard_core::{ParamView, Role, Series, SeriesAxis, StepStats};
 
 use crate::grad_growth_across_layers::chain_growth;
 use crate::linalg::Scratch;
@@ -88,6 +88,64 @@ impl Default for ProbeInput {
             sequence_length: None,
             growth_threshold: 100.0,
             iterations: 200,
+        }
+    }
+}
+
+impl ProbeInput {
+    /// Builds the input from one measured pass at initialisation: the layers' error-signal
+    /// norms are a [`SeriesAxis::Layers`] series when `series` holds one, else the bias
+    /// gradient norms in view order (biases of one layer, same name up to the last `.`, count
+    /// once, as in `grad_growth_across_layers`); the time-step norms are the
+    /// [`SeriesAxis::TimeSteps`] series; the recurrent weights are copied from the view's
+    /// [`Role::RecurrentWeight`] tensors; the global norm is `stats.grad_norm`. To average
+    /// several passes, average the fields before calling [`probe`].
+    pub fn from_step(
+        stats: &StepStats,
+        view: &ParamView<'_>,
+        series: &[Series],
+        sequence_length: Option<usize>,
+    ) -> Self {
+        let layer_grad_norms = match series.iter().find(|s| s.axis == SeriesAxis::Layers) {
+            Some(s) => s
+                .values
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| (format!("{}[{i}]", s.name), v))
+                .collect(),
+            None => {
+                let mut out: Vec<(String, f64)> = Vec::new();
+                let mut last_prefix: Option<&str> = None;
+                for p in stats.params.iter().filter(|p| p.role == Role::Bias) {
+                    let prefix = crate::util::layer_prefix(&p.name);
+                    if last_prefix == Some(prefix) {
+                        continue;
+                    }
+                    last_prefix = Some(prefix);
+                    out.push((p.name.clone(), p.grad_norm));
+                }
+                out
+            }
+        };
+        ProbeInput {
+            layer_grad_norms,
+            time_step_norms: series
+                .iter()
+                .filter(|s| s.axis == SeriesAxis::TimeSteps)
+                .cloned()
+                .collect(),
+            recurrent_weights: view
+                .iter()
+                .filter(|p| p.role == Role::RecurrentWeight)
+                .map(|p| RecurrentMatrix {
+                    name: p.name.to_string(),
+                    shape: p.shape.to_vec(),
+                    values: p.weights.to_vec(),
+                })
+                .collect(),
+            global_grad_norm: Some(stats.grad_norm),
+            sequence_length,
+            ..Default::default()
         }
     }
 }
@@ -618,6 +676,41 @@ mod tests {
         assert_eq!(r.reasons.len(), 3);
         // floor(ln 100 / ln 1.1) = 48.
         assert_eq!(r.suggested_truncation, Some(48));
+    }
+
+    #[test]
+    fn input_from_a_measured_step() {
+        let w = rotation(4, 4.0);
+        let mut g = vec![0.0f32; 16];
+        let (b, mut gb) = (vec![0.0f32; 4], vec![0.0f32; 4]);
+        let (b2, mut gb2) = (vec![0.0f32; 4], vec![0.0f32; 4]);
+        let (s44, s4) = ([4usize, 4], [4usize]);
+        let mut view = ParamView::new();
+        view.push("rnn.0.weight_hh", &s44, Role::RecurrentWeight, &w, &mut g)
+            .unwrap();
+        view.push("rnn.0.bias_ih", &s4, Role::Bias, &b, &mut gb)
+            .unwrap();
+        view.push("rnn.0.bias_hh", &s4, Role::Bias, &b2, &mut gb2)
+            .unwrap();
+        let mut stats = StepStats::measure(&view);
+        stats.params[1].grad_norm = 3.0;
+        stats.params[2].grad_norm = 3.0;
+        let series = [Series {
+            name: "rnn.0 dL/dh_t".into(),
+            axis: SeriesAxis::TimeSteps,
+            values: vec![8.0, 4.0, 2.0, 1.0],
+        }];
+        let input = ProbeInput::from_step(&stats, &view, &series, Some(50));
+        assert_eq!(
+            input.layer_grad_norms,
+            vec![("rnn.0.bias_ih".to_string(), 3.0)]
+        );
+        assert_eq!(input.recurrent_weights[0].shape, vec![4, 4]);
+        let r = probe(&input);
+        assert!((r.recurrent[0].spectral_radius - 4.0).abs() < 1e-4);
+        // Measured 2x per step wins over the radius: floor(ln 100 / ln 2) = 6.
+        assert_eq!(r.suggested_truncation, Some(6));
+        assert_eq!(r.risk, Risk::High);
     }
 
     #[test]
