@@ -19,7 +19,7 @@
 //!
 //! The [`diagnoser::Diagnoser`] turns a run's events into a [`gradguard_core::Diagnosis`]
 //! (verdict, checklist, origin, prescriptions); [`offline::diagnose_events`] does the same
-//! from an `events.jsonl` log; [`probe`] estimates the risk of explosion before training.
+//! from an `events.jsonl` log; [`probe`](mod@probe) estimates the risk of explosion before training.
 //!
 //! Depends on gradguard-core only (no deep-learning framework).
 
