@@ -11,7 +11,10 @@
 #![warn(missing_docs)]
 
 pub mod check;
+pub mod diagnose;
+pub mod grads;
 pub mod plugins;
+pub mod train;
 
 use std::process::ExitCode;
 
@@ -45,6 +48,20 @@ pub enum Command {
     Check(check::CheckArgs),
     /// List every registered detector, remedy and reporter kind with its parameters.
     Plugins(plugins::PluginsArgs),
+    /// Train a spec, watching for exploding gradients; writes summary.json, events.jsonl and
+    /// report.html. Exits 0 when the run completed, whatever the verdict.
+    Run(train::RunArgs),
+    /// Run an embedded demo (`--list` to see them); without a name, a short tour.
+    Demo(train::DemoArgs),
+    /// Run the same spec under each cure (same seed and data order) and compare.
+    Compare(train::CompareArgs),
+    /// Judge a model's risk of exploding gradients at initialisation, before training.
+    Probe(train::ProbeArgs),
+    /// Diagnose a run offline from its events log.
+    Diagnose(diagnose::DiagnoseArgs),
+    /// Statistics and remedies for gradient dumps in safetensors (any framework).
+    #[command(subcommand)]
+    Grads(grads::GradsCommand),
 }
 
 /// An error that is the user's input, not a bug: printed without a backtrace, exit status 1.
@@ -91,12 +108,23 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Check(args) => check::run(args),
         Command::Plugins(args) => plugins::run(args),
+        Command::Run(args) => train::run(args, cli.quiet),
+        Command::Demo(args) => train::demo_cmd(args, cli.quiet),
+        Command::Compare(args) => train::compare(args),
+        Command::Probe(args) => train::probe(args),
+        Command::Diagnose(args) => diagnose::run(
+            args,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        ),
+        Command::Grads(cmd) => grads::run(cmd),
     }
 }
 
 /// Parses the process arguments, runs, prints any error, and returns the exit status.
 pub fn main() -> ExitCode {
     link_plugins();
+    gradguard_models::tune_allocator();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

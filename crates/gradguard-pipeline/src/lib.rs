@@ -9,8 +9,22 @@
 
 #![warn(missing_docs)]
 
+pub mod compare;
+pub mod cures;
+pub mod demos;
+pub mod probe;
+pub mod run;
 pub mod spec;
 pub mod spec_error;
 
+pub use run::{default_reporters, run_experiment, RunError, RunOptions, RunOutcome};
 pub use spec::ExperimentSpec;
 pub use spec_error::{load_file, parse_str, SpecError, SpecFormat};
+
+/// Names every plugin crate so their typetag registrations are linked into any binary that
+/// uses the pipeline. Returns the number of built-in kinds.
+pub fn link_plugins() -> usize {
+    gradguard_detectors::builtin_kinds().len()
+        + gradguard_remedies::builtin_kinds().len()
+        + gradguard_report::builtin_kinds().len()
+}

@@ -76,13 +76,18 @@ impl ExperimentSpec {
     /// Reads a spec file (`.toml` or `.json`) and checks it: syntax, unknown keys, types,
     /// plugin kinds and the semantic rules of the model, task and training sections.
     pub fn load(path: &Path) -> Result<Self, SpecError> {
-        let spec: ExperimentSpec = load_file(path)?;
+        crate::link_plugins();
+        let mut spec: ExperimentSpec = load_file(path)?;
+        // CSV paths in a spec are relative to the spec file's directory.
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        spec.task.resolve_paths(&dir);
         spec.validate(path)?;
         Ok(spec)
     }
 
     /// Parses and checks a spec given as text; `file` labels errors.
     pub fn parse(text: &str, format: SpecFormat, file: &Path) -> Result<Self, SpecError> {
+        crate::link_plugins();
         let spec: ExperimentSpec = parse_str(text, format, file)?;
         spec.validate(file)?;
         Ok(spec)

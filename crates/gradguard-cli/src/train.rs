@@ -1,0 +1,210 @@
+//! `gradguard run`, `gradguard demo`, `gradguard compare` and `gradguard probe`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use gradguard_pipeline::compare::{cure_found, default_cures, run_compare, variants};
+use gradguard_pipeline::demos::{demo, DEMOS};
+use gradguard_pipeline::probe::probe_spec;
+use gradguard_pipeline::{run_experiment, ExperimentSpec, RunOptions, RunOutcome};
+
+use crate::UserError;
+
+/// Arguments of `gradguard run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The spec file (.toml or .json).
+    pub spec: PathBuf,
+    /// Output directory (default `runs/<spec name>`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Seed (overrides the spec's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Number of optimiser steps (overrides the spec's epochs or steps).
+    #[arg(long)]
+    pub steps: Option<u64>,
+}
+
+/// Arguments of `gradguard demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// The demo to run; without a name, a short tour: an exploding run diagnosed, then the
+    /// cures compared.
+    pub name: Option<String>,
+    /// List the demos.
+    #[arg(long)]
+    pub list: bool,
+    /// Output directory (default `runs/demo`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Seed (overrides the demo's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// Arguments of `gradguard compare`.
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    /// The spec file (.toml or .json).
+    pub spec: PathBuf,
+    /// Cures to compare, comma separated: remedy kinds (with their documented example
+    /// parameters, see `gradguard plugins`) and structural cures (fewer_layers,
+    /// smaller_batch, truncated_bptt, activation, cell). Default: clipping kinds, l2 and the
+    /// structural cures that apply to the model.
+    #[arg(long, value_delimiter = ',')]
+    pub with: Vec<String>,
+    /// Output directory (default `runs/<spec name>-compare`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Seed (the same for every variant; overrides the spec's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Number of optimiser steps for every variant.
+    #[arg(long)]
+    pub steps: Option<u64>,
+}
+
+/// Arguments of `gradguard probe`.
+#[derive(Debug, clap::Args)]
+pub struct ProbeArgs {
+    /// The spec file (.toml or .json).
+    pub spec: PathBuf,
+    /// Forward/backward passes to average over.
+    #[arg(long, default_value_t = 3)]
+    pub passes: usize,
+    /// Seed (overrides the spec's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn load(path: &Path) -> anyhow::Result<ExperimentSpec> {
+    ExperimentSpec::load(path).map_err(|e| UserError(e.to_string()).into())
+}
+
+fn finish_line(outcome: &RunOutcome) {
+    if let Some(why) = &outcome.stopped_early {
+        println!("The run stopped early: {why}.");
+    }
+}
+
+/// `gradguard run`.
+pub fn run(args: &RunArgs, quiet: bool) -> anyhow::Result<()> {
+    let spec = load(&args.spec)?;
+    let opts = RunOptions {
+        out_dir: args.out.clone(),
+        seed: args.seed,
+        steps: args.steps,
+        console: None,
+        quiet,
+    };
+    let outcome =
+        run_experiment(spec, &opts).with_context(|| format!("running {}", args.spec.display()))?;
+    finish_line(&outcome);
+    Ok(())
+}
+
+/// `gradguard demo`.
+pub fn demo_cmd(args: &DemoArgs, quiet: bool) -> anyhow::Result<()> {
+    if args.list {
+        for d in DEMOS {
+            println!("{:<20} {}", d.name, d.summary);
+        }
+        return Ok(());
+    }
+    let out_root = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join("demo"));
+    match &args.name {
+        Some(name) => {
+            let d = demo(name).ok_or_else(|| {
+                let names: Vec<&str> = DEMOS.iter().map(|d| d.name).collect();
+                UserError(format!(
+                    "unknown demo `{name}`: expected one of {}",
+                    names.join(", ")
+                ))
+            })?;
+            let spec = d.spec()?;
+            let opts = RunOptions {
+                out_dir: Some(out_root.join(d.name)),
+                seed: args.seed,
+                steps: None,
+                console: None,
+                quiet,
+            };
+            let outcome = run_experiment(spec, &opts)?;
+            finish_line(&outcome);
+            Ok(())
+        }
+        None => tour(&out_root, args.seed, quiet),
+    }
+}
+
+/// The tour: one exploding run diagnosed, then the compare table of cures.
+fn tour(out_root: &Path, seed: Option<u64>, quiet: bool) -> anyhow::Result<()> {
+    let d = demo("regression-sgd").ok_or_else(|| anyhow::anyhow!("the tour's demo is missing"))?;
+    println!("gradguard tour, part 1 of 2: {}", d.summary);
+    println!("Training without any remedy, watching every sign of exploding gradients...\n");
+    let spec = d.spec()?;
+    let opts = RunOptions {
+        out_dir: Some(out_root.join(d.name)),
+        seed,
+        steps: None,
+        console: None,
+        quiet,
+    };
+    let outcome = run_experiment(spec, &opts)?;
+    finish_line(&outcome);
+    println!("\ngradguard tour, part 2 of 2: the same run (same seed, same data order) under each cure.\n");
+    let spec = d.spec()?;
+    let with: Vec<String> = d.compare_with.iter().map(|s| s.to_string()).collect();
+    let compare_dir = out_root.join(format!("{}-compare", d.name));
+    let comparison = run_compare(variants(&spec, &with)?, &compare_dir, seed, None)?;
+    println!("{}", comparison.table);
+    if cure_found(&comparison) {
+        println!("Cures measured healthy here are credited above; the others did not stop the explosion in this run.");
+    } else {
+        println!("No cure made this run healthy: see each variant's report.");
+    }
+    println!(
+        "Reports: {} (this run) and {} (comparison)",
+        outcome.out_dir.join("report.html").display(),
+        comparison.html.display()
+    );
+    Ok(())
+}
+
+/// `gradguard compare`.
+pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
+    let spec = load(&args.spec)?;
+    let with = if args.with.is_empty() {
+        default_cures(&spec)
+    } else {
+        args.with.clone()
+    };
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-compare", spec.name)));
+    let vs = variants(&spec, &with).map_err(|e| UserError(e.to_string()))?;
+    let comparison = run_compare(vs, &out, args.seed, args.steps)?;
+    println!("{}", comparison.table);
+    println!("Report: {}", comparison.html.display());
+    Ok(())
+}
+
+/// `gradguard probe`.
+pub fn probe(args: &ProbeArgs) -> anyhow::Result<()> {
+    let spec = load(&args.spec)?;
+    let report = probe_spec(&spec, args.passes, args.seed).map_err(|e| UserError(e.to_string()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_plain_words());
+    }
+    Ok(())
+}

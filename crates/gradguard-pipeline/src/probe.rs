@@ -1,0 +1,113 @@
+//! `gradguard probe`: measure a model at initialisation and judge its risk of exploding
+//! gradients before any training (the measuring is gradguard-models' `Trainer::probe`, the
+//! judging is gradguard-detectors' `probe`).
+
+use gradguard_core::{Role, SeriesAxis};
+use gradguard_detectors::{probe, ProbeInput, ProbeReport, RecurrentMatrix};
+use gradguard_models::{ModelError, Trainer};
+
+use crate::spec::ExperimentSpec;
+
+/// Runs `passes` forward/backward passes at initialisation (nothing is updated) and returns
+/// the risk report.
+pub fn probe_spec(
+    spec: &ExperimentSpec,
+    passes: usize,
+    seed: Option<u64>,
+) -> Result<ProbeReport, ModelError> {
+    let mut trainer = Trainer::new(
+        &spec.model,
+        &spec.task,
+        &spec.train,
+        seed.unwrap_or(spec.seed),
+    )?;
+    let infos = trainer.param_infos();
+    let measured = trainer.probe(passes.max(1))?;
+    let n = measured.passes.len().max(1) as f64;
+
+    // Error signal per layer, input layer first: the model's own per-layer series when it
+    // records one, otherwise each layer's bias gradient (the error signal summed over the batch).
+    let mut layer_grad_norms: Vec<(String, f64)> = Vec::new();
+    let layer_series = measured
+        .passes
+        .first()
+        .and_then(|p| p.series.iter().position(|s| s.axis == SeriesAxis::Layers));
+    if let Some(idx) = layer_series {
+        let len = measured.passes[0].series[idx].values.len();
+        for i in 0..len {
+            let mean = measured
+                .passes
+                .iter()
+                .filter_map(|p| p.series.get(idx)?.values.get(i))
+                .sum::<f64>()
+                / n;
+            layer_grad_norms.push((format!("layer {i}"), mean));
+        }
+    } else {
+        for (i, info) in infos.iter().enumerate() {
+            if info.role == Role::Bias
+                && !info.name.starts_with("head")
+                && !info.name.contains("bias_hh")
+            {
+                let mean = measured
+                    .passes
+                    .iter()
+                    .filter_map(|p| p.grad_norms.get(i).map(|g| g.1))
+                    .sum::<f64>()
+                    / n;
+                layer_grad_norms.push((info.name.clone(), mean));
+            }
+        }
+        if let Some(i) = infos.iter().position(|p| p.name == "head.bias") {
+            let mean = measured
+                .passes
+                .iter()
+                .filter_map(|p| p.grad_norms.get(i).map(|g| g.1))
+                .sum::<f64>()
+                / n;
+            layer_grad_norms.push(("head.bias".into(), mean));
+        }
+    }
+    // Per-time-step norms: the mean over passes of each recurrent layer's series.
+    let mut time_step_norms = Vec::new();
+    if let Some(first) = measured.passes.first() {
+        for (si, s) in first.series.iter().enumerate() {
+            if s.axis != SeriesAxis::TimeSteps {
+                continue;
+            }
+            let mut mean = s.clone();
+            for (t, v) in mean.values.iter_mut().enumerate() {
+                *v = measured
+                    .passes
+                    .iter()
+                    .filter_map(|p| p.series.get(si)?.values.get(t))
+                    .sum::<f64>()
+                    / n;
+            }
+            time_step_norms.push(mean);
+        }
+    }
+    let global = measured
+        .passes
+        .iter()
+        .map(|p| p.grad_norms.iter().map(|g| g.1 * g.1).sum::<f64>().sqrt())
+        .sum::<f64>()
+        / n;
+    let input = ProbeInput {
+        layer_grad_norms,
+        time_step_norms,
+        recurrent_weights: measured
+            .recurrent_weights
+            .iter()
+            .map(|m| RecurrentMatrix {
+                name: m.name.clone(),
+                shape: m.shape.clone(),
+                values: m.values.clone(),
+            })
+            .collect(),
+        global_grad_norm: Some(global),
+        sequence_length: spec.model.is_recurrent().then_some(measured.seq_len),
+        ..ProbeInput::default()
+    };
+    Ok(probe(&input))
+}
