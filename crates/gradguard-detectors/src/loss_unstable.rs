@@ -1,8 +1,9 @@
 //! `loss_unstable`: the loss swings from update to update.
 //!
-//! **Rule, `mode = "relative_change"` (default).** With `prev` the last finite loss,
-//! `change = |L_t - prev| / max(|prev|, 1e-12)`; fires at every step where
-//! `change > threshold` (`value = change`). A non-finite loss is not a swing (that is
+//! **Rule, `mode = "relative_change"` (default).** With `prev` the last finite loss and `L0`
+//! the first finite loss, `change = |L_t - prev| / max(|prev|, floor_fraction * |L0|, 1e-12)`;
+//! fires at every step where `change > threshold` (`value = change`). The floor keeps a loss
+//! that is already tiny (0.001 -> 0.003 late in training) from counting as a swing. A non-finite loss is not a swing (that is
 //! `loss_nonfinite`): it is skipped and the next finite loss is compared with nothing.
 //!
 //! **Rule, `mode = "coefficient_of_variation"`.** Over the last `window` finite losses,
@@ -10,7 +11,8 @@
 //! then waits `window` steps before it may fire again.
 //!
 //! **Parameters (defaults).** `mode = "relative_change"`, `threshold = 1.0` (the loss more
-//! than doubled, or jumped by its own size), `window = 20` (coefficient mode only).
+//! than doubled, or jumped by its own size), `floor_fraction = 0.01`, `window = 20`
+//! (coefficient mode only).
 //!
 //! **Specificity.** In healthy PyTorch reference runs, swings above 100% happened in about 55 of
 //! 1600 updates (3.4%): this sign is a warning. The diagnosis calls a run `suspect` only when
@@ -40,6 +42,9 @@ fn d_threshold() -> f64 {
 fn d_window() -> usize {
     20
 }
+fn d_floor() -> f64 {
+    0.01
+}
 
 /// Fires when the loss swings. See the [module documentation](self).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -54,8 +59,13 @@ pub struct LossUnstable {
     /// Window of the coefficient-of-variation mode.
     #[serde(default = "d_window")]
     pub window: usize,
+    /// Relative-change mode: the denominator is at least this fraction of the first loss.
+    #[serde(default = "d_floor")]
+    pub floor_fraction: f64,
     #[serde(skip)]
     prev: Option<f64>,
+    #[serde(skip)]
+    first: Option<f64>,
     #[serde(skip)]
     ring: Vec<f64>,
     #[serde(skip)]
@@ -70,7 +80,9 @@ impl Default for LossUnstable {
             mode: UnstableMode::default(),
             threshold: d_threshold(),
             window: d_window(),
+            floor_fraction: d_floor(),
             prev: None,
+            first: None,
             ring: Vec::new(),
             head: 0,
             cooldown: 0,
@@ -84,8 +96,10 @@ impl LossUnstable {
             self.prev = None;
             return;
         }
+        let first = *self.first.get_or_insert(obs.loss);
         if let Some(prev) = self.prev {
-            let change = (obs.loss - prev).abs() / prev.abs().max(1e-12);
+            let floor = (self.floor_fraction * first.abs()).max(1e-12);
+            let change = (obs.loss - prev).abs() / prev.abs().max(floor);
             if change > self.threshold {
                 findings.push(Finding::new(
                     Sign::LossUnstable,
@@ -157,11 +171,12 @@ impl LossUnstable {
 impl LossUnstable {
     /// A detector with every parameter given (the defaults are in [`Default`] and the module
     /// documentation).
-    pub fn new(mode: UnstableMode, threshold: f64, window: usize) -> Self {
+    pub fn new(mode: UnstableMode, threshold: f64, window: usize, floor_fraction: f64) -> Self {
         LossUnstable {
             mode,
             threshold,
             window,
+            floor_fraction,
             ..Default::default()
         }
     }
@@ -178,6 +193,7 @@ impl Detector for LossUnstable {
 
     fn reset(&mut self) {
         self.prev = None;
+        self.first = None;
         self.ring.clear();
         self.head = 0;
         self.cooldown = 0;
@@ -192,6 +208,7 @@ describe_plugin!(PluginInfo {
         ParamDoc { name: "mode", default: Some("\"relative_change\""), doc: "\"relative_change\" or \"coefficient_of_variation\"" },
         ParamDoc { name: "threshold", default: Some("1.0"), doc: "relative change (1.0 = 100%) or coefficient of variation above which it fires" },
         ParamDoc { name: "window", default: Some("20"), doc: "window of the coefficient-of-variation mode" },
+        ParamDoc { name: "floor_fraction", default: Some("0.01"), doc: "relative-change denominator is at least this fraction of the first loss" },
     ],
     example: "mode = \"coefficient_of_variation\", threshold = 0.5, window = 10",
 });
@@ -233,6 +250,18 @@ mod tests {
             ..Default::default()
         };
         assert!(run(&mut cv, &losses).is_empty());
+    }
+
+    #[test]
+    fn tiny_late_losses_are_not_swings() {
+        // 1.0 at the start: the floor is 0.01; 0.001 -> 0.003 changes by 0.002 / 0.01 = 20%.
+        let found = run(
+            &mut LossUnstable::default(),
+            &[1.0, 0.5, 0.1, 0.001, 0.003, 0.001, 0.05],
+        );
+        // Only 0.001 -> 0.05: 0.049 / 0.01 = 490%.
+        assert_eq!(found.iter().map(|f| f.step).collect::<Vec<_>>(), vec![7]);
+        assert!((found[0].value - 4.9).abs() < 1e-9);
     }
 
     #[test]
