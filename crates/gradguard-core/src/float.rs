@@ -117,9 +117,55 @@ pub mod lossy_opt {
     }
 }
 
+/// For `Vec<f64>` fields: each element as [`lossy`] writes it.
+pub mod lossy_vec {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    struct Lossy(f64);
+
+    impl Serialize for Lossy {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            super::lossy::serialize(&self.0, s)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Lossy {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            super::lossy::deserialize(d).map(Lossy)
+        }
+    }
+
+    /// Serialises the values, non-finite ones as strings.
+    pub fn serialize<S: Serializer>(v: &[f64], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|&x| Lossy(x)))
+    }
+
+    /// Reads numbers, `"NaN"`, `"inf"`, `"-inf"` or `null` (as NaN).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        Vec::<Lossy>::deserialize(d).map(|v| v.into_iter().map(|l| l.0).collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize, Debug)]
+    struct V {
+        #[serde(with = "super::lossy_vec")]
+        v: Vec<f64>,
+    }
+
+    #[test]
+    fn vec_round_trips_non_finite() {
+        let s = serde_json::to_string(&V {
+            v: vec![1.0, f64::NAN, f64::INFINITY],
+        })
+        .unwrap();
+        assert_eq!(s, r#"{"v":[1.0,"NaN","inf"]}"#);
+        let back: V = serde_json::from_str(r#"{"v":[1.0,null,"inf"]}"#).unwrap();
+        assert!(back.v[1].is_nan() && back.v[2] == f64::INFINITY);
+    }
 
     #[derive(Serialize, Deserialize, Debug)]
     struct T {

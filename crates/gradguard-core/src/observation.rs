@@ -24,7 +24,8 @@ pub struct Series {
     pub name: String,
     /// Along which axis.
     pub axis: SeriesAxis,
-    /// The norms, in axis order.
+    /// The norms, in axis order (non-finite values are written as strings in JSON).
+    #[serde(with = "crate::float::lossy_vec")]
     pub values: Vec<f64>,
 }
 

@@ -124,7 +124,9 @@ pub fn parse_str<T: DeserializeOwned>(
                 let inner = e.into_inner();
                 let (line, column) = match inner.span() {
                     Some(span) => {
-                        let (l, c) = line_column(text, span.start);
+                        let at = refine_offset(text, span.clone(), inner.message())
+                            .unwrap_or(span.start);
+                        let (l, c) = line_column(text, at);
                         (Some(l), Some(c))
                     }
                     None => (None, None),
@@ -163,6 +165,56 @@ pub fn parse_str<T: DeserializeOwned>(
             Ok(value)
         }
     }
+}
+
+/// The token a serde message complains about, as it would appear in the TOML text.
+fn offending_token(message: &str) -> Option<(String, bool)> {
+    // (token, is_key)
+    if let Some(rest) = message.split("unknown field `").nth(1) {
+        return rest.split('`').next().map(|k| (k.to_string(), true));
+    }
+    if let Some(rest) = message.split("string \"").nth(1) {
+        return rest.split('"').next().map(|v| (format!("\"{v}\""), false));
+    }
+    for marker in [
+        "integer `",
+        "floating point `",
+        "boolean `",
+        "unknown variant `",
+    ] {
+        if let Some(rest) = message.split(marker).nth(1) {
+            let v = rest.split('`').next()?;
+            let token = if marker == "unknown variant `" {
+                format!("\"{v}\"")
+            } else {
+                v.to_string()
+            };
+            return Some((token, false));
+        }
+    }
+    None
+}
+
+/// Where inside `span` the offending token of `message` is (errors raised inside plugin
+/// tables and tagged sections carry only the span of the whole table).
+fn refine_offset(text: &str, span: std::ops::Range<usize>, message: &str) -> Option<usize> {
+    let (token, is_key) = offending_token(message)?;
+    let region = text.get(span.start..span.end.min(text.len()))?;
+    let mut search_from = 0;
+    while let Some(found) = region[search_from..].find(&token) {
+        let at = search_from + found;
+        let before = region[..at].chars().next_back();
+        let after = region[at + token.len()..].chars().next();
+        let boundary_before =
+            before.map_or(true, |c| !(c.is_alphanumeric() || c == '_' || c == '.'));
+        let boundary_after = after.map_or(true, |c| !(c.is_alphanumeric() || c == '_' || c == '.'));
+        let key_ok = !is_key || region[at + token.len()..].trim_start().starts_with('=');
+        if boundary_before && boundary_after && key_ok {
+            return Some(span.start + at);
+        }
+        search_from = at + token.len();
+    }
+    None
 }
 
 fn strip_json_position(message: &str) -> String {
@@ -266,6 +318,32 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.line, Some(1), "{err}");
         assert!(SpecFormat::from_path(Path::new("spec.yaml")).is_err());
+    }
+
+    #[test]
+    fn errors_inside_tagged_tables_point_at_the_token() {
+        #[derive(Deserialize, Debug)]
+        #[serde(tag = "kind", rename_all = "snake_case")]
+        enum Model {
+            Mlp(#[allow(dead_code)] Mlp),
+        }
+        #[derive(Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        struct Mlp {
+            #[allow(dead_code)]
+            hidden: Vec<usize>,
+        }
+        #[derive(Deserialize, Debug)]
+        struct Spec {
+            #[allow(dead_code)]
+            model: Model,
+        }
+        let text = "[model]\nkind = \"mlp\"\nhidden = [25, \"wide\"]\n";
+        let err = parse_str::<Spec>(text, SpecFormat::Toml, Path::new("m.toml")).unwrap_err();
+        assert_eq!((err.line, err.column), (Some(3), Some(15)), "{err}");
+        let text = "[model]\nkind = \"mlp\"\nhidden = [1]\nhiden = 2\n";
+        let err = parse_str::<Spec>(text, SpecFormat::Toml, Path::new("m.toml")).unwrap_err();
+        assert_eq!((err.line, err.column), (Some(4), Some(1)), "{err}");
     }
 
     #[test]
