@@ -58,14 +58,22 @@ fn exploding_demo_is_diagnosed_and_clipping_cures_it() {
     let cmp = run_compare(
         variants(&spec, &with).expect("variants"),
         &scratch("regression-compare"),
-        None,
+        &[1, 2, 3],
         None,
     )
     .expect("compare");
     assert_eq!(cmp.variants.len(), 4);
+    assert_eq!(cmp.healthy_seeds[0], (0, 3));
+    assert!(
+        cmp.healthy_seeds[1..].iter().all(|&(h, n)| h == n && n == 3),
+        "{:?}",
+        cmp.healthy_seeds
+    );
+    assert!(gradguard::pipeline::compare::cure_found(&cmp));
     assert_eq!(cmp.variants[0].summary.verdict, Verdict::Exploding);
     for v in &cmp.variants[1..] {
         assert_eq!(v.summary.verdict, Verdict::Healthy, "{}", v.name);
+        assert!(v.name.ends_with("(3/3 healthy)"), "{}", v.name);
         let loss = v.summary.final_train_loss.expect("finite final loss");
         assert!(loss < 100.0, "{}: final loss {loss}", v.name);
         assert!(v.summary.final_test_loss.is_some(), "{}", v.name);
@@ -250,4 +258,106 @@ fn probe_reports_rnn_radius_and_low_risk_lstm() {
     );
     let v: serde_json::Value = serde_json::from_slice(&res.stdout).expect("json");
     assert_eq!(v["risk"], "low", "{v}");
+}
+
+fn events(dir: &Path) -> Vec<gradguard::core::Event> {
+    gradguard::report::read_events_jsonl(dir.join("events.jsonl")).expect("events")
+}
+
+#[test]
+fn skip_nonfinite_keeps_weights_finite_then_escalates() {
+    let d = demo("regression-sgd").expect("demo");
+    let mut spec = d.spec().expect("spec");
+    spec.remedies.push(
+        serde_json::from_str(r#"{"kind":"skip_nonfinite","max_consecutive":3}"#).expect("remedy"),
+    );
+    let out = scratch("skip");
+    let outcome = run_experiment(spec, &quiet(&out)).expect("run");
+    let evs = events(&out);
+    // Every step with a non-finite loss or gradient was withheld; no weight ever became non-finite.
+    for e in &evs {
+        if !e.loss.is_finite() || e.grad_nonfinite > 0 {
+            assert!(!e.applied, "step {} applied a non-finite update", e.step);
+        }
+        for l in &e.layers {
+            assert!(
+                l.weight_norm.is_finite(),
+                "step {}: {} non-finite weights",
+                e.step,
+                l.name
+            );
+        }
+    }
+    // The unscaled regression keeps exploding, so the guard escalates and stops the run.
+    let skipped = evs.iter().filter(|e| !e.applied).count();
+    assert!(skipped >= 3, "{skipped} skipped steps");
+    assert!(outcome.stopped_early.is_some());
+    assert!(evs
+        .iter()
+        .any(|e| e.actions.iter().any(|a| a.action.name() == "stop")));
+}
+
+#[test]
+fn rollback_restores_a_checkpoint_and_continues() {
+    let d = demo("regression-sgd").expect("demo");
+    let mut spec = d.spec().expect("spec");
+    spec.remedies.push(
+        serde_json::from_str(
+            r#"{"kind":"rollback","every":2,"keep":2,"skip_batches":1,"max_rollbacks":2}"#,
+        )
+        .expect("remedy"),
+    );
+    let out = scratch("rollback");
+    run_experiment(spec, &quiet(&out)).expect("run");
+    let evs = events(&out);
+    let rollbacks: Vec<u64> = evs
+        .iter()
+        .filter(|e| e.actions.iter().any(|a| a.action.name() == "rollback"))
+        .map(|e| e.step)
+        .collect();
+    assert!(!rollbacks.is_empty(), "no rollback happened");
+    // After a rollback the step counter restarts from the checkpoint: steps are not monotonic.
+    let first = rollbacks[0];
+    let next = evs
+        .iter()
+        .skip_while(|e| e.step != first)
+        .nth(1)
+        .expect("a step after the rollback");
+    assert!(
+        next.step <= first,
+        "step {} after rollback at {first}",
+        next.step
+    );
+    // Bad updates were never applied.
+    assert!(evs.iter().all(|e| e.applied
+        || !e.loss.is_finite()
+        || e.grad_nonfinite > 0
+        || !e.actions.is_empty()));
+}
+
+#[test]
+fn every_example_spec_runs_and_writes_its_outputs() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/specs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("examples/specs") {
+        let path = entry.expect("entry").path();
+        if !matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("toml" | "json")
+        ) {
+            continue;
+        }
+        let spec = ExperimentSpec::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let out = scratch(&format!("example-{n}"));
+        let mut opts = quiet(&out);
+        opts.steps = Some(15);
+        let outcome =
+            run_experiment(spec, &opts).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for f in ["summary.json", "events.jsonl", "report.html"] {
+            assert!(out.join(f).is_file(), "{}: {f} missing", path.display());
+        }
+        assert!(outcome.summary.steps >= 1);
+        n += 1;
+    }
+    assert!(n >= 4);
 }

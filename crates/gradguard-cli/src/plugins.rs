@@ -23,7 +23,8 @@ pub struct ListedPlugin {
     pub kind: String,
     /// One-line description (empty when the plugin did not describe itself).
     pub summary: String,
-    /// Parameters with defaults.
+    /// Parameters with defaults (`default: null` marks a parameter without a default: required
+    /// when the example names it, optional otherwise).
     pub params: Vec<ParamDoc>,
     /// A complete set of parameters (TOML inline-table body).
     pub example: String,
@@ -69,7 +70,10 @@ pub fn render_text(plugins: &[ListedPlugin]) -> String {
             for param in &p.params {
                 let default = match param.default {
                     Some(d) => format!("= {d}"),
-                    None => "(required)".to_string(),
+                    // The example is a complete valid set, so a required parameter appears in
+                    // it; a parameter without default that it leaves out is optional.
+                    None if mentions(&p.example, param.name) => "(required)".to_string(),
+                    None => "(optional)".to_string(),
                 };
                 let _ = writeln!(s, "      {:<22} {:<14} {}", param.name, default, param.doc);
             }
@@ -86,6 +90,12 @@ pub fn render_text(plugins: &[ListedPlugin]) -> String {
         s.push('\n');
     }
     s
+}
+
+fn mentions(example: &str, name: &str) -> bool {
+    example
+        .split(',')
+        .any(|kv| kv.split('=').next().map(str::trim) == Some(name))
 }
 
 /// Prints the listing.

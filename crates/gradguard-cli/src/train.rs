@@ -63,6 +63,10 @@ pub struct CompareArgs {
     /// Number of optimiser steps for every variant.
     #[arg(long)]
     pub steps: Option<u64>,
+    /// Run every variant under this many seeds (seed, seed+1, ...); a cure is credited only
+    /// when it worked for every seed.
+    #[arg(long, default_value_t = 1)]
+    pub seeds: u64,
 }
 
 /// Arguments of `gradguard probe`.
@@ -159,16 +163,24 @@ fn tour(out_root: &Path, seed: Option<u64>, quiet: bool) -> anyhow::Result<()> {
     };
     let outcome = run_experiment(spec, &opts)?;
     finish_line(&outcome);
-    println!("\ngradguard tour, part 2 of 2: the same run (same seed, same data order) under each cure.\n");
+    println!(
+        "\ngradguard tour, part 2 of 2: the same run under each cure, for 3 seeds (each variant sees the same initial weights and data order per seed).\n"
+    );
     let spec = d.spec()?;
     let with: Vec<String> = d.compare_with.iter().map(|s| s.to_string()).collect();
     let compare_dir = out_root.join(format!("{}-compare", d.name));
-    let comparison = run_compare(variants(&spec, &with)?, &compare_dir, seed, None)?;
+    // Several seeds, so that one lucky or unlucky seed cannot credit or discredit a cure.
+    let first = seed.unwrap_or(spec.seed);
+    let seeds: Vec<u64> = (first..first + 3).collect();
+    let comparison = run_compare(variants(&spec, &with)?, &compare_dir, &seeds, None)?;
     println!("{}", comparison.table);
     if cure_found(&comparison) {
-        println!("Cures measured healthy here are credited above; the others did not stop the explosion in this run.");
+        println!(
+            "A cure is credited only where all {} seeds ended healthy; the others did not stop the explosion every time.",
+            seeds.len()
+        );
     } else {
-        println!("No cure made this run healthy: see each variant's report.");
+        println!("No cure made every seed healthy: see each variant's report.");
     }
     println!(
         "Reports: {} (this run) and {} (comparison)",
@@ -191,7 +203,9 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-compare", spec.name)));
     let vs = variants(&spec, &with).map_err(|e| UserError(e.to_string()))?;
-    let comparison = run_compare(vs, &out, args.seed, args.steps)?;
+    let first = args.seed.unwrap_or(spec.seed);
+    let seeds: Vec<u64> = (first..first + args.seeds.max(1)).collect();
+    let comparison = run_compare(vs, &out, &seeds, args.steps)?;
     println!("{}", comparison.table);
     println!("Report: {}", comparison.html.display());
     Ok(())

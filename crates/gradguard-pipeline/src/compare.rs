@@ -106,9 +106,13 @@ pub fn variants(spec: &ExperimentSpec, with: &[String]) -> Result<Vec<Variant>, 
 
 /// The outcome of a comparison.
 pub struct Comparison {
-    /// One entry per variant, in order.
+    /// One entry per variant, in order (curves and figures of the first seed; the name says
+    /// how many seeds ended healthy when several ran).
     pub variants: Vec<CompareVariant>,
-    /// Measured effects, for re-ranking prescriptions.
+    /// Per variant: how many seeds ended `healthy`, out of how many.
+    pub healthy_seeds: Vec<(usize, usize)>,
+    /// Measured effects, for re-ranking prescriptions: a variant counts as `healthy` only when
+    /// every seed did.
     pub effects: Vec<MeasuredEffect>,
     /// Where compare.html was written.
     pub html: PathBuf,
@@ -116,33 +120,79 @@ pub struct Comparison {
     pub table: String,
 }
 
-/// Runs every variant (each writes its own outputs under `out_dir/<variant>`), then writes
-/// `out_dir/compare.html` and returns the table.
+fn rank(v: Verdict) -> u8 {
+    match v {
+        Verdict::Healthy => 0,
+        Verdict::Suspect => 1,
+        Verdict::Exploding => 2,
+    }
+}
+
+/// Runs every variant under every seed in `seeds` (the spec's own seed when empty; each run
+/// writes its outputs under `out_dir/<variant>[/seed-<s>]`), then writes
+/// `out_dir/compare.html` and returns the table. Every variant sees the same seeds, so the
+/// same initial weights and data order. A variant's verdict is its worst over the seeds, so
+/// a cure is credited only when it worked for every seed.
 pub fn run_compare(
     variants: Vec<Variant>,
     out_dir: &Path,
-    seed: Option<u64>,
+    seeds: &[u64],
     steps: Option<u64>,
 ) -> Result<Comparison, CompareError> {
     let mut results = Vec::new();
     let mut effects = Vec::new();
+    let mut healthy_seeds = Vec::new();
     for v in variants {
-        let opts = RunOptions {
-            out_dir: Some(out_dir.join(v.name.replace(['/', '\\', ' '], "_"))),
-            seed,
-            steps,
-            console: Some(false),
-            quiet: true,
+        let seed_list: Vec<Option<u64>> = if seeds.is_empty() {
+            vec![None]
+        } else {
+            seeds.iter().map(|&s| Some(s)).collect()
         };
-        let outcome =
-            run_experiment(v.spec, &opts).map_err(|e| CompareError::Run(v.name.clone(), e))?;
-        let mut variant = outcome.variant;
-        variant.name = v.name.clone();
+        let base = out_dir.join(v.name.replace(['/', '\\', ' '], "_"));
+        let mut first: Option<CompareVariant> = None;
+        let mut worst = Verdict::Healthy;
+        let mut healthy = 0;
+        for seed in &seed_list {
+            let spec = v
+                .spec
+                .try_clone()
+                .map_err(|e| CompareError::NotApplicable(v.name.clone(), e.to_string()))?;
+            let dir = match seed {
+                Some(s) if seed_list.len() > 1 => base.join(format!("seed-{s}")),
+                _ => base.clone(),
+            };
+            let opts = RunOptions {
+                out_dir: Some(dir),
+                seed: *seed,
+                steps,
+                console: Some(false),
+                quiet: true,
+            };
+            let outcome =
+                run_experiment(spec, &opts).map_err(|e| CompareError::Run(v.name.clone(), e))?;
+            let verdict = outcome.summary.verdict;
+            if verdict == Verdict::Healthy {
+                healthy += 1;
+            }
+            if rank(verdict) > rank(worst) {
+                worst = verdict;
+            }
+            if first.is_none() {
+                first = Some(outcome.variant);
+            }
+        }
+        let Some(mut variant) = first else { continue };
+        variant.name = if seed_list.len() > 1 {
+            format!("{} ({healthy}/{} healthy)", v.name, seed_list.len())
+        } else {
+            v.name.clone()
+        };
         effects.push(MeasuredEffect {
             remedy: v.name.replace('=', " "),
-            verdict: outcome.summary.verdict,
-            final_loss: outcome.summary.final_train_loss,
+            verdict: worst,
+            final_loss: variant.summary.final_train_loss,
         });
+        healthy_seeds.push((healthy, seed_list.len()));
         results.push(variant);
     }
     let html = out_dir.join("compare.html");
@@ -150,18 +200,23 @@ pub fn run_compare(
     let table = format_compare_table(&results);
     Ok(Comparison {
         variants: results,
+        healthy_seeds,
         effects,
         html,
         table,
     })
 }
 
-/// Whether any variant other than `none` ended healthy while `none` did not.
+/// Whether some variant other than `none` was healthy for every seed while `none` was not.
 pub fn cure_found(c: &Comparison) -> bool {
-    let base = c.variants.first().map(|v| v.summary.verdict);
-    base != Some(Verdict::Healthy)
-        && c.variants
+    let base_all_healthy = c
+        .healthy_seeds
+        .first()
+        .map(|(h, n)| h == n)
+        .unwrap_or(false);
+    !base_all_healthy
+        && c.healthy_seeds
             .iter()
             .skip(1)
-            .any(|v| v.summary.verdict == Verdict::Healthy)
+            .any(|(h, n)| h == n && *n > 0)
 }

@@ -184,3 +184,100 @@ impl Cure {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec_error::SpecFormat;
+    use std::path::Path;
+
+    fn spec(model: &str, train: &str) -> ExperimentSpec {
+        let text = format!("name = \"s\"\n[model]\n{model}\n[task]\nkind = \"adding\"\nseq_len = 20\n[train]\n{train}\n");
+        let text = if model.contains("mlp") {
+            text.replace("kind = \"adding\"\nseq_len = 20", "kind = \"regression\"")
+        } else {
+            text
+        };
+        ExperimentSpec::parse(&text, SpecFormat::Toml, Path::new("<t>"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn fewer_layers_halves_an_mlp_and_flattens_a_stack() {
+        let s = spec(
+            "kind = \"mlp\"\nhidden = [8, 8, 8, 8, 8]\nactivation = \"tanh\"",
+            "batch_size = 8",
+        );
+        let out = Cure::FewerLayers.apply(&s).unwrap();
+        match out.model {
+            ModelSpec::Mlp(m) => assert_eq!(m.hidden, vec![8, 8]),
+            _ => panic!("not an mlp"),
+        }
+        assert_eq!(out.name, "s+fewer_layers");
+        let s = spec("kind = \"mlp\"\nhidden = [8]", "batch_size = 8");
+        assert!(Cure::FewerLayers.apply(&s).is_err());
+        let s = spec("kind = \"lstm\"\nhidden = 4\nlayers = 3", "batch_size = 8");
+        match Cure::FewerLayers.apply(&s).unwrap().model {
+            ModelSpec::Lstm(r) => assert_eq!(r.layers, 1),
+            _ => panic!("not an lstm"),
+        }
+    }
+
+    #[test]
+    fn smaller_batch_and_truncated_bptt() {
+        let s = spec("kind = \"rnn\"\nhidden = 4", "batch_size = 9");
+        assert_eq!(Cure::SmallerBatch.apply(&s).unwrap().train.batch_size, 4);
+        let out = Cure::TruncatedBptt { window: 5 }.apply(&s).unwrap();
+        assert_eq!(out.train.bptt, Some(BpttSpec { window: 5 }));
+        let s = spec("kind = \"rnn\"\nhidden = 4", "batch_size = 1");
+        assert!(Cure::SmallerBatch.apply(&s).is_err());
+        let mlp = spec("kind = \"mlp\"\nhidden = [4]", "batch_size = 8");
+        assert!(Cure::TruncatedBptt { window: 5 }.apply(&mlp).is_err());
+    }
+
+    #[test]
+    fn activation_and_cell() {
+        let s = spec(
+            "kind = \"mlp\"\nhidden = [4, 4]\nactivation = \"sigmoid\"",
+            "batch_size = 8",
+        );
+        let out = Cure::Activation {
+            to: Activation::Relu,
+        }
+        .apply(&s)
+        .unwrap();
+        match out.model {
+            ModelSpec::Mlp(m) => assert_eq!(
+                m.layer_activations(),
+                vec![Activation::Relu, Activation::Relu]
+            ),
+            _ => panic!("not an mlp"),
+        }
+        let relu = spec(
+            "kind = \"mlp\"\nhidden = [4]\nactivation = \"relu\"",
+            "batch_size = 8",
+        );
+        assert!(Cure::Activation {
+            to: Activation::Relu
+        }
+        .apply(&relu)
+        .is_err());
+        let rnn = spec("kind = \"rnn\"\nhidden = 4", "batch_size = 8");
+        let out = Cure::Cell { to: CellKind::Lstm }.apply(&rnn).unwrap();
+        assert_eq!(out.model.kind_name(), "lstm");
+        assert_eq!(out.name, "s+cell=lstm");
+        assert!(Cure::Cell { to: CellKind::Rnn }.apply(&rnn).is_err());
+        assert!(Cure::Cell { to: CellKind::Lstm }.apply(&relu).is_err());
+        // The rewritten specs are still valid specs.
+        out.validate(Path::new("<t>")).unwrap();
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for name in CURE_NAMES {
+            let c = Cure::by_name(name).unwrap();
+            assert_eq!(c.name(), name);
+        }
+        assert!(Cure::by_name("more_layers").is_none());
+    }
+}
