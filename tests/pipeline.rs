@@ -65,7 +65,9 @@ fn exploding_demo_is_diagnosed_and_clipping_cures_it() {
     assert_eq!(cmp.variants.len(), 4);
     assert_eq!(cmp.healthy_seeds[0], (0, 3));
     assert!(
-        cmp.healthy_seeds[1..].iter().all(|&(h, n)| h == n && n == 3),
+        cmp.healthy_seeds[1..]
+            .iter()
+            .all(|&(h, n)| h == n && n == 3),
         "{:?}",
         cmp.healthy_seeds
     );
