@@ -121,8 +121,19 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Restores the default SIGPIPE behaviour, so `gradguard ... | head` ends quietly instead of
+/// failing on a closed pipe (Rust ignores SIGPIPE by default and `println!` then panics).
+fn reset_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to SIG_DFL at startup, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Parses the process arguments, runs, prints any error, and returns the exit status.
 pub fn main() -> ExitCode {
+    reset_sigpipe();
     link_plugins();
     gradguard_models::tune_allocator();
     let cli = match Cli::try_parse() {

@@ -132,17 +132,7 @@ pub fn demo_cmd(args: &DemoArgs, quiet: bool) -> anyhow::Result<()> {
                     names.join(", ")
                 ))
             })?;
-            let spec = d.spec()?;
-            let opts = RunOptions {
-                out_dir: Some(out_root.join(d.name)),
-                seed: args.seed,
-                steps: None,
-                console: None,
-                quiet,
-            };
-            let outcome = run_experiment(spec, &opts)?;
-            finish_line(&outcome);
-            Ok(())
+            demo_and_compare(d, &out_root, args.seed, quiet, false)
         }
         None => tour(&out_root, args.seed, quiet),
     }
@@ -151,7 +141,26 @@ pub fn demo_cmd(args: &DemoArgs, quiet: bool) -> anyhow::Result<()> {
 /// The tour: one exploding run diagnosed, then the compare table of cures.
 fn tour(out_root: &Path, seed: Option<u64>, quiet: bool) -> anyhow::Result<()> {
     let d = demo("regression-sgd").ok_or_else(|| anyhow::anyhow!("the tour's demo is missing"))?;
-    println!("gradguard tour, part 1 of 2: {}", d.summary);
+    demo_and_compare(d, out_root, seed, quiet, true)
+}
+
+/// Runs a demo (diagnosed), then the same spec under each of the demo's cures over 3 seeds.
+fn demo_and_compare(
+    d: &gradguard_pipeline::demos::Demo,
+    out_root: &Path,
+    seed: Option<u64>,
+    quiet: bool,
+    tour: bool,
+) -> anyhow::Result<()> {
+    let (part1, part2) = if tour {
+        (
+            "gradguard tour, part 1 of 2: ",
+            "gradguard tour, part 2 of 2: ",
+        )
+    } else {
+        ("", "")
+    };
+    println!("{part1}{}: {}", d.name, d.summary);
     println!("Training without any remedy, watching every sign of exploding gradients...\n");
     let spec = d.spec()?;
     let opts = RunOptions {
@@ -163,15 +172,16 @@ fn tour(out_root: &Path, seed: Option<u64>, quiet: bool) -> anyhow::Result<()> {
     };
     let outcome = run_experiment(spec, &opts)?;
     finish_line(&outcome);
-    println!(
-        "\ngradguard tour, part 2 of 2: the same run under each cure, for 3 seeds (each variant sees the same initial weights and data order per seed).\n"
-    );
     let spec = d.spec()?;
+    let first = seed.unwrap_or(spec.seed);
+    // Several seeds, so that one lucky or unlucky seed cannot credit or discredit a cure.
+    let seeds: Vec<u64> = (first..first + 3).collect();
+    println!(
+        "\n{part2}the same run under each cure, for {} seeds (per seed, every variant starts from the same weights and data order).\n",
+        seeds.len()
+    );
     let with: Vec<String> = d.compare_with.iter().map(|s| s.to_string()).collect();
     let compare_dir = out_root.join(format!("{}-compare", d.name));
-    // Several seeds, so that one lucky or unlucky seed cannot credit or discredit a cure.
-    let first = seed.unwrap_or(spec.seed);
-    let seeds: Vec<u64> = (first..first + 3).collect();
     let comparison = run_compare(variants(&spec, &with)?, &compare_dir, &seeds, None)?;
     println!("{}", comparison.table);
     if cure_found(&comparison) {

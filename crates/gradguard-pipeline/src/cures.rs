@@ -79,13 +79,7 @@ impl Cure {
         match self {
             Cure::FewerLayers | Cure::SmallerBatch => self.name().to_string(),
             Cure::TruncatedBptt { window } => format!("truncated_bptt={window}"),
-            Cure::Activation { to } => format!(
-                "activation={}",
-                serde_json::to_value(to)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
-            ),
+            Cure::Activation { to } => format!("activation={}", to.name()),
             Cure::Cell { to } => format!(
                 "cell={}",
                 serde_json::to_value(to)
@@ -96,8 +90,27 @@ impl Cure {
         }
     }
 
-    /// The cure by name with its defaults.
+    /// The cure by name with its defaults, or with its one parameter given after `=` (the
+    /// same form as [`Cure::label`]): `truncated_bptt=10`, `activation=tanh`, `cell=gru`.
     pub fn by_name(name: &str) -> Option<Cure> {
+        if let Some((kind, value)) = name.split_once('=') {
+            let (kind, value) = (kind.trim(), value.trim());
+            let quoted = serde_json::Value::String(value.to_string());
+            return match kind {
+                "truncated_bptt" => value
+                    .parse()
+                    .ok()
+                    .filter(|w| *w > 0)
+                    .map(|window| Cure::TruncatedBptt { window }),
+                "activation" => serde_json::from_value(quoted)
+                    .ok()
+                    .map(|to| Cure::Activation { to }),
+                "cell" => serde_json::from_value(quoted)
+                    .ok()
+                    .map(|to| Cure::Cell { to }),
+                _ => None,
+            };
+        }
         Some(match name {
             "fewer_layers" => Cure::FewerLayers,
             "smaller_batch" => Cure::SmallerBatch,
@@ -279,5 +292,30 @@ mod tests {
             assert_eq!(c.name(), name);
         }
         assert!(Cure::by_name("more_layers").is_none());
+        assert_eq!(
+            Cure::by_name("truncated_bptt=7"),
+            Some(Cure::TruncatedBptt { window: 7 })
+        );
+        assert_eq!(
+            Cure::by_name("activation=tanh"),
+            Some(Cure::Activation {
+                to: Activation::Tanh
+            })
+        );
+        assert_eq!(
+            Cure::by_name("cell=gru"),
+            Some(Cure::Cell { to: CellKind::Gru })
+        );
+        assert!(Cure::by_name("truncated_bptt=0").is_none());
+        assert!(Cure::by_name("cell=transformer").is_none());
+        for c in [
+            Cure::TruncatedBptt { window: 3 },
+            Cure::Activation {
+                to: Activation::Sigmoid,
+            },
+            Cure::Cell { to: CellKind::Gru },
+        ] {
+            assert_eq!(Cure::by_name(&c.label()), Some(c));
+        }
     }
 }

@@ -39,15 +39,15 @@ pub const DEMOS: &[Demo] = &[
     },
     Demo {
         name: "rnn-long-sequences",
-        summary: "plain RNN, 100 steps of full BPTT: the gradient explodes through time; clipping, truncated BPTT and an LSTM compared",
+        summary: "plain RNN, 100 steps of full BPTT: W_hh is thrown to a huge radius without any NaN; clipping, truncated BPTT and an LSTM compared",
         spec: include_str!("../demos/rnn-long-sequences.toml"),
         compare_with: &["clip_global_norm", "truncated_bptt", "cell"],
     },
     Demo {
         name: "deep-mlp",
-        summary: "10-layer tanh MLP with init gain 2.5: the error signal grows layer by layer; depth and activation compared",
+        summary: "10-layer ReLU MLP with init gain 2.5: the error signal grows layer by layer; depth x activation compared",
         spec: include_str!("../demos/deep-mlp.toml"),
-        compare_with: &["fewer_layers", "activation", "clip_global_norm"],
+        compare_with: &["fewer_layers", "activation=tanh", "activation=sigmoid", "clip_global_norm"],
     },
     Demo {
         name: "regularization",
