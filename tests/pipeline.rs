@@ -363,3 +363,37 @@ fn every_example_spec_runs_and_writes_its_outputs() {
     }
     assert!(n >= 4);
 }
+
+#[test]
+fn exploding_rnn_names_the_nonfinite_step_and_a_recurrent_tensor() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/specs/rnn-nan.toml");
+    let spec = ExperimentSpec::load(&path).expect("spec");
+    let out = scratch("rnn-nan");
+    let outcome = run_experiment(spec, &quiet(&out)).expect("run");
+    let diag = &outcome.diagnosis;
+    assert_eq!(
+        diag.verdict,
+        Verdict::Exploding,
+        "{}",
+        diag.to_plain_words()
+    );
+    let sign = diag
+        .sign(gradguard::core::Sign::LossNonfinite)
+        .expect("checklist entry");
+    assert!(sign.seen, "{}", diag.to_plain_words());
+    // The first step of the sign is the first logged step whose loss is not finite.
+    let first_nan_loss = events(&out)
+        .iter()
+        .find(|e| !e.loss.is_finite())
+        .map(|e| e.step);
+    assert_eq!(sign.first_step, first_nan_loss);
+    let layer = sign.layer.as_deref().unwrap_or("");
+    assert!(layer.starts_with("rnn."), "layer {layer}");
+    assert!(
+        diag.prescriptions
+            .iter()
+            .any(|p| p.remedy == "clip_global_norm"),
+        "{}",
+        diag.to_plain_words()
+    );
+}
