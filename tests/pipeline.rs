@@ -216,19 +216,16 @@ fn run_command_writes_outputs_and_exits_zero_on_exploding() {
     assert!(stdout.contains("Verdict: exploding"), "{stdout}");
 }
 
-#[test]
-fn probe_reports_rnn_radius_and_low_risk_lstm() {
-    let bin = env!("CARGO_BIN_EXE_gradguard");
-    let dir = scratch("probe");
-    let rnn = dir.join("rnn.toml");
-    std::fs::write(
-        &rnn,
-        "name = \"p\"\n[model]\nkind = \"rnn\"\nhidden = 16\nrecurrent_init = { scheme = \"orthogonal\", gain = 4.0 }\n[task]\nkind = \"adding\"\nseq_len = 30\nn_samples = 64\n",
-    )
-    .expect("write");
-    let res = Command::new(bin)
+/// `gradguard probe --json` on a recurrent spec over the adding task (30 steps).
+fn probe_json(dir: &Path, model: &str) -> serde_json::Value {
+    let path = dir.join(format!("{}.toml", model.len()));
+    let spec = format!(
+        "name = \"p\"\n[model]\n{model}\n[task]\nkind = \"adding\"\nseq_len = 30\nn_samples = 64\n"
+    );
+    std::fs::write(&path, spec).expect("write");
+    let res = Command::new(env!("CARGO_BIN_EXE_gradguard"))
         .args(["probe", "--json"])
-        .arg(&rnn)
+        .arg(&path)
         .output()
         .expect("probe");
     assert!(
@@ -236,29 +233,22 @@ fn probe_reports_rnn_radius_and_low_risk_lstm() {
         "{}",
         String::from_utf8_lossy(&res.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&res.stdout).expect("json");
+    serde_json::from_slice(&res.stdout).expect("json")
+}
+
+#[test]
+fn probe_reports_rnn_radius_and_low_risk_lstm() {
+    let dir = scratch("probe");
+    let v = probe_json(
+        &dir,
+        "kind = \"rnn\"\nhidden = 16\nrecurrent_init = { scheme = \"orthogonal\", gain = 4.0 }",
+    );
     let radius = v["recurrent"][0]["spectral_radius"]
         .as_f64()
         .expect("radius");
     assert!((radius - 4.0).abs() < 0.2, "radius {radius}");
     assert_eq!(v["risk"], "high", "{v}");
-    let lstm = dir.join("lstm.toml");
-    std::fs::write(
-        &lstm,
-        "name = \"p\"\n[model]\nkind = \"lstm\"\nhidden = 16\n[task]\nkind = \"adding\"\nseq_len = 30\nn_samples = 64\n",
-    )
-    .expect("write");
-    let res = Command::new(bin)
-        .args(["probe", "--json"])
-        .arg(&lstm)
-        .output()
-        .expect("probe");
-    assert!(
-        res.status.success(),
-        "{}",
-        String::from_utf8_lossy(&res.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&res.stdout).expect("json");
+    let v = probe_json(&dir, "kind = \"lstm\"\nhidden = 16");
     assert_eq!(v["risk"], "low", "{v}");
 }
 

@@ -29,6 +29,13 @@ pub struct ParamStats {
     pub weight_nonfinite: usize,
 }
 
+impl Default for ParamStats {
+    /// An unnamed tensor with no values (role `other`).
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
 impl ParamStats {
     fn empty() -> Self {
         ParamStats {

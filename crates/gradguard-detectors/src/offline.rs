@@ -117,17 +117,7 @@ pub fn observation_parts_from_event(
     let mut has_update = false;
     for (i, l) in e.layers.iter().enumerate() {
         if stats.params.len() <= i {
-            stats.params.push(ParamStats {
-                name: String::new(),
-                role: gradguard_core::Role::Other,
-                numel: 0,
-                grad_sum_sq: 0.0,
-                grad_norm: 0.0,
-                grad_max_abs: 0.0,
-                grad_nonfinite: 0,
-                weight_sum_sq: 0.0,
-                weight_nonfinite: 0,
-            });
+            stats.params.push(ParamStats::default());
             update.params.push(ParamUpdate {
                 name: String::new(),
                 update_norm: 0.0,
