@@ -95,6 +95,38 @@ fn overhead(c: &mut Criterion) {
                 black_box(line.len())
             })
         });
+        // The parts of `gradguard_work`, to see where its time goes.
+        let series = t.series();
+        group.bench_function(format!("{name}/detectors_and_clip_only"), |b| {
+            let mut view = t.view().expect("view");
+            stats.measure_into(&view);
+            b.iter(|| {
+                step += 1;
+                findings.clear();
+                let obs = Observation {
+                    step,
+                    loss: info.loss,
+                    stats: &stats,
+                    update: last.as_ref(),
+                    view: Some(&view),
+                    series: &series,
+                };
+                for d in detectors.iter_mut() {
+                    d.observe(&obs, &mut findings);
+                }
+                let mut ctx = RemedyContext::new(step, info.loss, &mut view, &mut stats);
+                black_box(clip.apply(&mut ctx).expect("clip"))
+            })
+        });
+        group.bench_function(format!("{name}/series_and_events_line_only"), |b| {
+            b.iter(|| {
+                let mut event = Event::from_stats(step, info.loss, &stats, last.as_ref());
+                event.series = t.series();
+                line.clear();
+                serde_json::to_writer(&mut line, &event).expect("json");
+                black_box(line.len())
+            })
+        });
         group.bench_function(format!("{name}/stats_pass_only"), |b| {
             b.iter(|| {
                 let view = t.view().expect("view");

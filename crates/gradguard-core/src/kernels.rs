@@ -1,14 +1,34 @@
 //! Slice kernels for the fused statistics pass.
 //!
 //! # Accuracy and range
-//! Each f32 is widened to f64 before it is squared. The product of two f32 values is exact in
-//! f64 (24 + 24 significand bits fit in 53), and the largest f32 (3.4e38) squares to 1.2e77,
-//! far below f64's 1.8e308, so values near 1e30 (or even f32::MAX) never overflow. Sums run in
-//! eight independent f64 lanes (which also lets the compiler vectorise) over blocks of
-//! [`BLOCK`] elements, and the block sums are added into the total: the rounding error is
-//! bounded by about (n / 8 / BLOCK + BLOCK) * 2^-53 relative, i.e. below 1e-12 for 10^8
-//! elements. Non-finite values are counted exactly by their exponent bits; the maximum of
-//! |x| ignores NaN (comparisons with NaN are false) but keeps infinities.
+//! Sums of squares never overflow and stay accurate over any length (tested to 10^8 values):
+//! - The exact builds (AVX2, portable) widen each f32 to f64 before squaring. The product of
+//!   two f32 values is exact in f64 (24 + 24 significand bits fit in 53), and the largest f32
+//!   (3.4e38) squares to 1.2e77, far below f64's 1.8e308, so values near 1e30 (or f32::MAX)
+//!   never overflow. Sums run in independent f64 lanes over blocks of [`BLOCK`] values whose
+//!   sums are added into the total: relative error about (n / BLOCK + BLOCK / 8) * 2^-53,
+//!   below 1e-12 for 10^8 values.
+//! - The AVX-512 build squares in f32 where that is safe, which halves the work (no f32 -> f64
+//!   conversion per value): within each sub-block of 1024 values whose max |x| lies in
+//!   [2^-50, 2^60], each f32 lane adds 16 squares, four lanes are added pairwise, then the
+//!   result is widened and summed in f64. Relative error: below 18 * 2^-24 = 1.1e-6 per
+//!   sub-block, whatever n is (PyTorch's own f32 norms do worse on long tensors). A sub-block with larger values (squares that
+//!   could overflow f32), smaller ones (squares that would fall below f32's normal range), or a
+//!   NaN or infinity is summed again exactly by the f64 loop, as is the tail.
+//!
+//! The maximum of |x| ignores NaN (comparisons with NaN are false) but keeps infinities.
+//!
+//! # Non-finite values, counted exactly without a per-element test
+//! The sum of squares of finite f32 values is always finite in f64 (at most 1.2e77 per
+//! value), so `sum_sq` is finite exactly when every value is. The hot loop therefore only
+//! squares, sums and takes the maximum; a slice whose sum is NaN or infinite is scanned a second
+//! time to count its non-finite values exactly (a step that is already going wrong pays for it).
+//!
+//! # Speed
+//! The loops are written with explicit AVX-512F/DQ or AVX2 intrinsics, chosen at run time
+//! (`is_x86_feature_detected!`, cached), with a portable loop elsewhere: LLVM does not vectorise
+//! the mixed f32/f64 loop well by itself. On one machine the same build always runs, so
+//! results are reproducible there; across builds they agree to the bounds above.
 
 /// Elements summed per block before the block sum joins the running total.
 pub const BLOCK: usize = 4096;
@@ -27,167 +47,258 @@ pub struct SliceStats {
     pub nonfinite: usize,
 }
 
-/// Whether the CPU has AVX2 (checked once; `is_x86_feature_detected!` caches the answer).
-#[cfg(target_arch = "x86_64")]
-#[inline]
-fn has_avx2() -> bool {
-    std::arch::is_x86_feature_detected!("avx2")
+/// Which build of the measuring loop runs on this CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Isa {
+    Avx512,
+    Avx2,
+    Portable,
 }
 
 #[inline]
-fn block_stats(x: &[f32]) -> SliceStats {
+fn isa() -> Isa {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU supports AVX2 (checked above); the function only reads `x`.
-        return unsafe { block_stats_avx2(x) };
+    {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+        {
+            return Isa::Avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Isa::Avx2;
+        }
     }
-    block_stats_portable(x)
+    Isa::Portable
 }
 
-/// The same loop compiled with AVX2 enabled, so that LLVM widens the f32 -> f64 conversions
-/// and accumulations to 256-bit vectors (the baseline x86-64 target only has SSE2).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn block_stats_avx2(x: &[f32]) -> SliceStats {
-    block_stats_portable(x)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn fused_block_avx2(g: &[f32], w: &[f32]) -> (SliceStats, f64, usize) {
-    fused_block_portable(g, w)
-}
-
+/// Sum of squares and max |x| of one block, with the build chosen for `isa`.
 #[inline]
-fn fused_block(g: &[f32], w: &[f32]) -> (SliceStats, f64, usize) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU supports AVX2 (checked above); the function only reads its slices.
-        return unsafe { fused_block_avx2(g, w) };
+fn sum_sq_max(x: &[f32], isa: Isa) -> (f64, f32) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `isa()` returned Avx512 only after checking that the CPU has AVX-512F and DQ.
+        Isa::Avx512 => unsafe { sum_sq_max_avx512_f32(x) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `isa()` returned Avx2 only after checking that the CPU has AVX2 and FMA.
+        Isa::Avx2 => unsafe { sum_sq_max_avx2(x) },
+        _ => sum_sq_max_portable(x),
     }
-    fused_block_portable(g, w)
+}
+
+/// Largest of `m` and `a`, ignoring NaN in `a` (the semantics of `maxps(a, m)`).
+#[inline(always)]
+fn max_ignoring_nan(a: f32, m: f32) -> f32 {
+    if a > m {
+        a
+    } else {
+        m
+    }
 }
 
 #[inline(always)]
-fn block_stats_portable(x: &[f32]) -> SliceStats {
+fn sum_sq_max_portable(x: &[f32]) -> (f64, f32) {
     let mut acc = [0.0f64; LANES];
     let mut mx = [0.0f32; LANES];
-    let mut bad = [0u32; LANES];
     let chunks = x.chunks_exact(LANES);
     let rest = chunks.remainder();
     for c in chunks {
         for l in 0..LANES {
-            let v = c[l];
-            let d = v as f64;
+            let d = c[l] as f64;
             acc[l] += d * d;
-            let a = v.abs();
-            mx[l] = if a > mx[l] { a } else { mx[l] };
-            bad[l] += ((v.to_bits() & EXP_MASK) == EXP_MASK) as u32;
+            mx[l] = max_ignoring_nan(c[l].abs(), mx[l]);
         }
     }
     for (l, &v) in rest.iter().enumerate() {
         let d = v as f64;
         acc[l] += d * d;
-        let a = v.abs();
-        mx[l] = if a > mx[l] { a } else { mx[l] };
-        bad[l] += ((v.to_bits() & EXP_MASK) == EXP_MASK) as u32;
+        mx[l] = max_ignoring_nan(v.abs(), mx[l]);
     }
-    SliceStats {
-        sum_sq: acc.iter().sum(),
-        max_abs: mx.iter().fold(0.0f32, |m, &a| if a > m { a } else { m }),
-        nonfinite: bad.iter().map(|&b| b as usize).sum(),
-    }
+    (
+        acc.iter().sum(),
+        mx.iter().fold(0.0f32, |m, &a| max_ignoring_nan(a, m)),
+    )
 }
 
-/// Sum of squares, max |x| and non-finite count of `x`, in one read pass.
-pub fn slice_stats(x: &[f32]) -> SliceStats {
-    let mut out = SliceStats::default();
-    for block in x.chunks(BLOCK) {
-        let b = block_stats(block);
-        out.sum_sq += b.sum_sq;
-        if b.max_abs > out.max_abs {
-            out.max_abs = b.max_abs;
+/// Sub-blocks of the AVX-512 build: f32 lane sums are flushed into f64 every this many values.
+const SUB: usize = 1024;
+/// Sub-blocks whose max |x| lies in [`F32_LOW`, `F32_HIGH`] (or is 0) are squared in f32.
+const F32_LOW: f32 = f32::from_bits((127 - 50) << 23); // 2^-50
+const F32_HIGH: f32 = f32::from_bits((127 + 60) << 23); // 2^60
+
+/// The AVX-512 build, over a whole slice: squares in f32, 64 values per iteration (four
+/// 16-lane FMA accumulators, and `vrangeps` for max |x| in one instruction). After each
+/// sub-block of [`SUB`] values its four accumulators are added pairwise (each lane then holds
+/// 16 squares and two pairwise sums: relative error below 18 * 2^-24 = 1.1e-6), widened and
+/// added into sixteen f64 lanes, which are reduced once at the end. A sub-block whose max |x|
+/// is outside [2^-50, 2^60] (its squares could overflow f32, or lose precision below f32's
+/// normal range), or is NaN, is summed again exactly in f64 by the portable loop; so is the
+/// tail. The range test uses vector compares, so a sub-block costs no horizontal reduction.
+/// It needs no f32 -> f64 conversion per value, which is what bounds the exact loop (about
+/// half the speed).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn sum_sq_max_avx512_f32(x: &[f32]) -> (f64, f32) {
+    use std::arch::x86_64::*;
+    // vrangeps: imm[1:0] = 11 (the larger absolute value), imm[3:2] = 10 (sign cleared)
+    const MAX_ABS: i32 = 0b1011;
+    let (low, high, zero) = (
+        _mm512_set1_ps(F32_LOW),
+        _mm512_set1_ps(F32_HIGH),
+        _mm512_setzero_ps(),
+    );
+    let (mut total_lo, mut total_hi) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+    let mut max_all = _mm512_setzero_ps();
+    // sub-blocks that took the exact path
+    let (mut exact_sum, mut exact_max) = (0.0f64, 0.0f32);
+    let mut subs = x.chunks_exact(SUB);
+    for sub in subs.by_ref() {
+        let p = sub.as_ptr();
+        let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
+        let (mut m0, mut m1) = (zero, zero);
+        let mut i = 0;
+        while i < SUB {
+            // SAFETY: i + 64 <= SUB = sub.len(), so the four 16-float loads are in bounds.
+            let (v0, v1, v2, v3) = unsafe {
+                (
+                    _mm512_loadu_ps(p.add(i)),
+                    _mm512_loadu_ps(p.add(i + 16)),
+                    _mm512_loadu_ps(p.add(i + 32)),
+                    _mm512_loadu_ps(p.add(i + 48)),
+                )
+            };
+            a0 = _mm512_fmadd_ps(v0, v0, a0);
+            a1 = _mm512_fmadd_ps(v1, v1, a1);
+            a2 = _mm512_fmadd_ps(v2, v2, a2);
+            a3 = _mm512_fmadd_ps(v3, v3, a3);
+            m0 = _mm512_range_ps::<MAX_ABS>(_mm512_range_ps::<MAX_ABS>(v0, v1), m0);
+            m1 = _mm512_range_ps::<MAX_ABS>(_mm512_range_ps::<MAX_ABS>(v2, v3), m1);
+            i += 64;
         }
-        out.nonfinite += b.nonfinite;
+        let m = _mm512_range_ps::<MAX_ABS>(m0, m1);
+        // lanes that are not <= 2^60 (larger, or NaN: the compare is ordered)
+        let above = !_mm512_cmp_ps_mask::<_CMP_LE_OQ>(m, high);
+        // the max is in (0, 2^-50): every lane is below 2^-50 and some lane is not 0
+        let tiny = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(m, low) == 0xffff
+            && _mm512_cmp_ps_mask::<_CMP_GT_OQ>(m, zero) != 0;
+        if above == 0 && !tiny {
+            let s = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+            total_lo = _mm512_add_pd(total_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(s)));
+            total_hi = _mm512_add_pd(
+                total_hi,
+                _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+                    _mm512_castps_pd(s),
+                ))),
+            );
+            max_all = _mm512_range_ps::<MAX_ABS>(max_all, m);
+        } else {
+            let (s, m) = sum_sq_max_portable(sub);
+            exact_sum += s;
+            exact_max = max_ignoring_nan(m, exact_max);
+        }
+    }
+    let (s, m) = sum_sq_max_portable(subs.remainder());
+    let total = _mm512_reduce_add_pd(_mm512_add_pd(total_lo, total_hi)) + exact_sum + s;
+    let fast_max = _mm512_reduce_max_ps(max_all);
+    (
+        total,
+        max_ignoring_nan(m, max_ignoring_nan(exact_max, fast_max)),
+    )
+}
+
+/// The AVX2 build: exact f64 squares, 16 values per iteration, four accumulators of four
+/// doubles (AVX2 has no cheap max-|x| instruction, and f32 lanes would not be much faster).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sum_sq_max_avx2(x: &[f32]) -> (f64, f32) {
+    use std::arch::x86_64::*;
+    let n = x.len();
+    let p = x.as_ptr();
+    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let (mut a0, mut a1, mut a2, mut a3) = (
+        _mm256_setzero_pd(),
+        _mm256_setzero_pd(),
+        _mm256_setzero_pd(),
+        _mm256_setzero_pd(),
+    );
+    let (mut m0, mut m1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut i = 0;
+    while i + 16 <= n {
+        // SAFETY: i + 16 <= n, so both 8-float loads are in bounds.
+        let (v0, v1) = unsafe { (_mm256_loadu_ps(p.add(i)), _mm256_loadu_ps(p.add(i + 8))) };
+        let l0 = _mm256_cvtps_pd(_mm256_castps256_ps128(v0));
+        let h0 = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v0));
+        let l1 = _mm256_cvtps_pd(_mm256_castps256_ps128(v1));
+        let h1 = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v1));
+        a0 = _mm256_fmadd_pd(l0, l0, a0);
+        a1 = _mm256_fmadd_pd(h0, h0, a1);
+        a2 = _mm256_fmadd_pd(l1, l1, a2);
+        a3 = _mm256_fmadd_pd(h1, h1, a3);
+        m0 = _mm256_max_ps(_mm256_and_ps(v0, abs_mask), m0);
+        m1 = _mm256_max_ps(_mm256_and_ps(v1, abs_mask), m1);
+        i += 16;
+    }
+    let acc = _mm256_add_pd(_mm256_add_pd(a0, a1), _mm256_add_pd(a2, a3));
+    let mut lanes = [0.0f64; 4];
+    // SAFETY: `lanes` holds exactly four doubles.
+    unsafe { _mm256_storeu_pd(lanes.as_mut_ptr(), acc) };
+    let mut sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+    let mut maxes = [0.0f32; 8];
+    // SAFETY: `maxes` holds exactly eight floats.
+    unsafe { _mm256_storeu_ps(maxes.as_mut_ptr(), _mm256_max_ps(m0, m1)) };
+    let mut mx = maxes.iter().fold(0.0f32, |m, &a| max_ignoring_nan(a, m));
+    for &v in &x[i..] {
+        let d = v as f64;
+        sum += d * d;
+        mx = max_ignoring_nan(v.abs(), mx);
+    }
+    (sum, mx)
+}
+
+/// Number of NaN or infinite values (by their exponent bits).
+pub fn count_nonfinite(x: &[f32]) -> usize {
+    x.iter()
+        .filter(|v| (v.to_bits() & EXP_MASK) == EXP_MASK)
+        .count()
+}
+
+fn slice_stats_with(x: &[f32], isa: Isa) -> SliceStats {
+    let mut out = SliceStats::default();
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        // SAFETY: `isa()` returned Avx512 only after checking that the CPU has AVX-512F and DQ.
+        // The kernel blocks its own sums (sub-blocks of SUB values into f64 lanes).
+        let (sum, mx) = unsafe { sum_sq_max_avx512_f32(x) };
+        out.sum_sq = sum;
+        out.max_abs = mx;
+        if !out.sum_sq.is_finite() {
+            out.nonfinite = count_nonfinite(x);
+        }
+        return out;
+    }
+    for block in x.chunks(BLOCK) {
+        let (sum, mx) = sum_sq_max(block, isa);
+        out.sum_sq += sum;
+        out.max_abs = max_ignoring_nan(mx, out.max_abs);
+    }
+    if !out.sum_sq.is_finite() {
+        out.nonfinite = count_nonfinite(x);
     }
     out
 }
 
-/// Statistics of gradients and weights of one tensor, computed in one pass over both slices.
-/// Returns `(grad stats, weight sum of squares, weight non-finite count)`.
-pub fn fused_stats(grads: &[f32], weights: &[f32]) -> (SliceStats, f64, usize) {
-    let mut g_out = SliceStats::default();
-    let mut w_sq = 0.0f64;
-    let mut w_bad = 0usize;
-    let n = grads.len().min(weights.len());
-    let mut start = 0;
-    while start < n {
-        let end = (start + BLOCK).min(n);
-        let g = &grads[start..end];
-        let w = &weights[start..end];
-        let b = fused_block(g, w);
-        g_out.sum_sq += b.0.sum_sq;
-        if b.0.max_abs > g_out.max_abs {
-            g_out.max_abs = b.0.max_abs;
-        }
-        g_out.nonfinite += b.0.nonfinite;
-        w_sq += b.1;
-        w_bad += b.2;
-        start = end;
-    }
-    // Lengths always agree in a ParamView; a longer gradient slice is still measured whole.
-    if grads.len() > n {
-        let rest = slice_stats(&grads[n..]);
-        g_out.sum_sq += rest.sum_sq;
-        g_out.max_abs = g_out.max_abs.max(rest.max_abs);
-        g_out.nonfinite += rest.nonfinite;
-    }
-    (g_out, w_sq, w_bad)
+/// Sum of squares, max |x| and non-finite count of `x`, in one read pass (a second one only
+/// when a value is NaN or infinite).
+pub fn slice_stats(x: &[f32]) -> SliceStats {
+    slice_stats_with(x, isa())
 }
 
-#[inline(always)]
-fn fused_block_portable(g: &[f32], w: &[f32]) -> (SliceStats, f64, usize) {
-    let mut acc = [0.0f64; LANES];
-    let mut wacc = [0.0f64; LANES];
-    let mut mx = [0.0f32; LANES];
-    let mut bad = [0u32; LANES];
-    let mut wbad = [0u32; LANES];
-    let gc = g.chunks_exact(LANES);
-    let wc = w.chunks_exact(LANES);
-    let (gr, wr) = (gc.remainder(), wc.remainder());
-    for (cg, cw) in gc.zip(wc) {
-        for l in 0..LANES {
-            let v = cg[l];
-            let d = v as f64;
-            acc[l] += d * d;
-            let a = v.abs();
-            mx[l] = if a > mx[l] { a } else { mx[l] };
-            bad[l] += ((v.to_bits() & EXP_MASK) == EXP_MASK) as u32;
-            let u = cw[l];
-            let e = u as f64;
-            wacc[l] += e * e;
-            wbad[l] += ((u.to_bits() & EXP_MASK) == EXP_MASK) as u32;
-        }
-    }
-    for (l, (&v, &u)) in gr.iter().zip(wr).enumerate() {
-        let d = v as f64;
-        acc[l] += d * d;
-        let a = v.abs();
-        mx[l] = if a > mx[l] { a } else { mx[l] };
-        bad[l] += ((v.to_bits() & EXP_MASK) == EXP_MASK) as u32;
-        let e = u as f64;
-        wacc[l] += e * e;
-        wbad[l] += ((u.to_bits() & EXP_MASK) == EXP_MASK) as u32;
-    }
-    (
-        SliceStats {
-            sum_sq: acc.iter().sum(),
-            max_abs: mx.iter().fold(0.0f32, |m, &a| if a > m { a } else { m }),
-            nonfinite: bad.iter().map(|&b| b as usize).sum(),
-        },
-        wacc.iter().sum(),
-        wbad.iter().map(|&b| b as usize).sum(),
-    )
+/// Statistics of the gradients and weights of one tensor.
+/// Returns `(grad stats, weight sum of squares, weight non-finite count)`.
+pub fn grad_and_weight_stats(grads: &[f32], weights: &[f32]) -> (SliceStats, f64, usize) {
+    let isa = isa();
+    let w = slice_stats_with(weights, isa);
+    (slice_stats_with(grads, isa), w.sum_sq, w.nonfinite)
 }
 
 /// Multiplies every value by `c` in place.
@@ -247,33 +358,118 @@ mod tests {
     }
 
     #[test]
-    fn fused_matches_separate() {
+    fn grad_and_weight_stats_match_separate_passes() {
         let g: Vec<f32> = (0..10_007)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01)
             .collect();
-        let w: Vec<f32> = (0..10_007)
+        let mut w: Vec<f32> = (0..10_007)
             .map(|i| ((i * 13 % 97) as f32 - 48.0) * 0.1)
             .collect();
-        let (gs, wsq, wbad) = fused_stats(&g, &w);
+        let (gs, wsq, wbad) = grad_and_weight_stats(&g, &w);
         let gs2 = slice_stats(&g);
         let ws2 = slice_stats(&w);
-        assert!((gs.sum_sq - gs2.sum_sq).abs() <= 1e-12 * gs2.sum_sq);
-        assert_eq!(gs.max_abs, gs2.max_abs);
-        assert!((wsq - ws2.sum_sq).abs() <= 1e-12 * ws2.sum_sq);
+        assert_eq!(gs, gs2);
+        assert_eq!(wsq, ws2.sum_sq);
         assert_eq!(wbad, 0);
+        w[17] = f32::NAN;
+        w[10_000] = f32::NEG_INFINITY;
+        assert_eq!(grad_and_weight_stats(&g, &w).2, 2);
+    }
+
+    /// Every build available on this CPU against an f64 reference computed term by term, on
+    /// lengths that leave every tail size, with NaN and infinities at the edges of the vector
+    /// loops.
+    #[test]
+    fn every_build_agrees_with_the_f64_reference() {
+        let mut builds = vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                builds.push(Isa::Avx2);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+            {
+                builds.push(Isa::Avx512);
+            }
+        }
+        for n in [
+            0usize, 1, 7, 15, 16, 17, 31, 32, 33, 63, 100, 1023, 1024, 1025, 2111, 4095, 4096,
+            4097, 9001,
+        ] {
+            let x: Vec<f32> = (0..n)
+                .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1.7e-3)
+                .collect();
+            let reference: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
+            let max = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            for &isa in &builds {
+                let s = slice_stats_with(&x, isa);
+                // the AVX-512 build squares in f32 (16 squares per lane before f64)
+                let tolerance = if isa == Isa::Avx512 { 1e-6 } else { 1e-13 };
+                assert!(
+                    (s.sum_sq - reference).abs() <= tolerance * reference,
+                    "{isa:?} n={n}: {} vs {reference}",
+                    s.sum_sq
+                );
+                assert_eq!(s.max_abs, max, "{isa:?} n={n}");
+                assert_eq!(s.nonfinite, 0);
+                for (pos, bad) in [
+                    (0, f32::NAN),
+                    (n / 2, f32::INFINITY),
+                    (n.wrapping_sub(1), f32::NAN),
+                ] {
+                    if pos >= n {
+                        continue;
+                    }
+                    let mut y = x.clone();
+                    y[pos] = bad;
+                    let s = slice_stats_with(&y, isa);
+                    assert_eq!(s.nonfinite, 1, "{isa:?} n={n} pos={pos}");
+                    assert!(!s.sum_sq.is_finite());
+                    if bad.is_nan() {
+                        // NaN is ignored by the maximum (the others are unchanged or smaller)
+                        assert!(s.max_abs <= max && s.max_abs.is_finite(), "{isa:?} n={n}");
+                    } else {
+                        assert_eq!(s.max_abs, f32::INFINITY);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Values whose squares leave f32's normal range are summed exactly in f64 by every
+    /// build (the AVX-512 build falls back per sub-block), and mixing them with ordinary
+    /// values in one slice keeps each sub-block's own path.
+    #[test]
+    fn f32_range_bounds_are_the_documented_powers_of_two() {
+        assert_eq!(F32_LOW as f64, 2f64.powi(-50));
+        assert_eq!(F32_HIGH as f64, 2f64.powi(60));
     }
 
     #[test]
-    fn dispatched_and_portable_agree_bit_for_bit() {
-        let x: Vec<f32> = (0..5003)
-            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1.7e-3)
-            .collect();
-        let w: Vec<f32> = x.iter().map(|v| v * 3.0 + 1.0).collect();
-        assert_eq!(block_stats(&x), block_stats_portable(&x));
-        let (a, b) = (fused_block(&x, &w), fused_block_portable(&x, &w));
-        assert_eq!(a.0, b.0);
-        assert_eq!(a.1.to_bits(), b.1.to_bits());
-        assert_eq!(a.2, b.2);
+    fn tiny_and_huge_values_keep_full_precision() {
+        for scale in [1e-30f32, 1e-20, 1e19, 1e25, 1e30] {
+            let x: Vec<f32> = (0..3000)
+                .map(|i| ((i * 31 % 97) as f32 + 1.0) * scale)
+                .collect();
+            let reference: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
+            let s = slice_stats(&x);
+            assert!(
+                (s.sum_sq - reference).abs() <= 1e-13 * reference,
+                "scale {scale}: {} vs {reference}",
+                s.sum_sq
+            );
+            assert!(s.sum_sq > 0.0 && s.sum_sq.is_finite());
+        }
+        // one ordinary sub-block then one of huge values
+        let mut x = vec![0.5f32; 2048];
+        x[1024..].iter_mut().for_each(|v| *v = 1e30);
+        let reference = 1024.0 * 0.25 + 1024.0 * (1e30f32 as f64).powi(2);
+        let s = slice_stats(&x);
+        assert!((s.sum_sq - reference).abs() <= 1e-13 * reference);
+        assert_eq!(s.max_abs, 1e30);
     }
 
     #[test]

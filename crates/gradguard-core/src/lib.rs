@@ -39,7 +39,7 @@ pub use diagnosis::{
 pub use error::{CoreError, RemedyError, ReportError};
 pub use event::{Event, LayerRecord};
 pub use observation::{Observation, Series, SeriesAxis};
-pub use param::{Param, ParamInfo, ParamView, Role};
+pub use param::{Param, ParamInfo, ParamView, Role, WeightStats};
 pub use plugin::{
     CheckpointPolicy, Detector, Family, ParamDoc, PluginInfo, Remedy, RemedyContext, Reporter,
     RunEnd, RunInfo,

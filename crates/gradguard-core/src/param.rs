@@ -68,6 +68,21 @@ pub struct Param<'a> {
     pub weights: &'a [f32],
     /// The gradients of the loss with respect to the weights, same layout; remedies edit them in place.
     pub grads: &'a mut [f32],
+    /// Statistics of `weights` that the bridge already holds, if any (for example measured by
+    /// the optimiser pass that wrote these weights, as gradguard-models does). When present,
+    /// [`crate::StepStats`] takes them instead of reading the weights again; they must describe
+    /// exactly the values in `weights`. [`ParamView::push`] leaves this `None`.
+    pub known_weight_stats: Option<WeightStats>,
+}
+
+/// The statistics of a weight tensor that the step statistics need: Σ w² (f64, with the
+/// accuracy and range of [`crate::kernels`]) and the number of NaN or infinite values.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct WeightStats {
+    /// Σ w² in f64 (NaN or inf when a weight is).
+    pub sum_sq: f64,
+    /// Number of NaN or infinite weights.
+    pub nonfinite: usize,
 }
 
 /// The named parameters of a model, as borrowed slices (zero-copy over the framework's buffers).
@@ -116,7 +131,26 @@ impl<'a> ParamView<'a> {
             role,
             weights,
             grads,
+            known_weight_stats: None,
         });
+        Ok(())
+    }
+
+    /// Like [`ParamView::push`], with the weight statistics the bridge already holds (see
+    /// [`Param::known_weight_stats`]): the statistics pass then reads only the gradients.
+    pub fn push_with_weight_stats(
+        &mut self,
+        name: &'a str,
+        shape: &'a [usize],
+        role: Role,
+        weights: &'a [f32],
+        grads: &'a mut [f32],
+        weight_stats: Option<WeightStats>,
+    ) -> Result<(), CoreError> {
+        self.push(name, shape, role, weights, grads)?;
+        if let Some(p) = self.params.last_mut() {
+            p.known_weight_stats = weight_stats;
+        }
         Ok(())
     }
 

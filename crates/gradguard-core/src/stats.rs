@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::kernels::fused_stats;
-use crate::param::{ParamView, Role};
+use crate::kernels::{grad_and_weight_stats, slice_stats};
+use crate::param::{Param, ParamView, Role};
 
 /// Gradient and weight statistics of one parameter tensor.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -84,7 +84,8 @@ pub struct StepStats {
 }
 
 impl StepStats {
-    /// Measures `view` in one fused pass over gradients and weights.
+    /// Measures `view` in one pass over the gradients and the weights (the weights are not read
+    /// where the view already carries their statistics, see [`Param::known_weight_stats`]).
     pub fn measure(view: &ParamView<'_>) -> Self {
         let mut s = StepStats::default();
         s.measure_into(view);
@@ -105,14 +106,19 @@ impl StepStats {
                 s.name.push_str(p.name);
             }
             s.role = p.role;
-            Self::fill(s, p.grads, p.weights);
+            Self::fill(s, p);
         }
         self.refresh_totals();
     }
 
-    fn fill(s: &mut ParamStats, grads: &[f32], weights: &[f32]) {
-        let (g, wsq, wbad) = fused_stats(grads, weights);
-        s.numel = grads.len();
+    /// Measures one tensor: its gradients always, its weights unless the view carries their
+    /// statistics already ([`crate::Param::known_weight_stats`]).
+    fn fill(s: &mut ParamStats, p: &Param<'_>) {
+        let (g, wsq, wbad) = match p.known_weight_stats {
+            Some(w) => (slice_stats(p.grads), w.sum_sq, w.nonfinite),
+            None => grad_and_weight_stats(p.grads, p.weights),
+        };
+        s.numel = p.grads.len();
         s.grad_sum_sq = g.sum_sq;
         s.grad_norm = g.sum_sq.sqrt();
         s.grad_max_abs = g.max_abs as f64;
@@ -125,7 +131,7 @@ impl StepStats {
     /// cannot be tracked analytically), then refreshes the totals.
     pub fn remeasure_param(&mut self, index: usize, view: &ParamView<'_>) {
         if let (Some(s), Some(p)) = (self.params.get_mut(index), view.params().get(index)) {
-            Self::fill(s, p.grads, p.weights);
+            Self::fill(s, p);
         }
         self.refresh_totals();
     }
@@ -285,6 +291,7 @@ impl UpdateStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::param::WeightStats;
 
     fn view_of<'a>(
         names: &'a [String],
@@ -297,6 +304,29 @@ mod tests {
             v.push(n, s, Role::Weight, w, g).unwrap();
         }
         v
+    }
+
+    #[test]
+    fn known_weight_stats_replace_reading_the_weights() {
+        let (shape, w, wb) = (vec![2usize], vec![1.0f32, 2.0], vec![3.0f32, 4.0]);
+        let (mut g, mut gb) = (vec![3.0f32, 4.0], vec![0.0f32, 1.0]);
+        let mut v = ParamView::new();
+        // a figure that the weights themselves would not give, to see which one is used
+        let known = WeightStats {
+            sum_sq: 100.0,
+            nonfinite: 2,
+        };
+        v.push_with_weight_stats("a", &shape, Role::Weight, &w, &mut g, Some(known))
+            .unwrap();
+        v.push_with_weight_stats("b", &shape, Role::Bias, &wb, &mut gb, None)
+            .unwrap();
+        let s = StepStats::measure(&v);
+        assert_eq!(s.params[0].weight_sum_sq, 100.0);
+        assert_eq!(s.params[0].weight_nonfinite, 2);
+        assert_eq!(s.params[0].grad_norm, 5.0);
+        assert_eq!(s.params[1].weight_sum_sq, 25.0);
+        assert_eq!(s.weight_sum_sq, 125.0);
+        assert_eq!(s.weight_nonfinite, 2);
     }
 
     #[test]

@@ -100,8 +100,16 @@ fn accurate_over_1e8_elements() {
     let s = measure(&mut tensors);
     let expected = (1e8 * x * x).sqrt();
     let rel = ((s.grad_norm - expected) / expected).abs();
+    // The AVX-512 build squares in f32 within sub-blocks of 1024 values (Σg² within 1.1e-6,
+    // the norm within 5.5e-7, whatever the length); the exact f64 builds within 1e-12.
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512dq");
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx512 = false;
+    let tolerance = if avx512 { 5.5e-7 } else { 1e-9 };
     assert!(
-        rel <= 1e-9,
+        rel <= tolerance,
         "norm {} vs {} (rel {rel})",
         s.grad_norm,
         expected

@@ -338,7 +338,7 @@ impl Diagnoser {
             if let Some(r) = l.update_ratio {
                 if role_from_name(&l.name) != Role::Bias
                     && !r.is_nan()
-                    && self.max_ratio.as_ref().map_or(true, |m| r > m.0)
+                    && self.max_ratio.as_ref().is_none_or(|m| r > m.0)
                 {
                     self.max_ratio = Some((r, e.step, l.name.clone()));
                 }
@@ -368,13 +368,13 @@ impl Diagnoser {
             if acc.first.is_none() {
                 acc.first = Some(f.clone());
             }
-            if !f.value.is_nan() && acc.max_value.map_or(true, |m| f.value > m) {
+            if !f.value.is_nan() && acc.max_value.is_none_or(|m| f.value > m) {
                 acc.max_value = Some(f.value);
                 acc.max_layer = f.layer.clone();
             }
             match f.sign {
                 Sign::RecurrentRadiusAboveOne
-                    if self.max_radius.as_ref().map_or(true, |m| f.value > m.0) =>
+                    if self.max_radius.as_ref().is_none_or(|m| f.value > m.0) =>
                 {
                     self.max_radius = Some((f.value, f.step, f.layer.clone().unwrap_or_default()));
                 }
@@ -388,7 +388,7 @@ impl Diagnoser {
                     } else {
                         &mut self.layer_growth
                     };
-                    if slot.as_ref().map_or(true, |m| f.value > m.0) {
+                    if slot.as_ref().is_none_or(|m| f.value > m.0) {
                         *slot = Some((f.value, layer));
                     }
                 }
@@ -413,9 +413,9 @@ impl Diagnoser {
             return;
         }
         if let Some(p) = precursor {
-            let new_streak = self.last_precursor.map_or(true, |last| {
-                e.step.saturating_sub(last) > self.rules.origin_gap
-            });
+            let new_streak = self
+                .last_precursor
+                .is_none_or(|last| e.step.saturating_sub(last) > self.rules.origin_gap);
             if new_streak {
                 self.streak_first = Some(p.clone());
             }

@@ -152,7 +152,7 @@ impl RecurrentRadiusAboveOne {
 impl Detector for RecurrentRadiusAboveOne {
     fn observe(&mut self, obs: &Observation<'_, '_>, findings: &mut Vec<Finding>) {
         let Some(view) = obs.view else { return };
-        if (obs.step.max(1) - 1) % self.every.max(1) != 0 {
+        if !(obs.step.max(1) - 1).is_multiple_of(self.every.max(1)) {
             return;
         }
         if self.reported.len() != view.len() {

@@ -57,7 +57,7 @@ pub(crate) fn dense<S: Shape, T: Tape<f32, Cpu>>(
     need_dx: bool,
 ) -> Result<Tensor<(usize, usize), f32, Cpu, T>, ModelError> {
     let numel = x.shape().num_elements();
-    if d.fan_in == 0 || numel % d.fan_in != 0 {
+    if d.fan_in == 0 || !numel.is_multiple_of(d.fan_in) {
         return Err(ModelError::Internal(format!(
             "dense: {numel} inputs do not split into rows of {}",
             d.fan_in

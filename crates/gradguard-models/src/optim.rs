@@ -40,6 +40,10 @@ pub struct StepUpdate {
     pub weight_sum_sq: f64,
     /// Number of non-finite weights after the update.
     pub weight_nonfinite: usize,
+    /// Σ w_new², summed in f64 lanes from exact f64 squares (the accuracy and range of
+    /// `gradguard_core::kernels`): the next step's statistics take it instead of re-reading
+    /// the weights.
+    pub new_weight_sum_sq: f64,
 }
 
 /// An optimiser with its state and learning-rate schedule.
@@ -113,6 +117,7 @@ const EXP_MASK: u32 = 0x7f80_0000;
 struct Acc {
     dsq: f64,
     wsq: f64,
+    nsq: f64,
     bad: usize,
 }
 
@@ -122,6 +127,7 @@ impl Acc {
         let d = new as f64 - old as f64;
         self.dsq += d * d;
         self.wsq += old as f64 * old as f64;
+        self.nsq += new as f64 * new as f64;
         self.bad += (!new.is_finite()) as usize;
     }
     fn finish(self) -> StepUpdate {
@@ -129,6 +135,7 @@ impl Acc {
             update_sum_sq: self.dsq,
             weight_sum_sq: self.wsq,
             weight_nonfinite: self.bad,
+            new_weight_sum_sq: self.nsq,
         }
     }
 }
@@ -155,6 +162,7 @@ fn run_rule(
     while base < main {
         let block_end = (base + FLUSH * LANES).min(main);
         let (mut dsq, mut wsq, mut bad) = ([0f32; LANES], [0f32; LANES], [0u32; LANES]);
+        let mut nsq = [0f64; LANES];
         while base < block_end {
             let wc = &mut w[base..base + LANES];
             let gc = &g[base..base + LANES];
@@ -175,12 +183,15 @@ fn run_rule(
                 let d = new - old;
                 dsq[l] += d * d;
                 wsq[l] += old * old;
+                let n64 = new as f64;
+                nsq[l] += n64 * n64;
                 bad[l] += ((new.to_bits() & EXP_MASK) == EXP_MASK) as u32;
             }
             base += LANES;
         }
         acc.dsq += dsq.iter().map(|&v| v as f64).sum::<f64>();
         acc.wsq += wsq.iter().map(|&v| v as f64).sum::<f64>();
+        acc.nsq += nsq.iter().sum::<f64>();
         acc.bad += bad.iter().map(|&v| v as usize).sum::<usize>();
     }
     for i in main..n {

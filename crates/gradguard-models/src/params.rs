@@ -8,7 +8,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use gradguard_core::{ParamInfo, ParamView, Role};
+use gradguard_core::{ParamInfo, ParamView, Role, WeightStats};
 
 use crate::error::ModelError;
 
@@ -21,6 +21,10 @@ pub(crate) struct Slot {
     pub info: ParamInfo,
     pub w: Arc<Vec<f32>>,
     pub g: Arc<Mutex<Vec<f32>>>,
+    /// Statistics of the current weights measured by the optimiser pass that wrote them;
+    /// `None` once anything else may have changed them. Lent to the view, so that the step
+    /// statistics read only the gradients.
+    pub known: Option<WeightStats>,
 }
 
 /// Every parameter of a model, in a stable order.
@@ -38,6 +42,7 @@ impl ParamStore {
             info: ParamInfo { name, shape, role },
             w: Arc::new(w),
             g: Arc::new(Mutex::new(g)),
+            known: None,
         });
         self.slots.len() - 1
     }
@@ -53,7 +58,9 @@ impl ParamStore {
     }
 
     /// Mutable weights of parameter `i` (copied first only if a pass still holds a handle).
+    /// Forgets the known statistics of those weights.
     pub fn weights_mut(&mut self, i: usize) -> &mut Vec<f32> {
+        self.slots[i].known = None;
         Arc::make_mut(&mut self.slots[i].w)
     }
 
@@ -67,10 +74,20 @@ impl ParamStore {
             })
     }
 
-    /// Weights and gradients of every parameter, for the optimiser.
+    /// Records the statistics of parameter `i`'s weights, as just measured by the pass that
+    /// wrote them (call after [`ParamStore::pairs_mut`]).
+    pub fn set_weight_stats(&mut self, i: usize, stats: WeightStats) {
+        if let Some(s) = self.slots.get_mut(i) {
+            s.known = Some(stats);
+        }
+    }
+
+    /// Weights and gradients of every parameter, for the optimiser. Forgets the known weight
+    /// statistics (see [`ParamStore::set_weight_stats`]).
     pub fn pairs_mut(&mut self) -> Result<Vec<WeightsAndGrads<'_>>, ModelError> {
         let mut out = Vec::with_capacity(self.slots.len());
         for s in &mut self.slots {
+            s.known = None;
             let name = &s.info.name;
             let g = Arc::get_mut(&mut s.g)
                 .map(|m| m.get_mut().unwrap_or_else(|e| e.into_inner()))
@@ -97,7 +114,7 @@ impl ParamStore {
                 .ok_or_else(|| {
                     ModelError::Internal(format!("gradient of `{name}` is still held by a pass"))
                 })?;
-            v.push(&s.info.name, &s.info.shape, s.info.role, &s.w, g)
+            v.push_with_weight_stats(&s.info.name, &s.info.shape, s.info.role, &s.w, g, s.known)
                 .map_err(|e| ModelError::Internal(e.to_string()))?;
         }
         Ok(v)

@@ -1,6 +1,8 @@
 //! The training bridge: see [`Trainer`].
 
-use gradguard_core::{ParamInfo, ParamUpdate, ParamView, Series, SeriesAxis, UpdateStats};
+use gradguard_core::{
+    ParamInfo, ParamUpdate, ParamView, Series, SeriesAxis, UpdateStats, WeightStats,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
@@ -532,6 +534,15 @@ impl Trainer {
         let mut buf = std::mem::take(&mut self.upd_buf);
         self.opt.step(&mut pairs, lr, &mut buf);
         drop(pairs);
+        for (i, u) in buf.iter().enumerate() {
+            self.net.store.set_weight_stats(
+                i,
+                WeightStats {
+                    sum_sq: u.new_weight_sum_sq,
+                    nonfinite: u.weight_nonfinite,
+                },
+            );
+        }
         self.net.sync_recurrent();
         let params = self
             .net

@@ -479,3 +479,75 @@ fn trainer_is_send_and_from_data_checks_labels() {
         "{e}"
     );
 }
+
+/// The weight statistics lent to the view after an update (measured by the optimiser pass)
+/// equal a fresh measurement of the weights, for each optimiser; a restore forgets them.
+#[test]
+fn weight_stats_from_the_optimiser_match_a_fresh_measurement() {
+    use gradguard_core::kernels::slice_stats;
+    use gradguard_core::StepStats;
+    for opt in [
+        "{ kind = \"sgd\", lr = 0.05, momentum = 0.9 }",
+        "{ kind = \"adam\", lr = 0.01 }",
+        "{ kind = \"rmsprop\", lr = 0.01 }",
+    ] {
+        let mut t = trainer(
+            "kind = \"mlp\"\nhidden = [37, 5]",
+            REGRESSION,
+            &format!("optimizer = {opt}\nbatch_size = 16\nsteps = 10"),
+            3,
+        );
+        let snap = t.snapshot();
+        {
+            let view = t.view().unwrap();
+            assert!(view.iter().all(|p| p.known_weight_stats.is_none()));
+        }
+        for _ in 0..3 {
+            t.step_gradients().unwrap();
+            t.apply_update(1.0).unwrap();
+        }
+        t.step_gradients().unwrap();
+        let view = t.view().unwrap();
+        let stats = StepStats::measure(&view);
+        for (p, s) in view.iter().zip(&stats.params) {
+            let known = p.known_weight_stats.expect("set by the update");
+            let fresh = slice_stats(p.weights);
+            assert!(
+                (known.sum_sq - fresh.sum_sq).abs() <= 1e-12 * fresh.sum_sq,
+                "{opt} {}: {} vs {}",
+                p.name,
+                known.sum_sq,
+                fresh.sum_sq
+            );
+            assert_eq!(known.nonfinite, 0);
+            assert_eq!(s.weight_sum_sq, known.sum_sq);
+        }
+        drop(view);
+        t.restore(&snap).unwrap();
+        let view = t.view().unwrap();
+        assert!(view.iter().all(|p| p.known_weight_stats.is_none()), "{opt}");
+    }
+}
+
+/// An update that writes NaN into the weights is counted by the known statistics.
+#[test]
+fn nonfinite_weights_written_by_the_optimiser_are_known() {
+    let mut t = trainer(
+        "kind = \"mlp\"\nhidden = [8]",
+        REGRESSION,
+        "optimizer = { kind = \"sgd\", lr = 0.05 }\nbatch_size = 16\nsteps = 10",
+        4,
+    );
+    t.step_gradients().unwrap();
+    {
+        let mut view = t.view().unwrap();
+        view.params_mut()[0].grads[3] = f32::NAN;
+    }
+    t.apply_update(1.0).unwrap();
+    let view = t.view().unwrap();
+    let known = view.params()[0]
+        .known_weight_stats
+        .expect("set by the update");
+    assert_eq!(known.nonfinite, 1);
+    assert!(known.sum_sq.is_nan());
+}

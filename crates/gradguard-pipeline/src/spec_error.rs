@@ -205,9 +205,8 @@ fn refine_offset(text: &str, span: std::ops::Range<usize>, message: &str) -> Opt
         let at = search_from + found;
         let before = region[..at].chars().next_back();
         let after = region[at + token.len()..].chars().next();
-        let boundary_before =
-            before.map_or(true, |c| !(c.is_alphanumeric() || c == '_' || c == '.'));
-        let boundary_after = after.map_or(true, |c| !(c.is_alphanumeric() || c == '_' || c == '.'));
+        let boundary_before = before.is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '.'));
+        let boundary_after = after.is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '.'));
         let key_ok = !is_key || region[at + token.len()..].trim_start().starts_with('=');
         if boundary_before && boundary_after && key_ok {
             return Some(span.start + at);

@@ -60,7 +60,7 @@ impl Line {
                 segments.last_mut().expect("never empty").push((step, v));
             } else {
                 nonfinite.push((step, v));
-                if !segments.last().map_or(true, Vec::is_empty) {
+                if !segments.last().is_none_or(Vec::is_empty) {
                     segments.push(Vec::new());
                 }
             }

@@ -264,7 +264,7 @@ impl Reporter for ConsoleReporter {
             // The message is rebuilt at most 10 times a second (the bar redraws at 20 Hz).
             let due = st
                 .last_message
-                .map_or(true, |t| t.elapsed() >= Duration::from_millis(100));
+                .is_none_or(|t| t.elapsed() >= Duration::from_millis(100));
             if due || !e.findings.is_empty() {
                 st.last_message = Some(Instant::now());
                 let mut msg = format!(
@@ -278,7 +278,7 @@ impl Reporter for ConsoleReporter {
                 }
                 bar.set_message(msg);
             }
-        } else if self.every > 0 && e.step % self.every == 0 {
+        } else if self.every > 0 && e.step.is_multiple_of(self.every) {
             st.last_line_step = e.step;
             let text = step_line(e.step, e.loss, e.grad_norm);
             self.progress_line(&text);

@@ -465,8 +465,7 @@ impl Reporter for HtmlReporter {
             if st.series_first.is_none() {
                 st.series_first = Some((e.step, e.series.clone()));
             }
-            if e.grad_norm.is_finite()
-                && st.series_peak.as_ref().map_or(true, |p| e.grad_norm > p.1)
+            if e.grad_norm.is_finite() && st.series_peak.as_ref().is_none_or(|p| e.grad_norm > p.1)
             {
                 let peak = st.series_peak.get_or_insert_with(|| (0, 0.0, Vec::new()));
                 peak.0 = e.step;

@@ -43,10 +43,10 @@ impl Bucket {
     fn add(&mut self, step: u64, value: f64) {
         self.raw += 1;
         if value.is_finite() {
-            if self.min.map_or(true, |(_, m)| value < m) {
+            if self.min.is_none_or(|(_, m)| value < m) {
                 self.min = Some((step, value));
             }
-            if self.max.map_or(true, |(_, m)| value > m) {
+            if self.max.is_none_or(|(_, m)| value > m) {
                 self.max = Some((step, value));
             }
         } else {
@@ -105,7 +105,7 @@ impl BoundedSeries {
             self.nonfinite += 1;
             self.first_nonfinite.get_or_insert(step);
         }
-        let last_full = self.buckets.last().map_or(true, |b| b.raw >= self.width);
+        let last_full = self.buckets.last().is_none_or(|b| b.raw >= self.width);
         if last_full {
             if self.buckets.len() >= self.capacity {
                 self.compact();
@@ -189,7 +189,7 @@ impl BoundedSeries {
             }
             let cur = out.last_mut().expect("never empty");
             cur.extend(pts.into_iter().flatten());
-            if b.nonfinite > 0 && !out.last().map_or(true, Vec::is_empty) {
+            if b.nonfinite > 0 && !out.last().is_none_or(Vec::is_empty) {
                 out.push(Vec::new());
             }
         }

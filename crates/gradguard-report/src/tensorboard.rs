@@ -226,7 +226,7 @@ impl Reporter for TensorboardReporter {
         });
         if self.layers {
             for (i, l) in e.layers.iter().enumerate() {
-                if open.tags.get(i).map_or(true, |(name, _)| name != &l.name) {
+                if open.tags.get(i).is_none_or(|(name, _)| name != &l.name) {
                     open.tags.truncate(i);
                     open.tags
                         .push((l.name.clone(), format!("grad_norm/{}", l.name)));
