@@ -85,6 +85,35 @@ fn exploding_demo_is_diagnosed_and_clipping_cures_it() {
     assert!(cmp.table.contains("clip_global_norm"));
 }
 
+/// The regularization demo measures what its comments claim: over seeds 1-3 a penalty
+/// explodes on exactly the seeds where no penalty explodes, and where the run survives
+/// (seed 1) L1 and L2 shrink the final weight norm at least 1.5x.
+#[test]
+fn regularization_demo_penalties_shrink_weights_but_do_not_stop_the_explosion() {
+    let d = demo("regularization").expect("demo");
+    let spec = d.spec().expect("spec");
+    let with: Vec<String> = d.compare_with.iter().map(|s| s.to_string()).collect();
+    let cmp = run_compare(
+        variants(&spec, &with).expect("variants"),
+        &scratch("regularization-compare"),
+        &[1, 2, 3],
+        None,
+    )
+    .expect("compare");
+    let names: Vec<&str> = cmp.variants.iter().map(|v| v.name.as_str()).collect();
+    assert!(names[1].starts_with("l1") && names[2].starts_with("l2"), "{names:?}");
+    let none = cmp.healthy_seeds[0];
+    assert!(none.0 < none.1, "no penalty should explode on some seed: {none:?}");
+    assert_eq!(cmp.healthy_seeds[1], none, "l1");
+    assert_eq!(cmp.healthy_seeds[2], none, "l2");
+    assert_eq!(cmp.healthy_seeds[3], (3, 3), "clip_global_norm");
+    let w = |i: usize| cmp.variants[i].final_weight_norm.expect("weight norm");
+    assert_eq!(cmp.variants[0].summary.verdict, Verdict::Healthy, "seed 1 survives");
+    assert!(w(1) * 1.5 < w(0), "l1: {} vs none {}", w(1), w(0));
+    assert!(w(2) * 1.5 < w(0), "l2: {} vs none {}", w(2), w(0));
+    assert!(cmp.table.contains("final weight norm"));
+}
+
 #[test]
 fn same_spec_and_seed_give_identical_events() {
     let d = demo("regression-sgd").expect("demo");

@@ -184,6 +184,7 @@ fn demo_and_compare(
     let compare_dir = out_root.join(format!("{}-compare", d.name));
     let comparison = run_compare(variants(&spec, &with)?, &compare_dir, &seeds, None)?;
     println!("{}", comparison.table);
+    println!("{}", seeds_note(&seeds));
     if cure_found(&comparison) {
         println!(
             "A cure is credited only where all {} seeds ended healthy; the others did not stop the explosion every time.",
@@ -198,6 +199,19 @@ fn demo_and_compare(
         comparison.html.display()
     );
     Ok(())
+}
+
+/// How to read a table over several seeds.
+fn seeds_note(seeds: &[u64]) -> String {
+    format!(
+        "Each name counts the seeds ({}) that ended healthy; the other columns are seed {}'s.",
+        seeds
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        seeds.first().copied().unwrap_or_default()
+    )
 }
 
 /// `gradguard compare`.
@@ -217,6 +231,9 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     let seeds: Vec<u64> = (first..first + args.seeds.max(1)).collect();
     let comparison = run_compare(vs, &out, &seeds, args.steps)?;
     println!("{}", comparison.table);
+    if seeds.len() > 1 {
+        println!("{}", seeds_note(&seeds));
+    }
     println!("Report: {}", comparison.html.display());
     Ok(())
 }

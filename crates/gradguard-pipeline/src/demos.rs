@@ -51,9 +51,9 @@ pub const DEMOS: &[Demo] = &[
     },
     Demo {
         name: "regularization",
-        summary: "L2 on the unscaled regression: penalties shrink weights; compare measures whether that stops the explosion",
+        summary: "L1 and L2 against none on a regression at the edge of exploding: weight and gradient norms, and whether a penalty stops the explosion",
         spec: include_str!("../demos/regularization.toml"),
-        compare_with: &["l1", "clip_global_norm"],
+        compare_with: &["l1", "l2", "clip_global_norm"],
     },
 ];
 

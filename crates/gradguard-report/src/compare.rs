@@ -1,11 +1,12 @@
 //! The comparison of several variants of one experiment (the same seed and data order under
 //! different remedies): a console table ([`format_compare_table`]) and an HTML page
 //! ([`render_compare_html`]) with one chart overlaying every variant's loss, one overlaying
-//! every variant's global gradient norm, and the same table.
+//! every variant's global gradient norm, one their global weight norm, and the same table.
 //!
 //! Table columns: variant, verdict, first non-finite step, final train loss, final test
-//! loss, max gradient norm (before remedies), steps clipped (steps at which a remedy
-//! changed the gradients), wall time. A missing value is shown as `-` (e.g. a final loss
+//! loss, max gradient norm (before remedies), final weight norm (the global L2 norm of every
+//! weight and bias at the last step, which is where L1 and L2 penalties show), steps clipped
+//! (steps at which a remedy changed the gradients), wall time. A missing value is shown as `-` (e.g. a final loss
 //! that was not finite, which `summary.json` records as null).
 
 use std::path::Path;
@@ -27,6 +28,10 @@ pub struct CompareVariant {
     pub loss: Vec<(u64, f64)>,
     /// Global gradient norm before remedies, per step.
     pub grad_norm: Vec<(u64, f64)>,
+    /// Global L2 norm of the weights per step, `sqrt(Σ_layers ||w||²)` (non-finite values kept).
+    pub weight_norm: Vec<(u64, f64)>,
+    /// Global L2 norm of the weights at the last recorded step (`None` before any step).
+    pub final_weight_norm: Option<f64>,
     /// Steps at which a remedy changed the gradients.
     pub steps_clipped: u64,
     /// Wall-clock time of the run, seconds.
@@ -39,6 +44,8 @@ pub struct CompareVariant {
 pub struct CompareRecorder {
     loss: BoundedSeries,
     grad_norm: BoundedSeries,
+    weight_norm: BoundedSeries,
+    final_weight_norm: Option<f64>,
     steps_clipped: u64,
 }
 
@@ -48,6 +55,8 @@ impl CompareRecorder {
         CompareRecorder {
             loss: BoundedSeries::new(max_points),
             grad_norm: BoundedSeries::new(max_points),
+            weight_norm: BoundedSeries::new(max_points),
+            final_weight_norm: None,
             steps_clipped: 0,
         }
     }
@@ -56,6 +65,9 @@ impl CompareRecorder {
     pub fn push(&mut self, e: &Event) {
         self.loss.push(e.step, e.loss);
         self.grad_norm.push(e.step, e.grad_norm);
+        let sum_sq: f64 = e.layers.iter().map(|l| l.weight_norm * l.weight_norm).sum();
+        self.weight_norm.push(e.step, sum_sq.sqrt());
+        self.final_weight_norm = Some(sum_sq.sqrt());
         if e.actions.iter().any(|a| a.changed) {
             self.steps_clipped += 1;
         }
@@ -73,6 +85,8 @@ impl CompareRecorder {
             summary,
             loss: all_points(&self.loss),
             grad_norm: all_points(&self.grad_norm),
+            weight_norm: all_points(&self.weight_norm),
+            final_weight_norm: self.final_weight_norm,
             steps_clipped: self.steps_clipped,
             wall_time_s,
         }
@@ -116,10 +130,11 @@ pub fn format_compare_table(variants: &[CompareVariant]) -> String {
         "final train loss",
         "final test loss",
         "max grad norm",
+        "final weight norm",
         "steps clipped",
         "wall time",
     ];
-    let rows: Vec<[String; 8]> = variants
+    let rows: Vec<[String; 9]> = variants
         .iter()
         .map(|v| {
             let s = &v.summary;
@@ -130,6 +145,7 @@ pub fn format_compare_table(variants: &[CompareVariant]) -> String {
                 dash(s.final_train_loss.map(crate::format_number)),
                 dash(s.final_test_loss.map(crate::format_number)),
                 crate::format_number(s.max_grad_norm),
+                dash(v.final_weight_norm.map(crate::format_number)),
                 v.steps_clipped.to_string(),
                 format!("{:.1} s", v.wall_time_s),
             ]
@@ -198,6 +214,7 @@ fn compare_html(variants: &[CompareVariant]) -> Result<String, ReportError> {
                 opt_number(s.final_train_loss),
                 opt_number(s.final_test_loss),
                 escape(&crate::format_number(s.max_grad_norm)),
+                escape(&dash(v.final_weight_norm.map(crate::format_number))),
                 v.steps_clipped.to_string(),
                 format!("{:.1} s", v.wall_time_s),
             ]
@@ -211,11 +228,12 @@ fn compare_html(variants: &[CompareVariant]) -> Result<String, ReportError> {
             "final train loss",
             "final test loss",
             "max grad norm",
+            "final weight norm",
             "steps clipped",
             "wall time",
         ],
         &rows,
-        &[2, 3, 4, 5, 6, 7],
+        &[2, 3, 4, 5, 6, 7, 8],
     ));
     let loss_log = variants
         .iter()
@@ -228,12 +246,17 @@ fn compare_html(variants: &[CompareVariant]) -> Result<String, ReportError> {
         "L2 norm",
         true,
     );
+    let mut weights = Chart::new("Global weight norm, every variant", "L2 norm", true);
     for v in variants {
         loss.lines.push(Line::from_points(&v.name, &v.loss));
         norm.lines.push(Line::from_points(&v.name, &v.grad_norm));
+        weights
+            .lines
+            .push(Line::from_points(&v.name, &v.weight_norm));
     }
     body.push_str(&format!("<figure>\n{}\n</figure>\n", loss.to_svg()?));
     body.push_str(&format!("<figure>\n{}\n</figure>\n", norm.to_svg()?));
+    body.push_str(&format!("<figure>\n{}\n</figure>\n", weights.to_svg()?));
     body.push_str(
         "<p class=\"note\">NaN or infinite values are drawn as crosses on the top edge in the variant's colour.</p>\n",
     );
@@ -303,6 +326,7 @@ mod tests {
         for s in 1..=30 {
             let mut e = event(s, u64::MAX);
             e.grad_norm = e.grad_norm.min(12.5);
+            e.layers[0].weight_norm = 0.3; // with the bias' 0.5: sqrt(0.34) = 0.5831
             rec.push(&e);
         }
         vec![a, rec.finish("clip_global_norm", cured_summary, 13.04)]
@@ -315,6 +339,17 @@ mod tests {
         assert_eq!(v[0].steps_clipped, 29);
         assert_eq!(v[0].loss.len(), 30);
         assert!(v[0].loss[19].1.is_nan() && v[0].loss[19].0 == 20);
+        assert_eq!(v[0].final_weight_norm, Some(4.25f64.sqrt()));
+        assert_eq!(v[0].weight_norm.len(), 30);
+        assert_eq!(v[0].weight_norm[29], (30, 4.25f64.sqrt()));
+        let cured = v[1].final_weight_norm.unwrap();
+        assert!((cured - 0.34f64.sqrt()).abs() < 1e-15, "{cured}");
+        assert_eq!(
+            CompareRecorder::new(4)
+                .finish("empty", summary(), 0.0)
+                .final_weight_norm,
+            None
+        );
     }
 
     #[test]
@@ -324,15 +359,15 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert_eq!(
             lines[0],
-            "variant           verdict    first non-finite  final train loss  final test loss  max grad norm  steps clipped  wall time"
+            "variant           verdict    first non-finite  final train loss  final test loss  max grad norm  final weight norm  steps clipped  wall time"
         );
         assert_eq!(
             lines[1],
-            "none              exploding                20                 -           0.2500           1000             29      1.2 s"
+            "none              exploding                20                 -           0.2500           1000              2.062             29      1.2 s"
         );
         assert_eq!(
             lines[2],
-            "clip_global_norm  healthy                   -           0.01235           0.2500          12.50             29     13.0 s"
+            "clip_global_norm  healthy                   -           0.01235           0.2500          12.50             0.5831             29     13.0 s"
         );
     }
 
@@ -342,12 +377,13 @@ mod tests {
         let path = tmp.path().join("cmp/compare.html");
         render_compare_html(&variants(), &path).unwrap();
         let html = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(html.matches("<svg").count(), 2);
+        assert_eq!(html.matches("<svg").count(), 3);
+        assert!(html.contains(&svg_text("Global weight norm, every variant")));
         assert!(html.contains(&svg_text("Training loss, every variant")));
-        // Each variant is in both charts' legends and in both tables.
+        // Each variant is in the three charts' legends and in both tables.
         assert_eq!(
             html.matches(svg_text("clip_global_norm").as_str()).count(),
-            2
+            3
         );
         assert!(html.contains("<td><code>clip_global_norm</code></td><td><span class=\"badge healthy\">healthy</span></td>"));
         assert!(html.contains(&svg_text("NaN / inf (top edge)")));

@@ -360,6 +360,6 @@ fn report_html_renders_in_headless_chromium() {
     check_dom(&report, 5, tmp.path());
     check_screenshot(&report, tmp.path(), "report");
     let compare = write_compare(tmp.path());
-    check_dom(&compare, 2, tmp.path());
+    check_dom(&compare, 3, tmp.path());
     check_screenshot(&compare, tmp.path(), "compare");
 }
