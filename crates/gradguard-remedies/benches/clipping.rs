@@ -1,7 +1,7 @@
 //! Clipping against the memory-bandwidth limit, single thread.
 //!
-//! For each shape (10^7 and 10^8 f32 values in 100 tensors, 10^7 in 1000 tensors) the same
-//! group measures:
+//! For each shape (10^7 and 10^8 f32 values in 100 tensors, 10^7 in 1000 tensors, and 10^4
+//! tensors of 10 values for the per-tensor cost) the same group measures:
 //! - `baseline_sum_sq`: one read pass (sum of squares in f64): the floor of any norm;
 //! - `baseline_copy`: one read-and-write pass (copy into another buffer): the floor of any
 //!   in-place rewrite. `sum_sq + copy` is the two-pass limit of norm clipping;
@@ -181,6 +181,8 @@ fn bench_shape(c: &mut Criterion, label: &str, tensors: usize, total: usize) {
 fn benches(c: &mut Criterion) {
     bench_shape(c, "100x1e7", 100, 10_000_000);
     bench_shape(c, "1000x1e7", 1000, 10_000_000);
+    // per-tensor overhead: divide by 10^4
+    bench_shape(c, "10000x10", 10_000, 100_000);
     bench_shape(c, "100x1e8", 100, 100_000_000);
 }
 
