@@ -8,7 +8,10 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use gradguard::core::{Event, Finding, Observation, RemedyContext, StepStats, UpdateStats};
+use gradguard::core::{
+    Action, Detector, Event, Finding, Observation, ParamView, RemedyContext, Series, StepStats,
+    UpdateStats,
+};
 use gradguard::detectors::default_detectors;
 use gradguard::models::spec::{ModelSpec, TaskSpec, TrainSpec};
 use gradguard::models::Trainer;
@@ -43,6 +46,41 @@ fn shapes() -> Vec<(&'static str, Trainer)> {
     ]
 }
 
+/// One step's inputs to the detectors and the remedy.
+struct StepWork<'a> {
+    step: u64,
+    loss: f64,
+    update: Option<&'a UpdateStats>,
+    series: &'a [Series],
+    findings: &'a mut Vec<Finding>,
+}
+
+impl StepWork<'_> {
+    /// Every detector on the step's observation, then the clipping remedy (as the loop runs them).
+    fn detect_and_clip(
+        &mut self,
+        detectors: &mut [Box<dyn Detector>],
+        clip: &mut ClipGlobalNorm,
+        view: &mut ParamView<'_>,
+        stats: &mut StepStats,
+    ) -> Action {
+        self.findings.clear();
+        let obs = Observation {
+            step: self.step,
+            loss: self.loss,
+            stats,
+            update: self.update,
+            view: Some(view),
+            series: self.series,
+        };
+        for d in detectors.iter_mut() {
+            d.observe(&obs, self.findings);
+        }
+        let mut ctx = RemedyContext::new(self.step, self.loss, view, stats);
+        clip.apply(&mut ctx).expect("clip")
+    }
+}
+
 fn overhead(c: &mut Criterion) {
     gradguard::models::tune_allocator();
     let mut group = c.benchmark_group("overhead");
@@ -73,20 +111,19 @@ fn overhead(c: &mut Criterion) {
                 {
                     let mut view = t.view().expect("view");
                     stats.measure_into(&view);
-                    findings.clear();
-                    let obs = Observation {
+                    let mut step_work = StepWork {
                         step,
                         loss: info.loss,
-                        stats: &stats,
                         update: last.as_ref(),
-                        view: Some(&view),
                         series: &series,
+                        findings: &mut findings,
                     };
-                    for d in detectors.iter_mut() {
-                        d.observe(&obs, &mut findings);
-                    }
-                    let mut ctx = RemedyContext::new(step, info.loss, &mut view, &mut stats);
-                    black_box(clip.apply(&mut ctx).expect("clip"));
+                    black_box(step_work.detect_and_clip(
+                        &mut detectors,
+                        &mut clip,
+                        &mut view,
+                        &mut stats,
+                    ));
                 }
                 let mut event = Event::from_stats(step, info.loss, &stats, last.as_ref());
                 event.series = series;
@@ -102,20 +139,19 @@ fn overhead(c: &mut Criterion) {
             stats.measure_into(&view);
             b.iter(|| {
                 step += 1;
-                findings.clear();
-                let obs = Observation {
+                let mut step_work = StepWork {
                     step,
                     loss: info.loss,
-                    stats: &stats,
                     update: last.as_ref(),
-                    view: Some(&view),
                     series: &series,
+                    findings: &mut findings,
                 };
-                for d in detectors.iter_mut() {
-                    d.observe(&obs, &mut findings);
-                }
-                let mut ctx = RemedyContext::new(step, info.loss, &mut view, &mut stats);
-                black_box(clip.apply(&mut ctx).expect("clip"))
+                black_box(step_work.detect_and_clip(
+                    &mut detectors,
+                    &mut clip,
+                    &mut view,
+                    &mut stats,
+                ))
             })
         });
         group.bench_function(format!("{name}/series_and_events_line_only"), |b| {

@@ -101,14 +101,24 @@ fn regularization_demo_penalties_shrink_weights_but_do_not_stop_the_explosion() 
     )
     .expect("compare");
     let names: Vec<&str> = cmp.variants.iter().map(|v| v.name.as_str()).collect();
-    assert!(names[1].starts_with("l1") && names[2].starts_with("l2"), "{names:?}");
+    assert!(
+        names[1].starts_with("l1") && names[2].starts_with("l2"),
+        "{names:?}"
+    );
     let none = cmp.healthy_seeds[0];
-    assert!(none.0 < none.1, "no penalty should explode on some seed: {none:?}");
+    assert!(
+        none.0 < none.1,
+        "no penalty should explode on some seed: {none:?}"
+    );
     assert_eq!(cmp.healthy_seeds[1], none, "l1");
     assert_eq!(cmp.healthy_seeds[2], none, "l2");
     assert_eq!(cmp.healthy_seeds[3], (3, 3), "clip_global_norm");
     let w = |i: usize| cmp.variants[i].final_weight_norm.expect("weight norm");
-    assert_eq!(cmp.variants[0].summary.verdict, Verdict::Healthy, "seed 1 survives");
+    assert_eq!(
+        cmp.variants[0].summary.verdict,
+        Verdict::Healthy,
+        "seed 1 survives"
+    );
     assert!(w(1) * 1.5 < w(0), "l1: {} vs none {}", w(1), w(0));
     assert!(w(2) * 1.5 < w(0), "l2: {} vs none {}", w(2), w(0));
     assert!(cmp.table.contains("final weight norm"));
