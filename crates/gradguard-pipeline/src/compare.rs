@@ -196,7 +196,7 @@ pub fn run_compare(
         results.push(variant);
     }
     let html = out_dir.join("compare.html");
-    render_compare_html(&results, &html)?;
+    render_compare_html(&results, seeds, &html)?;
     let table = format_compare_table(&results);
     Ok(Comparison {
         variants: results,

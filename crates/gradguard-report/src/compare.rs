@@ -186,22 +186,46 @@ pub fn format_compare_table(variants: &[CompareVariant]) -> String {
 }
 
 /// Writes the comparison page to `path` (its directory is created; the file is written
-/// atomically): the table, the overlaid loss and gradient-norm charts, and each variant's
-/// signs and prescriptions.
-pub fn render_compare_html(variants: &[CompareVariant], path: &Path) -> Result<(), ReportError> {
+/// atomically): the table, the overlaid loss, gradient-norm and weight-norm charts, and each
+/// variant's signs and prescriptions. `seeds` are the seeds every variant ran under (the
+/// figures shown are the first seed's); empty means each variant's own summary seed.
+pub fn render_compare_html(
+    variants: &[CompareVariant],
+    seeds: &[u64],
+    path: &Path,
+) -> Result<(), ReportError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         crate::create_dir(dir)?;
     }
-    let html = compare_html(variants)?;
+    let html = compare_html(variants, seeds)?;
     crate::write_atomically(path, html.as_bytes())
 }
 
-fn compare_html(variants: &[CompareVariant]) -> Result<String, ReportError> {
+/// The sentence under the title: how many variants, and which seed(s) they ran under.
+fn seeds_sentence(variants: &[CompareVariant], seeds: &[u64]) -> String {
+    let n = variants.len();
+    match seeds {
+        [] | [_] => {
+            let seed = seeds
+                .first()
+                .copied()
+                .or_else(|| variants.first().map(|v| v.summary.seed))
+                .unwrap_or_default();
+            format!("{n} variant(s) of the same experiment, with the same seed ({seed}) and data order.")
+        }
+        [first, ..] => format!(
+            "{n} variant(s) of the same experiment, each run under seeds {} (per seed, every variant starts from the same weights and data order). Each name counts the seeds that ended healthy; the table and charts show seed {first}.",
+            seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+fn compare_html(variants: &[CompareVariant], seeds: &[u64]) -> Result<String, ReportError> {
     let experiment = variants.first().map_or("", |v| v.summary.name.as_str());
     let mut body = format!(
-        "<h1>gradguard comparison: {}</h1>\n<p>{} variant(s) of the same experiment, with the same seed and data order.</p>\n",
+        "<h1>gradguard comparison: {}</h1>\n<p>{}</p>\n",
         escape(experiment),
-        variants.len()
+        escape(&seeds_sentence(variants, seeds))
     );
     let rows: Vec<Vec<String>> = variants
         .iter()
@@ -372,14 +396,27 @@ mod tests {
     }
 
     #[test]
+    fn seeds_sentence_names_the_seed_shown() {
+        let v = variants();
+        assert_eq!(
+            seeds_sentence(&v, &[]),
+            "2 variant(s) of the same experiment, with the same seed (7) and data order."
+        );
+        assert!(seeds_sentence(&v, &[3]).contains("same seed (3)"));
+        assert!(seeds_sentence(&v, &[1, 2]).ends_with("the table and charts show seed 1."));
+    }
+
+    #[test]
     fn html_page_overlays_variants() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("cmp/compare.html");
-        render_compare_html(&variants(), &path).unwrap();
+        render_compare_html(&variants(), &[4, 5, 6], &path).unwrap();
         let html = std::fs::read_to_string(&path).unwrap();
         assert_eq!(html.matches("<svg").count(), 3);
         assert!(html.contains(&svg_text("Global weight norm, every variant")));
         assert!(html.contains(&svg_text("Training loss, every variant")));
+        assert!(html.contains("each run under seeds 4, 5, 6 ("));
+        assert!(html.contains("the table and charts show seed 4."));
         // Each variant is in the three charts' legends and in both tables.
         assert_eq!(
             html.matches(svg_text("clip_global_norm").as_str()).count(),
@@ -388,7 +425,7 @@ mod tests {
         assert!(html.contains("<td><code>clip_global_norm</code></td><td><span class=\"badge healthy\">healthy</span></td>"));
         assert!(html.contains(&svg_text("NaN / inf (top edge)")));
         assert!(html.contains("<td class=\"num\">13.0 s</td>"));
-        let err = render_compare_html(&variants(), &unwritable_dir(tmp.path()).join("c.html"))
+        let err = render_compare_html(&variants(), &[], &unwritable_dir(tmp.path()).join("c.html"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("a_file/out"), "{err}");

@@ -205,7 +205,7 @@ fn write_compare(dir: &Path) -> PathBuf {
         ),
     ];
     let path = dir.join("compare.html");
-    render_compare_html(&variants, &path).expect("compare page");
+    render_compare_html(&variants, &[], &path).expect("compare page");
     path
 }
 
