@@ -44,6 +44,15 @@ fn exploding_demo_is_diagnosed_and_clipping_cures_it() {
     // PyTorch and Keras go NaN around the 8th-10th update on this setup.
     assert!((5..=15).contains(&first), "first non-finite step {first}");
     assert!(s.signs.iter().any(|x| x.sign.as_str() == "loss_nonfinite"));
+    // The f32 gradients overflow while the f64 loss is still finite: grad_nonfinite names
+    // that step live, and it is the summary's first non-finite step.
+    let grad = s
+        .signs
+        .iter()
+        .find(|x| x.sign.as_str() == "grad_nonfinite")
+        .expect("grad_nonfinite seen");
+    assert_eq!(grad.first_step, first);
+    assert!(grad.layer.is_some());
     assert!(s
         .prescriptions
         .iter()

@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A sign of exploding gradients. The first six are the classic checklist; the last three
-/// are finer signs that localise where an explosion starts.
+/// A sign of exploding gradients. The first six are the classic checklist; the last four
+/// are finer signs: where a non-finite value first appears, and where an explosion starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Sign {
@@ -19,6 +19,8 @@ pub enum Sign {
     WeightsNonfinite,
     /// A layer's error gradient norm stays above 1.0.
     GradNormAboveOne,
+    /// A gradient value is NaN or infinite (often a step before the loss is).
+    GradNonfinite,
     /// The global gradient norm jumps against its recent history.
     GradSpike,
     /// Gradient norms grow geometrically across layers (or across time steps).
@@ -29,13 +31,14 @@ pub enum Sign {
 
 impl Sign {
     /// Every sign, classic ones first.
-    pub const ALL: [Sign; 9] = [
+    pub const ALL: [Sign; 10] = [
         Sign::LossNotConverging,
         Sign::LossUnstable,
         Sign::LossNonfinite,
         Sign::WeightsChangeLarge,
         Sign::WeightsNonfinite,
         Sign::GradNormAboveOne,
+        Sign::GradNonfinite,
         Sign::GradSpike,
         Sign::GradGrowthAcrossLayers,
         Sign::RecurrentRadiusAboveOne,
@@ -60,6 +63,7 @@ impl Sign {
             Sign::WeightsChangeLarge => "weights_change_large",
             Sign::WeightsNonfinite => "weights_nonfinite",
             Sign::GradNormAboveOne => "grad_norm_above_one",
+            Sign::GradNonfinite => "grad_nonfinite",
             Sign::GradSpike => "grad_spike",
             Sign::GradGrowthAcrossLayers => "grad_growth_across_layers",
             Sign::RecurrentRadiusAboveOne => "recurrent_radius_above_one",
@@ -75,16 +79,20 @@ impl Sign {
             Sign::WeightsChangeLarge => "the weights change a lot at each update",
             Sign::WeightsNonfinite => "a weight became NaN or infinite",
             Sign::GradNormAboveOne => "a layer's error gradient stays above 1.0",
+            Sign::GradNonfinite => "a gradient became NaN or infinite",
             Sign::GradSpike => "the gradient norm spikes",
             Sign::GradGrowthAcrossLayers => "gradients grow across layers or time steps",
             Sign::RecurrentRadiusAboveOne => "a recurrent weight's spectral radius is above 1",
         }
     }
 
-    /// Whether this sign alone proves the run exploded (non-finite loss or weights). The
-    /// other signs are warnings: real, but also seen early in healthy runs.
+    /// Whether this sign alone proves the run exploded (a non-finite loss, gradient or
+    /// weight). The other signs are warnings: real, but also seen early in healthy runs.
     pub fn is_decisive(self) -> bool {
-        matches!(self, Sign::LossNonfinite | Sign::WeightsNonfinite)
+        matches!(
+            self,
+            Sign::LossNonfinite | Sign::GradNonfinite | Sign::WeightsNonfinite
+        )
     }
 
     /// Whether this is one of the six classic signs.

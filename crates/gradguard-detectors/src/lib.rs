@@ -11,6 +11,7 @@
 //! | [`weights_change_large`] | a layer's update ratio ‖dw‖/‖w‖ is large | `obs.update` |
 //! | [`weights_nonfinite`] | a weight became NaN or infinite | `obs.stats`, `obs.update` |
 //! | [`grad_norm_above_one`] | a layer's error gradient stays above 1.0 | `obs.stats` |
+//! | [`grad_nonfinite`] | a gradient is NaN or infinite (names the first tensor) | `obs.stats` |
 //! | [`grad_spike`] | the global gradient norm jumps (median/MAD) | `obs.stats` |
 //! | [`grad_growth_across_layers`] | gradients grow from the output back to the input, or across time steps | `obs.stats`, `obs.series` |
 //! | [`recurrent_radius_above_one`] | a recurrent weight's spectral radius is above 1 | `obs.view` (live only) |
@@ -27,6 +28,7 @@
 
 pub mod diagnoser;
 pub mod grad_growth_across_layers;
+pub mod grad_nonfinite;
 pub mod grad_norm_above_one;
 pub mod grad_spike;
 pub mod linalg;
@@ -51,6 +53,7 @@ pub use diagnoser::{
     RunFigures,
 };
 pub use grad_growth_across_layers::GradGrowthAcrossLayers;
+pub use grad_nonfinite::GradNonfinite;
 pub use grad_norm_above_one::{GradNormAboveOne, TensorSelection};
 pub use grad_spike::GradSpike;
 pub use loss_nonfinite::LossNonfinite;
@@ -72,6 +75,7 @@ use gradguard_core::Detector;
 pub fn builtin_kinds() -> &'static [&'static str] {
     &[
         "grad_growth_across_layers",
+        "grad_nonfinite",
         "grad_norm_above_one",
         "grad_spike",
         "loss_nonfinite",
@@ -93,6 +97,7 @@ pub fn default_detectors() -> Vec<Box<dyn Detector>> {
         Box::new(WeightsChangeLarge::default()),
         Box::new(WeightsNonfinite::default()),
         Box::new(GradNormAboveOne::default()),
+        Box::new(GradNonfinite::default()),
         Box::new(GradSpike::default()),
         Box::new(GradGrowthAcrossLayers::default()),
         Box::new(RecurrentRadiusAboveOne::default()),
