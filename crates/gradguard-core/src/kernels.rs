@@ -72,18 +72,24 @@ fn isa() -> Isa {
     Isa::Portable
 }
 
-/// Sum of squares and max |x| of one block, with the build chosen for `isa`.
-#[inline]
+/// Sum of squares and max |x| of a whole slice, with the build chosen for `isa`. The exact
+/// builds sum blocks of [`BLOCK`] values into the total; the AVX-512 build blocks its own sums
+/// (sub-blocks of [`SUB`] values flushed into f64 lanes).
 fn sum_sq_max(x: &[f32], isa: Isa) -> (f64, f32) {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
         // SAFETY: `isa()` returned Avx512 only after checking that the CPU has AVX-512F and DQ.
-        Isa::Avx512 => unsafe { sum_sq_max_avx512_f32(x) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa()` returned Avx2 only after checking that the CPU has AVX2 and FMA.
-        Isa::Avx2 => unsafe { sum_sq_max_avx2(x) },
-        _ => sum_sq_max_portable(x),
+        return unsafe { sum_sq_max_avx512_f32(x) };
     }
+    x.chunks(BLOCK).fold((0.0, 0.0), |(sum, mx), block| {
+        let (s, m) = match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `isa()` returned Avx2 only after checking that the CPU has AVX2 and FMA.
+            Isa::Avx2 => unsafe { sum_sq_max_avx2(block) },
+            _ => sum_sq_max_portable(block),
+        };
+        (sum + s, max_ignoring_nan(m, mx))
+    })
 }
 
 /// Largest of `m` and `a`, ignoring NaN in `a` (the semantics of `maxps(a, m)`).
@@ -263,28 +269,18 @@ pub fn count_nonfinite(x: &[f32]) -> usize {
 }
 
 fn slice_stats_with(x: &[f32], isa: Isa) -> SliceStats {
-    let mut out = SliceStats::default();
-    #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512 {
-        // SAFETY: `isa()` returned Avx512 only after checking that the CPU has AVX-512F and DQ.
-        // The kernel blocks its own sums (sub-blocks of SUB values into f64 lanes).
-        let (sum, mx) = unsafe { sum_sq_max_avx512_f32(x) };
-        out.sum_sq = sum;
-        out.max_abs = mx;
-        if !out.sum_sq.is_finite() {
-            out.nonfinite = count_nonfinite(x);
-        }
-        return out;
+    let (sum_sq, max_abs) = sum_sq_max(x, isa);
+    // finite values always give a finite sum, so only a non-finite sum needs the count
+    let nonfinite = if sum_sq.is_finite() {
+        0
+    } else {
+        count_nonfinite(x)
+    };
+    SliceStats {
+        sum_sq,
+        max_abs,
+        nonfinite,
     }
-    for block in x.chunks(BLOCK) {
-        let (sum, mx) = sum_sq_max(block, isa);
-        out.sum_sq += sum;
-        out.max_abs = max_ignoring_nan(mx, out.max_abs);
-    }
-    if !out.sum_sq.is_finite() {
-        out.nonfinite = count_nonfinite(x);
-    }
-    out
 }
 
 /// Sum of squares, max |x| and non-finite count of `x`, in one read pass (a second one only
