@@ -75,7 +75,8 @@ seed = 1
 kind = "mlp"
 hidden = [25]
 activation = "relu"
-init = { scheme = "he_uniform", gain = 1.0 }
+# U(±sqrt(3 / fan_in)) for every layer: he_uniform at gain 1/sqrt(2).
+init = { scheme = "he_uniform", gain = 0.7071067811865476 }
 
 [task]
 kind = "regression"

@@ -115,7 +115,7 @@ impl Network {
                     ));
                     fan_in = h;
                 }
-                (Body::Mlp(layers), fan_in, m.init)
+                (Body::Mlp(layers), fan_in, m.output_init.unwrap_or(m.init))
             }
             ModelSpec::Rnn(r) | ModelSpec::Lstm(r) | ModelSpec::Gru(r) => {
                 let cell = match spec {
@@ -174,7 +174,11 @@ impl Network {
                     });
                     fan_in = h;
                 }
-                (Body::Recurrent { cell, layers }, h, r.init)
+                (
+                    Body::Recurrent { cell, layers },
+                    h,
+                    r.output_init.unwrap_or(r.init),
+                )
             }
         };
         let head = add_dense(
@@ -428,6 +432,70 @@ impl Network {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
             Body::Recurrent { .. } => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weights(net: &Network, name: &str) -> Vec<f32> {
+        let s = net
+            .store
+            .slots
+            .iter()
+            .find(|s| s.info.name == name)
+            .unwrap_or_else(|| panic!("no {name}"));
+        s.w.as_ref().clone()
+    }
+
+    fn build(model: &str, steps: usize) -> Network {
+        let spec: ModelSpec = toml::from_str(model).unwrap();
+        Network::build(&spec, steps, 6, 3, 11).unwrap()
+    }
+
+    /// `output_init` initialises the head only; absent, the head uses `init` as before.
+    #[test]
+    fn head_uses_output_init() {
+        for (kind, size, hidden_name) in [
+            ("mlp", "hidden = [40]", "layers.0.weight"),
+            ("lstm", "hidden = 40", "lstm.0.weight_ih"),
+        ] {
+            let base = format!("kind = \"{kind}\"\n{size}\ninit = {{ scheme = \"he_normal\" }}\n");
+            let plain = build(&base, 2);
+            let same = build(
+                &format!("{base}output_init = {{ scheme = \"he_normal\" }}\n"),
+                2,
+            );
+            let zero = build(
+                &format!("{base}output_init = {{ scheme = \"normal\", std = 0.0 }}\n"),
+                2,
+            );
+            let glorot = build(
+                &format!("{base}output_init = {{ scheme = \"glorot_uniform\", gain = 1.0 }}\n"),
+                2,
+            );
+            // the same initialiser spelled out draws the same head
+            assert_eq!(
+                weights(&plain, "head.weight"),
+                weights(&same, "head.weight")
+            );
+            // the hidden weights are untouched by output_init
+            for n in [&same, &zero, &glorot] {
+                assert_eq!(weights(&plain, hidden_name), weights(n, hidden_name));
+            }
+            assert!(weights(&zero, "head.weight").iter().all(|&w| w == 0.0));
+            // head 3 x 40: glorot bound sqrt(6 / 43); he_normal (std sqrt(2/40) = 0.22)
+            // would exceed it for some of the 120 values
+            let bound = (6.0f64 / 43.0).sqrt();
+            let g = weights(&glorot, "head.weight");
+            assert!(g.iter().all(|&w| (w as f64).abs() <= bound), "{kind}");
+            assert_ne!(g, weights(&plain, "head.weight"));
+            let max = weights(&plain, "head.weight")
+                .iter()
+                .fold(0f32, |m, &w| m.max(w.abs())) as f64;
+            assert!(max > bound, "{kind}: he_normal head max {max}");
         }
     }
 }

@@ -142,20 +142,41 @@ impl<'de> Deserialize<'de> for Activation {
 }
 
 /// How a weight matrix of shape `[fan_out, fan_in]` is initialised (biases start at zero).
+///
+/// `gain` multiplies the standard form of every scheme: gain 1 is the scheme as Keras and
+/// PyTorch define it, and gain `g` multiplies the scale (bound or standard deviation) by `g`,
+/// so the variance by `g²`. The normal schemes are untruncated, as PyTorch's
+/// `xavier_normal_` / `kaiming_normal_` (Keras truncates its `*_normal` initialisers at two
+/// standard deviations and rescales them; we do not).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InitScheme {
-    /// U(-a, a), `a = gain * sqrt(6 / (fan_in + fan_out))` (Keras' default, PyTorch `xavier_uniform_`).
+    /// U(-a, a), `a = gain * sqrt(6 / (fan_in + fan_out))`, variance `a² / 3`
+    /// (Keras' default `glorot_uniform`, PyTorch `xavier_uniform_`).
     GlorotUniform,
-    /// U(-a, a), `a = gain * sqrt(3 / fan_in)`; use `gain = sqrt(2)` for ReLU as PyTorch's `kaiming_uniform_`.
+    /// N(0, s²), `s = gain * sqrt(2 / (fan_in + fan_out))`, untruncated as PyTorch's
+    /// `xavier_normal_` (Keras' `glorot_normal` truncates at 2s; we follow PyTorch).
+    GlorotNormal,
+    /// U(-a, a), `a = gain * sqrt(6 / fan_in)`, variance `2 * gain² / fan_in`: Keras'
+    /// `he_uniform` and PyTorch's `kaiming_uniform_(nonlinearity = "relu")`.
+    ///
+    /// Before this definition `he_uniform` meant `a = gain * sqrt(3 / fan_in)`: an old spec
+    /// with gain `g` keeps its meaning with gain `g / sqrt(2)`.
     HeUniform,
-    /// N(0, s²), `s = gain * sqrt(2 / fan_in)` (Keras `he_normal`, untruncated).
+    /// N(0, s²), `s = gain * sqrt(2 / fan_in)`, untruncated (PyTorch
+    /// `kaiming_normal_(nonlinearity = "relu")`; Keras' `he_normal` truncates).
     HeNormal,
+    /// U(-a, a), `a = gain * sqrt(3 / fan_in)`, variance `gain² / fan_in` (Keras'
+    /// `lecun_uniform`).
+    LecunUniform,
+    /// N(0, s²), `s = gain * sqrt(1 / fan_in)`, untruncated (Keras' `lecun_normal`
+    /// truncates; we do not).
+    LecunNormal,
     /// A (semi-)orthogonal matrix times `gain`, as PyTorch's `orthogonal_` (QR of a Gaussian
     /// matrix, signs fixed by diag(R)). For recurrent weights each gate's H×H block is
     /// orthogonal on its own, so every block has spectral radius exactly `gain`.
     Orthogonal,
-    /// N(0, (gain * std)²).
+    /// N(0, (gain * std)²), untruncated, with `std` from the [`InitSpec`].
     Normal,
 }
 
@@ -230,9 +251,17 @@ pub struct MlpSpec {
     /// One activation per hidden layer (instead of `activation`). Default: absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activations: Option<Vec<Activation>>,
-    /// Initialiser of every weight matrix, head included. Default `{ scheme = "glorot_uniform", gain = 1.0 }`.
+    /// Initialiser of the hidden layers' weight matrices, and of the head's when
+    /// `output_init` is absent. Default `{ scheme = "glorot_uniform", gain = 1.0 }`.
     #[serde(default = "InitSpec::glorot")]
     pub init: InitSpec,
+    /// Initialiser of the output head's weight matrix. Default: absent, the head uses
+    /// `init` (so a spec without it keeps its meaning). Keras' `Dense` default is
+    /// `{ scheme = "glorot_uniform", gain = 1.0 }`: a Keras model with a He-initialised hidden
+    /// layer and a default output layer is `init = he_uniform` plus
+    /// `output_init = glorot_uniform`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_init: Option<InitSpec>,
 }
 
 impl MlpSpec {
@@ -255,9 +284,14 @@ pub struct RecurrentSpec {
     /// Number of stacked layers. Default 1.
     #[serde(default = "one_usize")]
     pub layers: usize,
-    /// Initialiser of the input weights `W_ih` and of the head. Default `glorot_uniform`, gain 1.
+    /// Initialiser of the input weights `W_ih`, and of the head when `output_init` is absent.
+    /// Default `glorot_uniform`, gain 1.
     #[serde(default = "InitSpec::glorot")]
     pub init: InitSpec,
+    /// Initialiser of the output head's weight matrix. Default: absent, the head uses `init`
+    /// (so a spec without it keeps its meaning). Keras' `Dense` default is `glorot_uniform`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_init: Option<InitSpec>,
     /// Initialiser of the recurrent weights `W_hh`, per gate block. Default `orthogonal`,
     /// gain 1: spectral radius 1. `{ scheme = "orthogonal", gain = 4.0 }` makes a plain RNN
     /// explode.
@@ -876,12 +910,18 @@ impl ModelSpec {
                     check_activation(iss, "model.activation", a);
                 }
                 check_init(iss, "model.init", &m.init);
+                if let Some(o) = &m.output_init {
+                    check_init(iss, "model.output_init", o);
+                }
             }
             ModelSpec::Rnn(r) | ModelSpec::Lstm(r) | ModelSpec::Gru(r) => {
                 iss.positive_u("model.hidden", r.hidden);
                 iss.positive_u("model.layers", r.layers);
                 check_init(iss, "model.init", &r.init);
                 check_init(iss, "model.recurrent_init", &r.recurrent_init);
+                if let Some(o) = &r.output_init {
+                    check_init(iss, "model.output_init", o);
+                }
                 if let Some(fb) = r.forget_bias {
                     if !matches!(self, ModelSpec::Lstm(_)) {
                         iss.push(
@@ -1264,6 +1304,41 @@ mod tests {
             "train.bptt applies to recurrent",
         ] {
             assert!(e.contains(needle), "missing `{needle}` in {e}");
+        }
+    }
+
+    #[test]
+    fn output_init_is_optional_and_validated() {
+        let m = parse_model("kind = \"mlp\"\nhidden = [4]\n").unwrap();
+        let ModelSpec::Mlp(mlp) = &m else {
+            panic!("not mlp")
+        };
+        assert_eq!(mlp.output_init, None);
+        // absent stays absent when written back
+        let text = toml::to_string(&m).unwrap();
+        assert!(!text.contains("output_init"), "{text}");
+        let m = parse_model(
+            "kind = \"mlp\"\nhidden = [4]\noutput_init = { scheme = \"glorot_uniform\", gain = -1.0 }\n",
+        )
+        .unwrap();
+        let e = m.validate().unwrap_err().to_string();
+        assert!(e.contains("model.output_init.gain must be"), "{e}");
+        let r = parse_model(
+            "kind = \"gru\"\nhidden = 4\noutput_init = { scheme = \"normal\", std = -0.1 }\n",
+        )
+        .unwrap();
+        let e = r.validate().unwrap_err().to_string();
+        assert!(e.contains("model.output_init.std must be"), "{e}");
+        for scheme in [
+            "glorot_normal",
+            "lecun_uniform",
+            "lecun_normal",
+            "he_uniform",
+        ] {
+            let m = parse_model(&format!(
+                "kind = \"mlp\"\nhidden = [4]\ninit = {{ scheme = \"{scheme}\" }}\n"
+            ));
+            assert!(m.is_ok(), "{scheme}: {m:?}");
         }
     }
 
