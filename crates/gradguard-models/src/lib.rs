@@ -45,7 +45,7 @@ pub use spec::{
     Activation, InitScheme, InitSpec, LossKind, ModelSpec, OptimizerSpec, ScheduleSpec, TaskSpec,
     TrainSpec,
 };
-pub use tasks::{build_task, TaskData};
+pub use tasks::{build_task, Baseline, TaskData};
 pub use trainer::{
     DataCursor, Evaluation, ProbePass, ProbeReport, RecurrentMatrix, Snapshot, StepInfo, Trainer,
 };

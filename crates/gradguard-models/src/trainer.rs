@@ -12,7 +12,7 @@ use crate::optim::{OptimState, Optimizer, StepUpdate};
 use crate::recurrent::RecurrentState;
 use crate::rng::Rng64;
 use crate::spec::{validate, LossKind, ModelSpec, TaskSpec, TrainSpec};
-use crate::tasks::{build_task, Dataset, Targets, TaskData};
+use crate::tasks::{build_task, Baseline, Dataset, Targets, TaskData};
 
 /// Where the data stream stands: the next unit of work.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,14 +36,16 @@ pub struct StepInfo {
     pub batch_rows: usize,
 }
 
-/// Held-out performance.
+/// Performance on one split ([`Trainer::evaluate`]: held out; [`Trainer::evaluate_train`]:
+/// the whole training set), with full sequences and no gradient.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
-    /// Mean loss over the held-out samples (same definition as the training loss).
+    /// Mean loss over the split's samples (same definition as the training loss: a mean over
+    /// every target value). NaN when the split is empty.
     pub loss: f64,
     /// Fraction of correct argmax predictions (classification tasks only).
     pub accuracy: Option<f64>,
-    /// Number of held-out samples.
+    /// Number of samples evaluated.
     pub samples: usize,
 }
 
@@ -612,7 +614,27 @@ impl Trainer {
 
     /// The held-out loss (full sequences, no truncation) and, for classification, accuracy.
     pub fn evaluate(&mut self) -> Result<Evaluation, ModelError> {
-        let d = &self.data.test;
+        self.evaluate_split(&self.data.test)
+    }
+
+    /// The mean loss (and, for classification, accuracy) over the WHOLE training set with the
+    /// current weights: full sequences (no truncated BPTT), no gradient, in chunks of at least
+    /// 256 samples. Nothing of the run changes: weights, gradients, optimiser, data cursor
+    /// and order, RNG and carried recurrent states are left as they were, so the next
+    /// [`Trainer::step_gradients`] gives the same result as without this call.
+    pub fn evaluate_train(&mut self) -> Result<Evaluation, ModelError> {
+        self.evaluate_split(&self.data.train)
+    }
+
+    /// The loss of the best constant predictor ([`TaskData::baseline`]) under this trainer's
+    /// loss: the level a model must beat to have learnt anything from its inputs.
+    pub fn baseline(&self) -> Option<Baseline> {
+        self.data.baseline(self.loss)
+    }
+
+    /// Evaluates the current weights on `d` (one of this trainer's splits), reading nothing
+    /// but the weights and writing nothing: recurrent states start fresh per chunk.
+    fn evaluate_split(&self, d: &Dataset) -> Result<Evaluation, ModelError> {
         let (t, i) = (self.data.steps, self.data.input);
         let recurrent = self.net.recurrent_layers() > 0;
         let tps = self.data.targets_per_sample();

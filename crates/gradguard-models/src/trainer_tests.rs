@@ -551,3 +551,121 @@ fn nonfinite_weights_written_by_the_optimiser_are_known() {
     assert_eq!(known.nonfinite, 1);
     assert!(known.sum_sq.is_nan());
 }
+
+/// A linear model (no hidden layer) with weights set by hand.
+fn linear_trainer(data: crate::tasks::TaskData, w: &[f32], b: &[f32]) -> Trainer {
+    let m: ModelSpec = toml::from_str("kind = \"mlp\"\nhidden = []").unwrap();
+    let mut t = Trainer::from_data(&m, data, &TrainSpec::default(), 0).unwrap();
+    for (i, info) in t.param_infos().iter().enumerate() {
+        let v = if info.name == "head.weight" { w } else { b };
+        t.net.store.weights_mut(i).copy_from_slice(v);
+    }
+    t
+}
+
+/// evaluate_train averages the loss over the WHOLE training set (300 rows: two chunks of
+/// 256 and 44), evaluate over the held-out set, both by hand: prediction 2x + 1.
+#[test]
+fn evaluate_train_is_the_mean_over_the_training_set() {
+    use crate::tasks::{Dataset, Targets, TaskData};
+    let x: Vec<f32> = (0..300).map(|i| i as f32 / 100.0).collect();
+    let y: Vec<f32> = (0..300).map(|i| (i % 7) as f32).collect();
+    let data = TaskData {
+        train: Dataset {
+            n: 300,
+            x: x.clone(),
+            y: y.clone(),
+        },
+        test: Dataset {
+            n: 2,
+            x: vec![3.0, -1.0],
+            y: vec![0.0, 1.0],
+        },
+        steps: 1,
+        input: 1,
+        outputs: 1,
+        targets: Targets::Values,
+    };
+    let mut t = linear_trainer(data, &[2.0], &[1.0]);
+    let want = x
+        .iter()
+        .zip(&y)
+        .map(|(&x, &y)| (2.0 * x as f64 + 1.0 - y as f64).powi(2))
+        .sum::<f64>()
+        / 300.0;
+    let e = t.evaluate_train().unwrap();
+    assert!((e.loss - want).abs() < 1e-5 * want, "{} vs {want}", e.loss);
+    assert_eq!((e.samples, e.accuracy), (300, None));
+    // held out: predictions 7 and -1 -> (49 + 4) / 2
+    let h = t.evaluate().unwrap();
+    assert!((h.loss - 26.5).abs() < 1e-9, "{h:?}");
+    assert_eq!(h.samples, 2);
+    // baseline: the training mean of y, evaluated on both splits
+    let mean = y.iter().map(|&v| v as f64).sum::<f64>() / 300.0;
+    let b = t.baseline().unwrap();
+    let bt = y.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / 300.0;
+    assert!((b.train_loss - bt).abs() < 1e-9, "{b:?}");
+    let bh = (mean.powi(2) + (1.0 - mean).powi(2)) / 2.0;
+    assert!((b.test_loss.unwrap() - bh).abs() < 1e-9, "{b:?}");
+}
+
+/// Classification: logits (x, -x). x = 1, -1, 2 with labels 0, 0, 1: one correct; the loss
+/// is the mean of ln(1 + e^-2), ln(1 + e^2), ln(1 + e^4).
+#[test]
+fn evaluate_train_reports_accuracy() {
+    use crate::tasks::{Dataset, Targets, TaskData};
+    let data = TaskData {
+        train: Dataset {
+            n: 3,
+            x: vec![1.0, -1.0, 2.0],
+            y: vec![0.0, 0.0, 1.0],
+        },
+        test: Dataset::default(),
+        steps: 1,
+        input: 1,
+        outputs: 2,
+        targets: Targets::Classes,
+    };
+    let mut t = linear_trainer(data, &[1.0, -1.0], &[0.0, 0.0]);
+    let e = t.evaluate_train().unwrap();
+    let want = ((-2f64).exp().ln_1p() + 2f64.exp().ln_1p() + 4f64.exp().ln_1p()) / 3.0;
+    assert!((e.loss - want).abs() < 1e-6, "{} vs {want}", e.loss);
+    assert_eq!(e.accuracy, Some(1.0 / 3.0));
+    assert!(t.evaluate().unwrap().loss.is_nan());
+}
+
+/// evaluate_train in the middle of a truncated-BPTT batch (hidden state carried between
+/// windows) changes nothing: the following steps give bit-identical losses and weights.
+#[test]
+fn evaluate_train_does_not_disturb_training() {
+    let make = || {
+        trainer(
+            "kind = \"lstm\"\nhidden = 8",
+            "kind = \"copy\"\nsymbols = 3\nlength = 2\ndelay = 2\nn_samples = 40",
+            "optimizer = { kind = \"adam\", lr = 0.01 }\nbatch_size = 8\nsteps = 20\nbptt = { window = 3 }",
+            4,
+        )
+    };
+    let (mut a, mut b) = (make(), make());
+    for t in [&mut a, &mut b] {
+        for _ in 0..3 {
+            t.step_gradients().unwrap();
+            t.apply_update(1.0).unwrap();
+        }
+    }
+    let before = a.cursor();
+    assert_eq!(before.window, 1, "mid-batch, states carried");
+    let e = a.evaluate_train().unwrap();
+    assert!(e.loss.is_finite() && e.accuracy.is_some() && e.samples == a.data().train.n);
+    assert_eq!(a.cursor(), before);
+    for _ in 0..5 {
+        let (la, lb) = (a.step_gradients().unwrap(), b.step_gradients().unwrap());
+        assert_eq!(la.loss.to_bits(), lb.loss.to_bits());
+        a.apply_update(1.0).unwrap();
+        b.apply_update(1.0).unwrap();
+    }
+    assert_eq!(
+        a.net.store.weights_snapshot(),
+        b.net.store.weights_snapshot()
+    );
+}
