@@ -377,6 +377,24 @@ pub struct RegressionTask {
     /// Fraction of samples used for training. Default 0.8.
     #[serde(default = "d_train_fraction")]
     pub train_fraction: f64,
+    /// Shuffle the generated rows (with the seed, on a generator of its own) before the
+    /// split, like scikit-learn's `make_regression(shuffle=True)` (rows only; the features'
+    /// order is already random). Default false: the first `train_fraction` of the rows, in
+    /// generation order, train and the rest are held out, which is what every run made before
+    /// this field existed did, so their data stay bit-identical. The rows are independent
+    /// draws, so shuffling changes which rows train, not their distribution.
+    #[serde(default)]
+    pub shuffle_rows: bool,
+    /// Standardise each feature column to zero mean and unit variance with the TRAINING
+    /// split's mean and population standard deviation (a column with standard deviation 0 is
+    /// only centred), applied after the split. Default false.
+    #[serde(default)]
+    pub standardize_features: bool,
+    /// Standardise each target column the same way (training statistics, after the split).
+    /// Reported losses are then in z-score units: an MSE of 1 is the constant predictor's.
+    /// Default false: targets of order 100, the classic exploding setup.
+    #[serde(default)]
+    pub standardize_targets: bool,
 }
 
 /// The adding problem: each step has 2 inputs, a value U(0, 1) and a marker (1 at exactly two
@@ -580,6 +598,60 @@ impl TaskSpec {
     /// Whether the task has a target at every time step (copy) rather than one per sequence.
     pub fn is_many_to_many(&self) -> bool {
         matches!(self, TaskSpec::Copy(_))
+    }
+
+    /// A copy of the task with its targets (and, for tables, its features) standardised to
+    /// z-scores with training statistics: the cure for targets far from unit scale.
+    ///
+    /// - `regression`: `standardize_targets = true` and `standardize_features = true`;
+    /// - `csv` (regression): `standardize_targets = true` and `standardize_features = true`;
+    /// - `csv_series`: `standardize = true`.
+    ///
+    /// `Err` with the reason when it does not apply: a classification csv (`classes` set:
+    /// class indices are not scaled), the synthetic sequence tasks (adding, copy, sine: their
+    /// data are already of unit scale), or a task already standardised.
+    pub fn standardise(&self) -> Result<TaskSpec, String> {
+        let mut out = self.clone();
+        match &mut out {
+            TaskSpec::Regression(r) => {
+                if r.standardize_targets && r.standardize_features {
+                    return Err("the regression's features and targets are already standardised (task.standardize_features and task.standardize_targets are true)".into());
+                }
+                r.standardize_targets = true;
+                r.standardize_features = true;
+            }
+            TaskSpec::Csv(c) => {
+                if c.classes.is_some() {
+                    return Err("the csv task is a classification (task.classes is set): class indices are not standardised".into());
+                }
+                if c.standardize_targets && c.standardize_features {
+                    return Err("the csv task's features and targets are already standardised (task.standardize_features and task.standardize_targets are true)".into());
+                }
+                c.standardize_targets = true;
+                c.standardize_features = true;
+            }
+            TaskSpec::CsvSeries(c) => {
+                if c.standardize {
+                    return Err(
+                        "the csv_series is already standardised (task.standardize is true)".into(),
+                    );
+                }
+                c.standardize = true;
+            }
+            TaskSpec::Adding(_) | TaskSpec::Sine(_) => {
+                return Err(format!(
+                    "task `{}` generates inputs and targets of unit scale: there is nothing to standardise",
+                    self.kind_name()
+                ))
+            }
+            TaskSpec::Copy(_) => {
+                return Err(
+                    "task `copy` is a classification (one-hot inputs, class targets): there is nothing to standardise"
+                        .into(),
+                )
+            }
+        }
+        Ok(out)
     }
 
     /// Resolves a relative CSV path against `base` (the spec file's folder).
@@ -1339,6 +1411,47 @@ mod tests {
                 "kind = \"mlp\"\nhidden = [4]\ninit = {{ scheme = \"{scheme}\" }}\n"
             ));
             assert!(m.is_ok(), "{scheme}: {m:?}");
+        }
+    }
+
+    #[test]
+    fn standardise_rewrites_what_applies() {
+        let reg: TaskSpec = toml::from_str("kind = \"regression\"").unwrap();
+        let TaskSpec::Regression(r) = &reg else {
+            panic!("not regression")
+        };
+        assert!(!r.shuffle_rows && !r.standardize_features && !r.standardize_targets);
+        let z = reg.standardise().unwrap();
+        let TaskSpec::Regression(r) = &z else {
+            panic!("not regression")
+        };
+        assert!(r.standardize_features && r.standardize_targets);
+        assert!(z
+            .standardise()
+            .unwrap_err()
+            .contains("already standardised"));
+        let csv: TaskSpec =
+            toml::from_str("kind = \"csv\"\npath = \"a.csv\"\ntargets = [\"y\"]\n").unwrap();
+        let TaskSpec::Csv(c) = csv.standardise().unwrap() else {
+            panic!("not csv")
+        };
+        assert!(c.standardize_features && c.standardize_targets);
+        let classes: TaskSpec =
+            toml::from_str("kind = \"csv\"\npath = \"a.csv\"\ntargets = [\"y\"]\nclasses = 3\n")
+                .unwrap();
+        assert!(classes
+            .standardise()
+            .unwrap_err()
+            .contains("classification"));
+        let series: TaskSpec =
+            toml::from_str("kind = \"csv_series\"\npath = \"a.csv\"\ncolumn = \"v\"\n").unwrap();
+        let z = series.standardise().unwrap();
+        assert!(matches!(&z, TaskSpec::CsvSeries(c) if c.standardize));
+        assert!(z.standardise().is_err());
+        for kind in ["adding", "copy", "sine"] {
+            let t: TaskSpec = toml::from_str(&format!("kind = \"{kind}\"")).unwrap();
+            let e = t.standardise().unwrap_err();
+            assert!(e.contains(kind), "{e}");
         }
     }
 

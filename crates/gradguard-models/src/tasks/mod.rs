@@ -178,6 +178,31 @@ impl TaskData {
             _ => None,
         }
     }
+
+    /// The mean of y² over the training targets, for value targets: 1 for standardised
+    /// targets, about the square of their typical magnitude otherwise (the pipeline uses it
+    /// to tell targets far from unit scale). `None` for class targets or when there are no
+    /// training targets.
+    pub fn target_mean_square(&self) -> Option<f64> {
+        if self.targets != Targets::Values || self.train.y.is_empty() {
+            return None;
+        }
+        Some(mean_square(&self.train.y))
+    }
+
+    /// The mean of x² over the training inputs (every feature of every step of every sample);
+    /// 0 when there are none.
+    pub fn feature_mean_square(&self) -> f64 {
+        if self.train.x.is_empty() {
+            0.0
+        } else {
+            mean_square(&self.train.x)
+        }
+    }
+}
+
+fn mean_square(v: &[f32]) -> f64 {
+    v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / v.len() as f64
 }
 
 /// Per-column means of a row-major `rows × cols` slice (`None` when it does not split into
@@ -201,12 +226,51 @@ fn class_index(v: f32, k: usize) -> Option<usize> {
     (v >= 0.0 && v.fract() == 0.0 && (v as usize) < k).then_some(v as usize)
 }
 
+/// Z-scores the columns of row-major `train` and `test` (`width` values per row) with the
+/// TRAINING rows' mean and population standard deviation per column; a column with standard
+/// deviation 0 is only centred.
+pub(crate) fn standardize_columns(train: &mut [f32], test: &mut [f32], width: usize) {
+    if width == 0 || train.is_empty() {
+        return;
+    }
+    let n = (train.len() / width) as f64;
+    for col in 0..width {
+        let mean = train
+            .iter()
+            .skip(col)
+            .step_by(width)
+            .map(|&v| v as f64)
+            .sum::<f64>()
+            / n;
+        let var = train
+            .iter()
+            .skip(col)
+            .step_by(width)
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        let sd = if var > 0.0 { var.sqrt() } else { 1.0 };
+        for v in train
+            .iter_mut()
+            .skip(col)
+            .step_by(width)
+            .chain(test.iter_mut().skip(col).step_by(width))
+        {
+            *v = ((*v as f64 - mean) / sd) as f32;
+        }
+    }
+}
+
 /// Builds the task's data from its spec and the experiment seed.
 pub fn build_task(spec: &TaskSpec, seed: u64) -> Result<TaskData, ModelError> {
     spec.validate()?;
     let mut rng = Rng64::new(seed, 0x7a5c);
     match spec {
-        TaskSpec::Regression(r) => Ok(synthetic::regression(r, &mut rng)),
+        TaskSpec::Regression(r) => Ok(synthetic::regression(
+            r,
+            &mut rng,
+            &mut Rng64::new(seed, 0x5b0f),
+        )),
         TaskSpec::Adding(a) => Ok(synthetic::adding(a, &mut rng)),
         TaskSpec::Copy(c) => Ok(synthetic::copy(c, &mut rng)),
         TaskSpec::Sine(s) => Ok(synthetic::sine(s, &mut rng)),
@@ -348,5 +412,25 @@ mod tests {
             close(b.test_loss.unwrap(), (ln2 + 4f64.ln()) / 2.0),
             "{b:?}"
         );
+    }
+
+    #[test]
+    fn mean_squares() {
+        let mut d = values(&[3.0, -1.0], &[100.0], 1);
+        d.train.x = vec![1.0, -2.0, 2.0, 0.0];
+        assert_eq!(d.target_mean_square(), Some(5.0));
+        assert_eq!(d.feature_mean_square(), 2.25);
+        d.targets = Targets::Classes;
+        assert_eq!(d.target_mean_square(), None);
+    }
+
+    #[test]
+    fn standardize_uses_training_statistics() {
+        // column 0: train [1, 3] mean 2 sd 1; column 1: constant 5 -> centred only
+        let mut train = vec![1.0, 5.0, 3.0, 5.0];
+        let mut test = vec![4.0, 6.0];
+        standardize_columns(&mut train, &mut test, 2);
+        assert_eq!(train, vec![-1.0, 0.0, 1.0, 0.0]);
+        assert_eq!(test, vec![2.0, 1.0]);
     }
 }
