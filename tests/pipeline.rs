@@ -3,9 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use gradguard::core::{RunSummary, Verdict};
-use gradguard::pipeline::compare::{run_compare, variants};
+use gradguard::core::{CureStatus, RunSummary, Verdict};
+use gradguard::pipeline::compare::{parse_cures, run_compare, variants, CompareOptions};
 use gradguard::pipeline::demos::demo;
+use gradguard::pipeline::run::VerifyOptions;
 use gradguard::pipeline::{run_experiment, ExperimentSpec, RunOptions};
 
 fn scratch(name: &str) -> PathBuf {
@@ -31,11 +32,16 @@ fn summary(dir: &Path) -> RunSummary {
 }
 
 #[test]
-fn exploding_demo_is_diagnosed_and_clipping_cures_it() {
+fn exploding_demo_is_diagnosed_and_its_prescriptions_carry_measured_evidence() {
     let d = demo("regression-sgd").expect("demo");
     let out = scratch("regression");
-    let outcome = run_experiment(d.spec().expect("spec"), &quiet(&out)).expect("run");
-    for f in ["summary.json", "events.jsonl", "report.html"] {
+    let mut opts = quiet(&out);
+    opts.verify = Some(VerifyOptions {
+        budget_s: None,
+        ..VerifyOptions::default()
+    });
+    let outcome = run_experiment(d.spec().expect("spec"), &opts).expect("run");
+    for f in ["summary.json", "events.jsonl", "report.html", "spec.json"] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     let s = summary(&out);
@@ -53,60 +59,119 @@ fn exploding_demo_is_diagnosed_and_clipping_cures_it() {
         .expect("grad_nonfinite seen");
     assert_eq!(grad.first_step, first);
     assert!(grad.layer.is_some());
-    assert!(s
-        .prescriptions
-        .iter()
-        .any(|p| p.remedy == "clip_global_norm"));
     assert_eq!(outcome.summary, s);
+    // The baseline: predicting the training targets' mean, in the targets' (unscaled) units.
+    let baseline = s.baseline_loss.expect("baseline");
+    assert!(baseline > 1e3, "baseline {baseline}");
+
+    // Every prescription was verified (the top 4) or says why not; measured successes come
+    // first, and no measured failure is ranked above a measured success.
+    let labels: Vec<String> = s.prescriptions.iter().map(|p| p.remedy.label()).collect();
+    let status: Vec<CureStatus> = s.prescriptions.iter().map(|p| p.evidence.status).collect();
+    for p in s.prescriptions.iter().take(4) {
+        assert_eq!(p.evidence.seeds_run, 3, "{}: {:?}", p.remedy, p.evidence);
+    }
+    let last_works = status.iter().rposition(|s| *s == CureStatus::Works);
+    let first_fails = status.iter().position(|s| *s == CureStatus::Fails);
+    if let (Some(w), Some(f)) = (last_works, first_fails) {
+        assert!(w < f, "{labels:?} {status:?}");
+    }
+    let evidence = |label: &str| {
+        s.prescriptions
+            .iter()
+            .find(|p| p.remedy.label() == label)
+            .map(|p| p.evidence.clone())
+            .unwrap_or_else(|| panic!("{label} not prescribed: {labels:?}"))
+    };
+    for cure in ["clip_global_norm", "standardise_targets"] {
+        let e = evidence(cure);
+        assert_eq!(e.status, CureStatus::Works, "{cure}: {e:?}");
+        assert!(
+            e.median_test_loss_vs_baseline.expect("ratio") < 0.5,
+            "{cure}: {e:?}"
+        );
+    }
+    // skip_nonfinite guards the weights but does not cure: measured, it fails.
+    assert_eq!(evidence("skip_nonfinite").status, CureStatus::Fails);
+    // A one-hidden-layer MLP whose probe measured no growth: neither depth nor init is blamed.
+    assert!(
+        !labels
+            .iter()
+            .any(|l| l == "fewer_layers" || l == "smaller_init_gain"),
+        "{labels:?}"
+    );
+    let verification = outcome.verification.expect("verification ran");
+    assert!(verification.html.is_file());
 
     let spec = d.spec().expect("spec");
-    let with: Vec<String> = ["clip_global_norm", "clip_norm", "clip_value"]
+    let cures = parse_cures(
+        &[
+            "clip_global_norm",
+            "clip_norm",
+            "clip_value",
+            "standardise_targets",
+        ]
         .iter()
         .map(|s| s.to_string())
-        .collect();
+        .collect::<Vec<_>>(),
+    )
+    .expect("cures");
     let cmp = run_compare(
-        variants(&spec, &with).expect("variants"),
+        variants(&spec, &cures).expect("variants"),
         &scratch("regression-compare"),
-        &[1, 2, 3],
-        None,
+        &CompareOptions {
+            seeds: vec![1, 2, 3],
+            ..CompareOptions::default()
+        },
     )
     .expect("compare");
-    assert_eq!(cmp.variants.len(), 4);
-    assert_eq!(cmp.healthy_seeds[0], (0, 3));
-    assert!(
-        cmp.healthy_seeds[1..]
-            .iter()
-            .all(|&(h, n)| h == n && n == 3),
-        "{:?}",
-        cmp.healthy_seeds
-    );
-    assert!(gradguard::pipeline::compare::cure_found(&cmp));
-    assert_eq!(cmp.variants[0].summary.verdict, Verdict::Exploding);
-    for v in &cmp.variants[1..] {
-        assert_eq!(v.summary.verdict, Verdict::Healthy, "{}", v.name);
-        assert!(v.name.ends_with("(3/3 healthy)"), "{}", v.name);
-        let loss = v.summary.final_train_loss.expect("finite final loss");
-        assert!(loss < 100.0, "{}: final loss {loss}", v.name);
-        assert!(v.summary.final_test_loss.is_some(), "{}", v.name);
-        assert!(v.steps_clipped > 0, "{}", v.name);
+    assert_eq!(cmp.variants.len(), 5);
+    assert_eq!(cmp.outcomes[0].evidence.status, CureStatus::Fails);
+    for o in &cmp.outcomes[1..] {
+        assert_eq!(o.evidence.status, CureStatus::Works, "{}", o.name);
+        for seed in &o.seeds {
+            // healthy means it learned: the whole training set's loss is under half the
+            // constant predictor's.
+            let (train, base) = (
+                seed.summary.final_train_loss.expect("train loss"),
+                seed.summary.baseline_loss.expect("baseline"),
+            );
+            assert!(
+                train < 0.5 * base,
+                "{} seed {}: {train} vs {base}",
+                o.name,
+                seed.seed
+            );
+        }
     }
+    assert!(gradguard::pipeline::compare::cure_found(&cmp));
+    for v in &cmp.variants[1..] {
+        assert!(v.name.ends_with("(3/3 healthy)"), "{}", v.name);
+        assert!(v.summary.final_test_loss.is_some(), "{}", v.name);
+    }
+    // compare ranks the `none` run's prescriptions by what the cures did.
+    let ranked = cmp.ranked.as_ref().expect("ranked diagnosis");
+    assert_eq!(ranked.prescriptions[0].evidence.status, CureStatus::Works);
     assert!(cmp.html.is_file());
-    assert!(cmp.table.contains("clip_global_norm"));
+    assert!(cmp.table.contains("standardise_targets"));
 }
 
-/// The regularization demo measures what its comments claim: over seeds 1-3 a penalty
-/// explodes on exactly the seeds where no penalty explodes, and where the run survives
-/// (seed 1) L1 and L2 shrink the final weight norm at least 1.5x.
+/// The regularization demo measures what its comments claim, and compare credits no cure
+/// whose runs did not learn: over seeds 1-3 a penalty explodes on exactly the seeds where no
+/// penalty explodes; where the run survives (seed 1) L1 and L2 shrink the final weight norm
+/// at least 1.5x; clipping keeps every seed finite but does not let every seed learn.
 #[test]
-fn regularization_demo_penalties_shrink_weights_but_do_not_stop_the_explosion() {
+fn regularization_demo_credits_no_cure_whose_runs_did_not_learn() {
     let d = demo("regularization").expect("demo");
     let spec = d.spec().expect("spec");
     let with: Vec<String> = d.compare_with.iter().map(|s| s.to_string()).collect();
     let cmp = run_compare(
-        variants(&spec, &with).expect("variants"),
+        variants(&spec, &parse_cures(&with).expect("cures")).expect("variants"),
         &scratch("regularization-compare"),
-        &[1, 2, 3],
-        None,
+        &CompareOptions {
+            seeds: vec![1, 2, 3],
+            ..CompareOptions::default()
+        },
     )
     .expect("compare");
     let names: Vec<&str> = cmp.variants.iter().map(|v| v.name.as_str()).collect();
@@ -114,14 +179,54 @@ fn regularization_demo_penalties_shrink_weights_but_do_not_stop_the_explosion() 
         names[1].starts_with("l1") && names[2].starts_with("l2"),
         "{names:?}"
     );
-    let none = cmp.healthy_seeds[0];
+    let healthy = |i: usize| {
+        let e = &cmp.outcomes[i].evidence;
+        (e.seeds_healthy, e.seeds_run)
+    };
+    let none = healthy(0);
     assert!(
         none.0 < none.1,
         "no penalty should explode on some seed: {none:?}"
     );
-    assert_eq!(cmp.healthy_seeds[1], none, "l1");
-    assert_eq!(cmp.healthy_seeds[2], none, "l2");
-    assert_eq!(cmp.healthy_seeds[3], (3, 3), "clip_global_norm");
+    assert_eq!(healthy(1), none, "l1");
+    assert_eq!(healthy(2), none, "l2");
+    // Every seed counted healthy learned; no variant is credited unless all seeds did.
+    for o in &cmp.outcomes {
+        for seed in &o.seeds {
+            if seed.summary.verdict == Verdict::Healthy {
+                let train = seed.summary.final_train_loss.expect("train loss");
+                let base = seed.summary.baseline_loss.expect("baseline");
+                assert!(train < 0.5 * base, "{} seed {}", o.name, seed.seed);
+            }
+        }
+        assert_eq!(
+            o.evidence.status == CureStatus::Works,
+            o.seeds
+                .iter()
+                .all(|s| s.summary.verdict == Verdict::Healthy),
+            "{}",
+            o.name
+        );
+    }
+    let clip = &cmp.outcomes[3];
+    assert_eq!(clip.name, "clip_global_norm");
+    assert!(
+        clip.seeds
+            .iter()
+            .all(|s| s.summary.first_nonfinite_step.is_none()),
+        "clipping keeps every seed finite"
+    );
+    assert!(
+        clip.seeds
+            .iter()
+            .any(|s| s.summary.verdict == Verdict::NotLearning),
+        "clipping at max_norm 1 leaves a seed that did not learn: {:?}",
+        clip.seeds
+            .iter()
+            .map(|s| s.summary.verdict)
+            .collect::<Vec<_>>()
+    );
+    assert!(!gradguard::pipeline::compare::cure_found(&cmp));
     let w = |i: usize| cmp.variants[i].final_weight_norm.expect("weight norm");
     assert_eq!(
         cmp.variants[0].summary.verdict,
@@ -213,7 +318,7 @@ fn exploding_rnn_names_a_recurrent_layer_and_lstm_with_clipping_is_healthy() {
     assert!(
         diag.prescriptions
             .iter()
-            .any(|p| p.remedy == "clip_global_norm"),
+            .any(|p| p.remedy.label() == "clip_global_norm"),
         "{}",
         diag.to_plain_words()
     );
@@ -430,7 +535,7 @@ fn exploding_rnn_names_the_nonfinite_step_and_a_recurrent_tensor() {
     assert!(
         diag.prescriptions
             .iter()
-            .any(|p| p.remedy == "clip_global_norm"),
+            .any(|p| p.remedy.label() == "clip_global_norm"),
         "{}",
         diag.to_plain_words()
     );

@@ -55,6 +55,9 @@ pub enum Command {
     Demo(train::DemoArgs),
     /// Run the same spec under each cure (same seed and data order) and compare.
     Compare(train::CompareArgs),
+    /// Run a finished run's top prescriptions over several seeds and rank them by what they
+    /// did (updates its summary.json).
+    Verify(train::VerifyRunArgs),
     /// Judge a model's risk of exploding gradients at initialisation, before training.
     Probe(train::ProbeArgs),
     /// Diagnose a run offline from its events log.
@@ -111,6 +114,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Run(args) => train::run(args, cli.quiet),
         Command::Demo(args) => train::demo_cmd(args, cli.quiet),
         Command::Compare(args) => train::compare(args),
+        Command::Verify(args) => train::verify(args),
         Command::Probe(args) => train::probe(args),
         Command::Diagnose(args) => diagnose::run(
             args,

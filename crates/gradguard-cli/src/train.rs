@@ -3,9 +3,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use gradguard_pipeline::compare::{cure_found, default_cures, run_compare, variants};
+use gradguard_core::{Diagnosis, Prescription};
+use gradguard_pipeline::compare::{
+    cure_found, default_cures, parse_cures, run_compare, variants, CompareOptions, Comparison,
+};
 use gradguard_pipeline::demos::{demo, DEMOS};
 use gradguard_pipeline::probe::probe_spec;
+use gradguard_pipeline::run::{verify_prescriptions, VerifyOptions};
 use gradguard_pipeline::{run_experiment, ExperimentSpec, RunOptions, RunOutcome};
 
 use crate::UserError;
@@ -24,6 +28,52 @@ pub struct RunArgs {
     /// Number of optimiser steps (overrides the spec's epochs or steps).
     #[arg(long)]
     pub steps: Option<u64>,
+    /// How to verify the prescriptions when the run is not healthy.
+    #[command(flatten)]
+    pub verify: VerifyArgs,
+}
+
+/// How prescriptions are verified: the top ones are run over several seeds, from the same
+/// initial weights, data order and number of steps as the diagnosed run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VerifyArgs {
+    /// How many prescriptions to verify, from the top.
+    #[arg(long = "verify", value_name = "K", default_value_t = 4)]
+    pub top: usize,
+    /// Do not verify: every prescription stays `untested`.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Seeds per verified prescription (the run's seed, then the next ones).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub verify_seeds: u64,
+    /// Verify only when the estimated time of the verification runs is at most this many
+    /// seconds (the diagnosed run's time times the runs needed); otherwise print the command
+    /// that verifies later.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    pub verify_budget: f64,
+}
+
+impl VerifyArgs {
+    fn options(&self, budget: bool) -> Option<VerifyOptions> {
+        (!self.no_verify && self.top > 0).then(|| VerifyOptions {
+            top: self.top,
+            seeds: self.verify_seeds.max(1),
+            budget_s: budget.then_some(self.verify_budget),
+        })
+    }
+}
+
+/// Arguments of `gradguard verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyRunArgs {
+    /// A run directory written by `gradguard run` (it holds spec.json and summary.json).
+    pub run_dir: PathBuf,
+    /// How many prescriptions to verify, from the top.
+    #[arg(long = "top", value_name = "K", default_value_t = 4)]
+    pub top: usize,
+    /// Seeds per verified prescription.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub seeds: u64,
 }
 
 /// Arguments of `gradguard demo`.
@@ -69,6 +119,9 @@ pub struct CompareArgs {
     pub seeds: u64,
 }
 
+/// The most seeds `compare` and `verify` accept (each is a full training run per variant).
+pub const MAX_SEEDS: u64 = 1000;
+
 /// Arguments of `gradguard probe`.
 #[derive(Debug, clap::Args)]
 pub struct ProbeArgs {
@@ -93,6 +146,19 @@ fn finish_line(outcome: &RunOutcome) {
     if let Some(why) = &outcome.stopped_early {
         println!("The run stopped early: {why}.");
     }
+    if let Some(v) = &outcome.verification {
+        println!(
+            "\nVerification: the top prescriptions, each over the same seeds, from the same initial weights and data order, stopped once beyond saving:\n"
+        );
+        println!("{}", v.table);
+        println!("Verification report: {}", v.html.display());
+    } else if outcome.diagnosis.verdict != gradguard_core::Verdict::Healthy {
+        if let Some(p) = outcome.diagnosis.prescriptions.first() {
+            if p.evidence.note.starts_with("not verified") {
+                println!("The prescriptions are untested: {}.", p.evidence.note);
+            }
+        }
+    }
 }
 
 /// `gradguard run`.
@@ -104,10 +170,106 @@ pub fn run(args: &RunArgs, quiet: bool) -> anyhow::Result<()> {
         steps: args.steps,
         console: None,
         quiet,
+        verify: args.verify.options(true),
+        stop_when_beyond_saving: false,
     };
     let outcome =
         run_experiment(spec, &opts).with_context(|| format!("running {}", args.spec.display()))?;
     finish_line(&outcome);
+    Ok(())
+}
+
+/// The prescriptions ranked by a comparison, one line each.
+fn ranked_lines(prescriptions: &[Prescription]) -> String {
+    let mut out = String::new();
+    for (i, p) in prescriptions.iter().enumerate() {
+        out.push_str(&format!(
+            "  {}. {} [{}]\n",
+            i + 1,
+            p.remedy,
+            p.evidence.describe()
+        ));
+    }
+    out
+}
+
+fn print_ranking(c: &Comparison) {
+    if let Some(d) = &c.ranked {
+        if !d.prescriptions.is_empty() {
+            println!(
+                "What to try, ranked by these runs (the diagnosis of `none`, seed {}):",
+                c.outcomes
+                    .first()
+                    .and_then(|o| o.seeds.first())
+                    .map_or(0, |s| s.seed)
+            );
+            print!("{}", ranked_lines(&d.prescriptions));
+        }
+    }
+}
+
+/// `gradguard verify RUN_DIR`: runs the prescriptions of a finished run and writes their
+/// evidence into its summary.json.
+pub fn verify(args: &VerifyRunArgs) -> anyhow::Result<()> {
+    let spec_path = args.run_dir.join("spec.json");
+    let summary_path = args.run_dir.join("summary.json");
+    let spec = load(&spec_path)?;
+    let text = std::fs::read_to_string(&summary_path)
+        .map_err(|e| UserError(format!("{}: {e}", summary_path.display())))?;
+    let mut summary: gradguard_core::RunSummary = serde_json::from_str(&text).map_err(|e| {
+        UserError(format!(
+            "{}: line {}, column {}: not a gradguard summary.json: {e}",
+            summary_path.display(),
+            e.line(),
+            e.column()
+        ))
+    })?;
+    if args.seeds > MAX_SEEDS {
+        return Err(UserError(format!("--seeds {}: at most {MAX_SEEDS}", args.seeds)).into());
+    }
+    if summary.verdict == gradguard_core::Verdict::Healthy || summary.prescriptions.is_empty() {
+        println!(
+            "{}: verdict {}, no prescription to verify.",
+            args.run_dir.display(),
+            summary.verdict.as_str()
+        );
+        return Ok(());
+    }
+    let mut diagnosis = Diagnosis {
+        verdict: summary.verdict,
+        rule: String::new(),
+        checklist: Vec::new(),
+        origin: None,
+        prescriptions: summary.prescriptions.clone(),
+        first_nonfinite_step: summary.first_nonfinite_step,
+        max_grad_norm: summary.max_grad_norm,
+    };
+    let planned = gradguard_models::Trainer::new(&spec.model, &spec.task, &spec.train, spec.seed)
+        .map_err(|e| UserError(format!("{}: {e}", spec_path.display())))?
+        .planned_steps();
+    let comparison = verify_prescriptions(
+        &spec,
+        &mut diagnosis,
+        &VerifyOptions {
+            top: args.top.max(1),
+            seeds: args.seeds.max(1),
+            budget_s: None,
+        },
+        spec.seed,
+        planned,
+        0.0,
+        &args.run_dir,
+    )?;
+    summary.prescriptions = diagnosis.prescriptions.clone();
+    let json = serde_json::to_string_pretty(&summary)?;
+    gradguard_report::write_atomically(&summary_path, json.as_bytes())?;
+    if let Some(c) = &comparison {
+        println!("{}", c.table);
+        println!("Verification report: {}", c.html.display());
+    }
+    println!("What to try, ranked by these runs:");
+    print!("{}", ranked_lines(&diagnosis.prescriptions));
+    println!("Updated {}", summary_path.display());
     Ok(())
 }
 
@@ -169,6 +331,12 @@ fn demo_and_compare(
         steps: None,
         console: None,
         quiet,
+        // A demo always verifies its prescriptions: the advice it prints is measured.
+        verify: Some(VerifyOptions {
+            budget_s: None,
+            ..VerifyOptions::default()
+        }),
+        stop_when_beyond_saving: false,
     };
     let outcome = run_experiment(spec, &opts)?;
     finish_line(&outcome);
@@ -181,8 +349,17 @@ fn demo_and_compare(
         seeds.len()
     );
     let with: Vec<String> = d.compare_with.iter().map(|s| s.to_string()).collect();
+    let cures = parse_cures(&with)?;
     let compare_dir = out_root.join(format!("{}-compare", d.name));
-    let comparison = run_compare(variants(&spec, &with)?, &compare_dir, &seeds, None)?;
+    let comparison = run_compare(
+        variants(&spec, &cures)?,
+        &compare_dir,
+        &CompareOptions {
+            seeds: seeds.clone(),
+            steps: None,
+            stop_when_beyond_saving: false,
+        },
+    )?;
     println!("{}", comparison.table);
     println!("{}", seeds_note(&seeds));
     if cure_found(&comparison) {
@@ -217,23 +394,35 @@ fn seeds_note(seeds: &[u64]) -> String {
 /// `gradguard compare`.
 pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     let spec = load(&args.spec)?;
-    let with = if args.with.is_empty() {
+    let cures = if args.with.is_empty() {
         default_cures(&spec)
     } else {
-        args.with.clone()
+        parse_cures(&args.with).map_err(|e| UserError(e.to_string()))?
     };
+    if args.seeds > MAX_SEEDS {
+        return Err(UserError(format!("--seeds {}: at most {MAX_SEEDS}", args.seeds)).into());
+    }
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-compare", spec.name)));
-    let vs = variants(&spec, &with).map_err(|e| UserError(e.to_string()))?;
+    let vs = variants(&spec, &cures).map_err(|e| UserError(e.to_string()))?;
     let first = args.seed.unwrap_or(spec.seed);
-    let seeds: Vec<u64> = (first..first + args.seeds.max(1)).collect();
-    let comparison = run_compare(vs, &out, &seeds, args.steps)?;
+    let seeds: Vec<u64> = (first..first.saturating_add(args.seeds.max(1))).collect();
+    let comparison = run_compare(
+        vs,
+        &out,
+        &CompareOptions {
+            seeds: seeds.clone(),
+            steps: args.steps,
+            stop_when_beyond_saving: false,
+        },
+    )?;
     println!("{}", comparison.table);
     if seeds.len() > 1 {
         println!("{}", seeds_note(&seeds));
     }
+    print_ranking(&comparison);
     println!("Report: {}", comparison.html.display());
     Ok(())
 }

@@ -6,6 +6,28 @@
 //! `#[serde(with = "gradguard_core::float::lossy")]` on an `f64` field, or
 //! `#[serde(with = "gradguard_core::float::lossy_opt")]` on an `Option<f64>`.
 
+/// Formats a measured value for a sentence: plain with up to three decimals for moderate
+/// magnitudes, scientific (`1.23e5`) at 1e4 and above or below 1e-3, and `NaN` / `inf` as such.
+pub fn fmt_short(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_string()
+    } else if v.is_infinite() {
+        if v > 0.0 {
+            "inf".to_string()
+        } else {
+            "-inf".to_string()
+        }
+    } else if v == 0.0 {
+        "0".to_string()
+    } else if v.abs() >= 1e4 || v.abs() < 1e-3 {
+        format!("{v:.2e}")
+    } else {
+        let s = format!("{v:.3}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        s.to_string()
+    }
+}
+
 /// For `f64` fields: non-finite values as strings.
 pub mod lossy {
     use serde::de::{self, Visitor};

@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod action;
+pub mod cure;
 pub mod diagnosis;
 pub mod error;
 pub mod event;
@@ -33,8 +34,10 @@ pub mod sign;
 pub mod stats;
 
 pub use action::{Action, ActionRecord};
+pub use cure::{CellName, Cure};
 pub use diagnosis::{
-    Diagnosis, Prescription, RunSummary, SignSummary, SummaryRemedy, SummarySign, Verdict,
+    CureStatus, Diagnosis, Evidence, Learning, Prescription, RunSummary, SignSummary,
+    SummaryRemedy, SummarySign, Verdict,
 };
 pub use error::{CoreError, RemedyError, ReportError};
 pub use event::{Event, LayerRecord};

@@ -49,8 +49,7 @@ pub use util::role_from_name;
 pub(crate) mod testing;
 
 pub use diagnoser::{
-    apply_measured_effects, remedy_kind, run_summary, Diagnoser, DiagnosisRules, MeasuredEffect,
-    RunFigures,
+    apply_evidence, run_summary, Diagnoser, DiagnosisRules, InitialGrowth, MeasuredCure, RunFigures,
 };
 pub use grad_growth_across_layers::GradGrowthAcrossLayers;
 pub use grad_nonfinite::GradNonfinite;

@@ -191,7 +191,7 @@ impl Detector for RecurrentRadiusAboveOne {
                 rho,
                 self.threshold,
                 format!(
-                    "the recurrent weight `{}` has spectral radius {}{gate} and largest singular value {} at step {}: gradients can grow by that factor per time step",
+                    "the recurrent weight `{}` has spectral radius {}{gate} and largest singular value {} at step {}: an upper bound, not a measurement: the gradient through time can grow by at most the largest singular value per step (times the activation's derivative, at most 1 for tanh); saturation and gates lower the actual growth, which grad_growth_across_layers measures",
                     p.name,
                     fmt_num(rho),
                     fmt_num(r.sigma_max),

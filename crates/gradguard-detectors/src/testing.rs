@@ -66,7 +66,15 @@ pub(crate) fn run_live(
     steps: &[SynthStep],
     detectors: &mut [Box<dyn Detector>],
 ) -> (Vec<Event>, Diagnosis) {
-    let mut diagnoser = Diagnoser::default();
+    run_live_with(steps, detectors, Diagnoser::default())
+}
+
+/// [`run_live`] with a prepared diagnoser (initial growth, learning figures).
+pub(crate) fn run_live_with(
+    steps: &[SynthStep],
+    detectors: &mut [Box<dyn Detector>],
+    mut diagnoser: Diagnoser,
+) -> (Vec<Event>, Diagnosis) {
     let mut events = Vec::new();
     for (i, s) in steps.iter().enumerate() {
         let step = i as u64 + 1;

@@ -5,23 +5,7 @@ use gradguard_core::{ParamStats, Role};
 /// Formats a measured value for a sentence: plain for moderate magnitudes, scientific
 /// otherwise, and `NaN` / `inf` as such.
 pub(crate) fn fmt_num(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".to_string()
-    } else if v.is_infinite() {
-        if v > 0.0 {
-            "inf".to_string()
-        } else {
-            "-inf".to_string()
-        }
-    } else if v == 0.0 {
-        "0".to_string()
-    } else if v.abs() >= 1e4 || v.abs() < 1e-3 {
-        format!("{v:.2e}")
-    } else {
-        let s = format!("{v:.3}");
-        let s = s.trim_end_matches('0').trim_end_matches('.');
-        s.to_string()
-    }
+    gradguard_core::float::fmt_short(v)
 }
 
 /// The layer a tensor belongs to: its name up to the last `.` (`layers.0.bias` -> `layers.0`).

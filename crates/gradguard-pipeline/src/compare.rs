@@ -1,21 +1,31 @@
-//! `compare`: the same experiment under each cure, same seed and data order, side by side.
+//! `compare`: the same experiment under each cure, same seeds and data order, side by side,
+//! and the measured evidence that ranks the diagnosis' prescriptions.
+//!
+//! Every variant runs under every seed; per seed, every variant starts from the same initial
+//! weights (where the cure keeps the architecture) and the same data order. A variant's
+//! [`Evidence`] counts the seeds that ended `healthy` (which requires that the run learned)
+//! and takes the median over the seeds of its held-out loss divided by the held-out loss of
+//! the best constant predictor (a seed with no finite held-out loss counts as infinitely
+//! bad). Status: `works` when every seed ended healthy, `partly` when some did, `fails` when
+//! none did.
 
 use std::path::{Path, PathBuf};
 
-use gradguard_core::registry::plugin_info;
-use gradguard_core::{Family, Remedy, Verdict};
-use gradguard_detectors::MeasuredEffect;
+use gradguard_core::{Cure, CureStatus, Diagnosis, Evidence, RunSummary, Verdict};
+use gradguard_detectors::{apply_evidence, MeasuredCure};
+use gradguard_report::compare::test_loss_vs_baseline;
 use gradguard_report::{format_compare_table, render_compare_html, CompareVariant};
 
-use crate::cures::{Cure, CURE_NAMES};
+use crate::cures;
 use crate::run::{run_experiment, RunError, RunOptions};
 use crate::spec::ExperimentSpec;
-use crate::spec_error::{parse_str, SpecFormat};
 
-/// One variant to run: a name and its spec.
+/// One variant to run: a name, the cure it applies (none for the spec as given) and its spec.
 pub struct Variant {
-    /// The variant's name (`none`, a remedy kind, or a cure label).
+    /// The variant's name (`none` or the cure's label).
     pub name: String,
+    /// The cure, or `None` for the spec as given.
+    pub cure: Option<Cure>,
     /// The spec it runs.
     pub spec: ExperimentSpec,
 }
@@ -24,134 +34,197 @@ pub struct Variant {
 #[derive(Debug, thiserror::Error)]
 pub enum CompareError {
     /// A `--with` name is neither a remedy kind nor a structural cure.
-    #[error("unknown cure `{0}`: expected a remedy kind (see `gradguard plugins`) or one of {1}")]
-    UnknownCure(String, String),
+    #[error("{0}")]
+    UnknownCure(String),
     /// A cure does not apply to this spec.
     #[error("cure `{0}` does not apply: {1}")]
     NotApplicable(String, String),
     /// A variant's run failed.
     #[error("variant `{0}`: {1}")]
-    Run(String, RunError),
+    Run(String, Box<RunError>),
     /// Writing the comparison failed.
     #[error(transparent)]
     Report(#[from] gradguard_core::ReportError),
 }
 
-/// The remedy `kind` with its documented example parameters, as a remedy object.
-pub fn remedy_with_example(kind: &str) -> Option<Box<dyn Remedy>> {
-    let info = plugin_info(Family::Remedy, kind)?;
-    let text = if info.example.is_empty() {
-        format!("kind = \"{kind}\"")
-    } else {
-        format!("kind = \"{kind}\"\n{}", info.example.replace(", ", "\n"))
-    };
-    parse_str::<Box<dyn Remedy>>(&text, SpecFormat::Toml, Path::new("<example>")).ok()
+/// Parses `--with` labels into cures, checking each names something that exists.
+pub fn parse_cures(labels: &[String]) -> Result<Vec<Cure>, CompareError> {
+    crate::link_plugins();
+    labels
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| cures::parse_cure(l).map_err(CompareError::UnknownCure))
+        .collect()
 }
 
-/// The default `--with` list for a spec: clipping kinds, L2 and the structural cures that apply.
-pub fn default_cures(spec: &ExperimentSpec) -> Vec<String> {
-    let mut v: Vec<String> = ["clip_global_norm", "clip_norm", "clip_value", "l2"]
+/// The default `--with` list for a spec: the clipping kinds and L2, then every structural
+/// cure (with its default value) that applies to the spec.
+pub fn default_cures(spec: &ExperimentSpec) -> Vec<Cure> {
+    crate::link_plugins();
+    let mut v: Vec<Cure> = ["clip_global_norm", "clip_norm", "clip_value", "l2"]
         .iter()
-        .map(|s| s.to_string())
+        .map(|s| Cure::Remedy(s.to_string()))
         .collect();
-    for name in CURE_NAMES {
-        if let Some(c) = Cure::by_name(name) {
-            if c.applies_to(spec) {
-                v.push(name.to_string());
-            }
+    for name in gradguard_core::cure::STRUCTURAL_CURES {
+        if let Ok(c) = Cure::parse(name) {
+            v.push(c);
         }
     }
+    v.retain(|c| cures::applies_to(c, spec));
     v
 }
 
-/// Builds the variants: `none` (the spec as given) then one per name in `with`.
-pub fn variants(spec: &ExperimentSpec, with: &[String]) -> Result<Vec<Variant>, CompareError> {
-    let clone = |s: &ExperimentSpec| {
-        s.try_clone()
-            .map_err(|e| CompareError::NotApplicable("none".into(), e.to_string()))
-    };
+/// Builds the variants: `none` (the spec as given) then one per cure.
+pub fn variants(
+    spec: &ExperimentSpec,
+    cures_to_run: &[Cure],
+) -> Result<Vec<Variant>, CompareError> {
     let mut out = vec![Variant {
         name: "none".into(),
-        spec: clone(spec)?,
+        cure: None,
+        spec: spec
+            .try_clone()
+            .map_err(|e| CompareError::NotApplicable("none".into(), e.to_string()))?,
     }];
-    for name in with {
-        let name = name.trim();
-        if let Some(cure) = Cure::by_name(name) {
-            let s = cure
-                .apply(spec)
-                .map_err(|why| CompareError::NotApplicable(name.to_string(), why))?;
-            out.push(Variant {
-                name: cure.label(),
-                spec: s,
-            });
-        } else if let Some(remedy) = remedy_with_example(name) {
-            let mut s = clone(spec)?;
-            s.name = format!("{}+{}", spec.name, name);
-            s.remedies.push(remedy);
-            out.push(Variant {
-                name: name.to_string(),
-                spec: s,
-            });
-        } else {
-            let mut known: Vec<String> = CURE_NAMES.iter().map(|s| s.to_string()).collect();
-            known.extend(gradguard_core::registry::registered_kinds(Family::Remedy));
-            return Err(CompareError::UnknownCure(
-                name.to_string(),
-                known.join(", "),
-            ));
-        }
+    for cure in cures_to_run {
+        let s = cures::apply(cure, spec)
+            .map_err(|why| CompareError::NotApplicable(cure.label(), why))?;
+        out.push(Variant {
+            name: cure.label(),
+            cure: Some(cure.clone()),
+            spec: s,
+        });
     }
     Ok(out)
 }
 
+/// How to run a comparison.
+#[derive(Clone, Debug, Default)]
+pub struct CompareOptions {
+    /// The seeds every variant runs under (the spec's own seed when empty).
+    pub seeds: Vec<u64>,
+    /// Overrides every variant's number of steps.
+    pub steps: Option<u64>,
+    /// Stop a cure's run once its verdict can no longer be healthy (a decisive sign);
+    /// `none` always runs to the end.
+    pub stop_when_beyond_saving: bool,
+}
+
+/// One seed of one variant.
+#[derive(Clone, Debug)]
+pub struct SeedOutcome {
+    /// The seed.
+    pub seed: u64,
+    /// The run's summary.
+    pub summary: RunSummary,
+    /// Why it ended early, if it did.
+    pub stopped_early: Option<String>,
+}
+
+/// One variant over every seed.
+#[derive(Clone, Debug)]
+pub struct VariantOutcome {
+    /// The variant's name.
+    pub name: String,
+    /// The cure, or `None` for the spec as given.
+    pub cure: Option<Cure>,
+    /// Per seed, in order.
+    pub seeds: Vec<SeedOutcome>,
+    /// What the runs showed.
+    pub evidence: Evidence,
+}
+
 /// The outcome of a comparison.
+#[derive(Debug)]
 pub struct Comparison {
     /// One entry per variant, in order (curves and figures of the first seed; the name says
     /// how many seeds ended healthy when several ran).
     pub variants: Vec<CompareVariant>,
-    /// Per variant: how many seeds ended `healthy`, out of how many.
-    pub healthy_seeds: Vec<(usize, usize)>,
-    /// Measured effects, for re-ranking prescriptions: a variant counts as `healthy` only when
-    /// every seed did.
-    pub effects: Vec<MeasuredEffect>,
+    /// Per variant, every seed's outcome and the evidence.
+    pub outcomes: Vec<VariantOutcome>,
+    /// The evidence of every variant with a cure, to rank prescriptions.
+    pub measured: Vec<MeasuredCure>,
+    /// The diagnosis of the `none` variant's first seed, its prescriptions ranked by the
+    /// measured evidence (when `none` ran).
+    pub ranked: Option<Diagnosis>,
     /// Where compare.html was written.
     pub html: PathBuf,
     /// The console table.
     pub table: String,
 }
 
-fn rank(v: Verdict) -> u8 {
-    match v {
-        Verdict::Healthy => 0,
-        Verdict::Suspect => 1,
-        Verdict::Exploding => 2,
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    let m = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    };
+    m.is_finite().then_some(m)
+}
+
+/// The evidence of one variant's seeds (see the [module documentation](self)).
+pub fn evidence_of(seeds: &[SeedOutcome], note: String) -> Evidence {
+    let healthy = seeds
+        .iter()
+        .filter(|s| s.summary.verdict == Verdict::Healthy)
+        .count();
+    let status = if seeds.is_empty() {
+        CureStatus::Untested
+    } else if healthy == seeds.len() {
+        CureStatus::Works
+    } else if healthy > 0 {
+        CureStatus::Partly
+    } else {
+        CureStatus::Fails
+    };
+    let inf_if_none = |x: Option<f64>| x.unwrap_or(f64::INFINITY);
+    Evidence {
+        status,
+        seeds_healthy: healthy,
+        seeds_run: seeds.len(),
+        median_test_loss: median(
+            seeds
+                .iter()
+                .map(|s| inf_if_none(s.summary.final_test_loss))
+                .collect(),
+        ),
+        median_test_loss_vs_baseline: median(
+            seeds
+                .iter()
+                .map(|s| inf_if_none(test_loss_vs_baseline(&s.summary)))
+                .collect(),
+        ),
+        without_cure_vs_baseline: None,
+        note,
     }
 }
 
-/// Runs every variant under every seed in `seeds` (the spec's own seed when empty; each run
-/// writes its outputs under `out_dir/<variant>[/seed-<s>]`), then writes
-/// `out_dir/compare.html` and returns the table. Every variant sees the same seeds, so the
-/// same initial weights and data order. A variant's verdict is its worst over the seeds, so
-/// a cure is credited only when it worked for every seed.
+/// Runs every variant under every seed (each run writes its outputs under
+/// `out_dir/<variant>[/seed-<s>]`), then writes `out_dir/compare.html` and returns the
+/// table, each variant's evidence, and the `none` diagnosis re-ranked by that evidence.
 pub fn run_compare(
     variants: Vec<Variant>,
     out_dir: &Path,
-    seeds: &[u64],
-    steps: Option<u64>,
+    opts: &CompareOptions,
 ) -> Result<Comparison, CompareError> {
-    let mut results = Vec::new();
-    let mut effects = Vec::new();
-    let mut healthy_seeds = Vec::new();
+    let mut shown = Vec::new();
+    let mut outcomes: Vec<VariantOutcome> = Vec::new();
+    let mut none_diagnosis: Option<Diagnosis> = None;
+    let seed_list: Vec<Option<u64>> = if opts.seeds.is_empty() {
+        vec![None]
+    } else {
+        opts.seeds.iter().map(|&s| Some(s)).collect()
+    };
     for v in variants {
-        let seed_list: Vec<Option<u64>> = if seeds.is_empty() {
-            vec![None]
-        } else {
-            seeds.iter().map(|&s| Some(s)).collect()
-        };
         let base = out_dir.join(v.name.replace(['/', '\\', ' '], "_"));
         let mut first: Option<CompareVariant> = None;
-        let mut worst = Verdict::Healthy;
-        let mut healthy = 0;
+        let mut seeds = Vec::new();
+        let mut early = 0;
         for seed in &seed_list {
             let spec = v
                 .spec
@@ -161,62 +234,170 @@ pub fn run_compare(
                 Some(s) if seed_list.len() > 1 => base.join(format!("seed-{s}")),
                 _ => base.clone(),
             };
-            let opts = RunOptions {
+            let run_opts = RunOptions {
                 out_dir: Some(dir),
                 seed: *seed,
-                steps,
+                steps: opts.steps,
                 console: Some(false),
                 quiet: true,
+                verify: None,
+                // `none` always runs its course: it is what each cure is measured against.
+                stop_when_beyond_saving: opts.stop_when_beyond_saving && v.cure.is_some(),
             };
-            let outcome =
-                run_experiment(spec, &opts).map_err(|e| CompareError::Run(v.name.clone(), e))?;
-            let verdict = outcome.summary.verdict;
-            if verdict == Verdict::Healthy {
-                healthy += 1;
+            let outcome = run_experiment(spec, &run_opts)
+                .map_err(|e| CompareError::Run(v.name.clone(), Box::new(e)))?;
+            early += usize::from(outcome.stopped_early.is_some());
+            if v.cure.is_none() && none_diagnosis.is_none() {
+                none_diagnosis = Some(outcome.diagnosis.clone());
             }
-            if rank(verdict) > rank(worst) {
-                worst = verdict;
-            }
+            seeds.push(SeedOutcome {
+                seed: outcome.summary.seed,
+                summary: outcome.summary.clone(),
+                stopped_early: outcome.stopped_early.clone(),
+            });
             if first.is_none() {
                 first = Some(outcome.variant);
             }
         }
         let Some(mut variant) = first else { continue };
         variant.name = if seed_list.len() > 1 {
+            let healthy = seeds
+                .iter()
+                .filter(|s| s.summary.verdict == Verdict::Healthy)
+                .count();
             format!("{} ({healthy}/{} healthy)", v.name, seed_list.len())
         } else {
             v.name.clone()
         };
-        effects.push(MeasuredEffect {
-            remedy: v.name.replace('=', " "),
-            verdict: worst,
-            final_loss: variant.summary.final_train_loss,
+        let seed_names: Vec<String> = seeds.iter().map(|s| s.seed.to_string()).collect();
+        let mut note = format!(
+            "measured over seed(s) {} ({} step(s) planned each)",
+            seed_names.join(", "),
+            variant.summary.steps.max(1)
+        );
+        if early > 0 && opts.stop_when_beyond_saving {
+            note.push_str(&format!(
+                "; {early} run(s) stopped early, once a decisive sign made a healthy verdict impossible"
+            ));
+        }
+        let evidence = evidence_of(&seeds, note);
+        outcomes.push(VariantOutcome {
+            name: v.name.clone(),
+            cure: v.cure.clone(),
+            seeds,
+            evidence,
         });
-        healthy_seeds.push((healthy, seed_list.len()));
-        results.push(variant);
+        shown.push(variant);
     }
+    let without = outcomes
+        .iter()
+        .find(|o| o.cure.is_none())
+        .and_then(|o| o.evidence.median_test_loss_vs_baseline);
+    for o in outcomes.iter_mut().filter(|o| o.cure.is_some()) {
+        o.evidence.without_cure_vs_baseline = without;
+    }
+    let measured: Vec<MeasuredCure> = outcomes
+        .iter()
+        .filter_map(|o| {
+            o.cure.as_ref().map(|c| MeasuredCure {
+                cure: c.clone(),
+                evidence: o.evidence.clone(),
+            })
+        })
+        .collect();
+    let ranked = none_diagnosis.map(|mut d| {
+        apply_evidence(&mut d, &measured);
+        d
+    });
     let html = out_dir.join("compare.html");
-    render_compare_html(&results, seeds, &html)?;
-    let table = format_compare_table(&results);
+    render_compare_html(&shown, &opts.seeds, &html)?;
+    let table = format_compare_table(&shown);
     Ok(Comparison {
-        variants: results,
-        healthy_seeds,
-        effects,
+        variants: shown,
+        outcomes,
+        measured,
+        ranked,
         html,
         table,
     })
 }
 
-/// Whether some variant other than `none` was healthy for every seed while `none` was not.
+/// Whether some cure was healthy for every seed while `none` was not.
 pub fn cure_found(c: &Comparison) -> bool {
-    let base_all_healthy = c
-        .healthy_seeds
-        .first()
-        .map(|(h, n)| h == n)
-        .unwrap_or(false);
-    !base_all_healthy
-        && c.healthy_seeds
+    let base_works = c
+        .outcomes
+        .iter()
+        .find(|o| o.cure.is_none())
+        .is_some_and(|o| o.evidence.status == CureStatus::Works);
+    !base_works
+        && c.outcomes
             .iter()
-            .skip(1)
-            .any(|(h, n)| h == n && *n > 0)
+            .any(|o| o.cure.is_some() && o.evidence.status == CureStatus::Works)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seed(verdict: Verdict, test: Option<f64>, baseline: Option<f64>) -> SeedOutcome {
+        SeedOutcome {
+            seed: 1,
+            summary: RunSummary {
+                name: "s".into(),
+                seed: 1,
+                steps: 10,
+                epochs: 1,
+                final_train_loss: None,
+                final_test_loss: test,
+                last_batch_loss: None,
+                baseline_loss: None,
+                baseline_test_loss: baseline,
+                train_accuracy: None,
+                test_accuracy: None,
+                verdict,
+                first_nonfinite_step: None,
+                max_grad_norm: 1.0,
+                signs: Vec::new(),
+                remedies: Vec::new(),
+                prescriptions: Vec::new(),
+            },
+            stopped_early: None,
+        }
+    }
+
+    #[test]
+    fn evidence_counts_healthy_seeds_and_takes_medians_of_ratios() {
+        let e = evidence_of(
+            &[
+                seed(Verdict::Healthy, Some(2.0), Some(100.0)),
+                seed(Verdict::Healthy, Some(8.0), Some(100.0)),
+                seed(Verdict::Exploding, None, Some(100.0)),
+            ],
+            String::new(),
+        );
+        assert_eq!(e.status, CureStatus::Partly);
+        assert_eq!((e.seeds_healthy, e.seeds_run), (2, 3));
+        // medians of [2, 8, inf] and [0.02, 0.08, inf]
+        assert_eq!(e.median_test_loss, Some(8.0));
+        assert_eq!(e.median_test_loss_vs_baseline, Some(0.08));
+        let e = evidence_of(
+            &[
+                seed(Verdict::NotLearning, Some(90.0), Some(100.0)),
+                seed(Verdict::Exploding, None, Some(100.0)),
+            ],
+            String::new(),
+        );
+        assert_eq!(e.status, CureStatus::Fails);
+        // the median of [0.9, inf] is not finite
+        assert_eq!(e.median_test_loss_vs_baseline, None);
+        let e = evidence_of(
+            &[
+                seed(Verdict::Healthy, Some(1.0), Some(4.0)),
+                seed(Verdict::Healthy, Some(3.0), Some(4.0)),
+            ],
+            String::new(),
+        );
+        assert_eq!(e.status, CureStatus::Works);
+        assert_eq!(e.median_test_loss_vs_baseline, Some(0.5));
+    }
 }

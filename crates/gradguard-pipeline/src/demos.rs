@@ -33,9 +33,17 @@ impl Demo {
 pub const DEMOS: &[Demo] = &[
     Demo {
         name: "regression-sgd",
-        summary: "unscaled regression targets + SGD with momentum: NaN within the first epoch; clipping cures it",
+        summary: "unscaled regression targets + SGD with momentum (the classic Keras setup): NaN within the first epoch; clipping or standardising the targets cures it",
         spec: include_str!("../demos/regression-sgd.toml"),
-        compare_with: &["clip_global_norm", "clip_norm", "clip_value", "l2", "smaller_batch"],
+        compare_with: &[
+            "clip_global_norm",
+            "clip_norm",
+            "clip_value",
+            "standardise_targets",
+            "smaller_lr",
+            "l2",
+            "smaller_batch",
+        ],
     },
     Demo {
         name: "rnn-long-sequences",

@@ -3,7 +3,7 @@
 //! judging is gradguard-detectors' `probe`).
 
 use gradguard_core::{Role, SeriesAxis};
-use gradguard_detectors::{probe, ProbeInput, ProbeReport, RecurrentMatrix};
+use gradguard_detectors::{probe, InitialGrowth, ProbeInput, ProbeReport, RecurrentMatrix};
 use gradguard_models::{ModelError, Trainer};
 
 use crate::spec::ExperimentSpec;
@@ -21,6 +21,17 @@ pub fn probe_spec(
         &spec.train,
         seed.unwrap_or(spec.seed),
     )?;
+    probe_trainer(&mut trainer, spec.model.is_recurrent(), passes)
+}
+
+/// The risk report of a trainer at its current weights: `passes` forward/backward passes on
+/// the next training batches, after which the trainer is exactly as before (weights, data
+/// order, random state), so a run can probe itself at initialisation.
+pub fn probe_trainer(
+    trainer: &mut Trainer,
+    recurrent: bool,
+    passes: usize,
+) -> Result<ProbeReport, ModelError> {
     let infos = trainer.param_infos();
     let measured = trainer.probe(passes.max(1))?;
     let n = measured.passes.len().max(1) as f64;
@@ -106,8 +117,28 @@ pub fn probe_spec(
             })
             .collect(),
         global_grad_norm: Some(global),
-        sequence_length: spec.model.is_recurrent().then_some(measured.seq_len),
+        sequence_length: recurrent.then_some(measured.seq_len),
         ..ProbeInput::default()
     };
     Ok(probe(&input))
+}
+
+/// The growth the probe measured, as the diagnosis takes it: per layer for an MLP (from its
+/// per-layer error signals; a recurrent model's chain of bias gradients mixes a sum over
+/// time steps with the head's, so it is not a per-layer factor) and the fastest growth per
+/// time step over the recurrent layers.
+pub fn initial_growth(report: &ProbeReport, recurrent: bool) -> InitialGrowth {
+    InitialGrowth {
+        per_layer: report
+            .layer_growth
+            .as_ref()
+            .filter(|g| !recurrent && g.factor.is_finite())
+            .map(|g| (g.factor, g.length)),
+        per_time_step: report
+            .time_growth
+            .iter()
+            .filter(|g| g.factor.is_finite())
+            .max_by(|a, b| a.factor.total_cmp(&b.factor))
+            .map(|g| (g.factor, g.name.clone())),
+    }
 }

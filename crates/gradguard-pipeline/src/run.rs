@@ -9,8 +9,15 @@
 //! strongest action: Stop > Rollback > SkipStep > ScaleLr > Continue
 //! optimiser update -> UpdateStats               (unless withheld)
 //! Event -> Diagnoser and every Reporter
-//! end: evaluation, Diagnosis, RunSummary -> Reporter::finish
+//! end: evaluation of the whole training set and the held-out set against the best
+//!      constant predictor (did it learn?), Diagnosis, prescriptions that apply to the spec,
+//!      verification of the top prescriptions (when asked), RunSummary -> Reporter::finish
 //! ```
+//!
+//! Before the first step the run probes itself at initialisation ([`probe_trainer`]: a few
+//! forward/backward passes, after which the trainer is exactly as before): the growth of the
+//! error signal across layers and time steps measured there is what the diagnosis may blame
+//! on the initialisation or the depth.
 //!
 //! Non-finite values are never spread into the weights silently: with no remedy asking to
 //! skip, an update made from a non-finite loss or gradient is applied (as PyTorch would) but
@@ -21,17 +28,20 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use gradguard_core::{
-    Action, ActionRecord, CheckpointPolicy, Detector, Diagnosis, Event, Finding, Observation,
-    RemedyContext, RemedyError, ReportError, Reporter, RunEnd, RunInfo, RunSummary, StepStats,
-    UpdateStats,
+    Action, ActionRecord, CheckpointPolicy, Detector, Diagnosis, Event, Evidence, Finding,
+    Learning, Observation, RemedyContext, RemedyError, ReportError, Reporter, RunEnd, RunInfo,
+    RunSummary, StepStats, UpdateStats, Verdict,
 };
-use gradguard_detectors::{default_detectors, run_summary, Diagnoser, RunFigures};
+use gradguard_detectors::{apply_evidence, default_detectors, run_summary, Diagnoser, RunFigures};
 use gradguard_models::{ModelError, Snapshot, Trainer};
 use gradguard_report::{
     compare::CompareRecorder, CompareVariant, ConsoleReporter, HtmlReporter, JsonlReporter,
     SummaryReporter,
 };
 
+use crate::compare::{run_compare, variants, CompareError, CompareOptions, Comparison};
+use crate::cures;
+use crate::probe::{initial_growth, probe_trainer};
 use crate::spec::ExperimentSpec;
 
 /// Why a run could not complete.
@@ -46,6 +56,36 @@ pub enum RunError {
     /// A reporter failed (the error names the file).
     #[error(transparent)]
     Report(#[from] ReportError),
+    /// The spec could not be copied for verification.
+    #[error(transparent)]
+    Spec(#[from] crate::SpecError),
+    /// Verifying the prescriptions failed.
+    #[error("verifying the prescriptions: {0}")]
+    Verify(Box<CompareError>),
+}
+
+/// How to verify a run's prescriptions: the top ones are run over several seeds, from the
+/// same initial weights and data order as the diagnosed run, for the same number of steps,
+/// each stopping once beyond saving; their evidence then ranks the prescriptions.
+#[derive(Clone, Debug)]
+pub struct VerifyOptions {
+    /// How many prescriptions, from the top. Default 4.
+    pub top: usize,
+    /// How many seeds (the run's seed, then the next ones). Default 3.
+    pub seeds: u64,
+    /// Verify only when the estimated time (the diagnosed run's time, times the runs needed)
+    /// is at most this many seconds; `None` always verifies. Default 60.
+    pub budget_s: Option<f64>,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            top: 4,
+            seeds: 3,
+            budget_s: Some(60.0),
+        }
+    }
 }
 
 /// How to run a spec.
@@ -61,6 +101,10 @@ pub struct RunOptions {
     pub console: Option<bool>,
     /// Only the final diagnosis on the console.
     pub quiet: bool,
+    /// Verify the prescriptions of a run that did not end healthy (see [`VerifyOptions`]).
+    pub verify: Option<VerifyOptions>,
+    /// Stop once a decisive sign makes a healthy verdict impossible (verification variants).
+    pub stop_when_beyond_saving: bool,
 }
 
 /// What a completed run produced.
@@ -78,6 +122,8 @@ pub struct RunOutcome {
     pub test_accuracy: Option<f64>,
     /// Why the run ended early, if it did.
     pub stopped_early: Option<String>,
+    /// The verification runs of the prescriptions, when they ran.
+    pub verification: Option<Comparison>,
 }
 
 /// The reporters a run uses when its spec lists none.
@@ -126,7 +172,10 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
         .out_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(&spec.name));
+    // The spec as given, for deciding which cures apply and for verification.
+    let original = spec.try_clone()?;
     let mut trainer = Trainer::new(&spec.model, &spec.task, &spec.train, seed)?;
+    let initial = probe_trainer(&mut trainer, spec.model.is_recurrent(), 3)?;
     let mut detectors: Vec<Box<dyn Detector>> =
         spec.detectors.take().unwrap_or_else(default_detectors);
     let mut remedies = std::mem::take(&mut spec.remedies);
@@ -159,7 +208,9 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
         .map(|r| r.typetag_name().to_string())
         .collect();
 
+    write_spec(&original, &out_dir, seed);
     let mut diagnoser = Diagnoser::default();
+    diagnoser.set_initial_growth(initial_growth(&initial, spec.model.is_recurrent()));
     let mut recorder = CompareRecorder::new(gradguard_report::BoundedSeries::DEFAULT_CAPACITY);
     let mut stats = StepStats::default();
     let mut findings: Vec<Finding> = Vec::new();
@@ -356,13 +407,18 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
         if pending_error.is_some() || stopped_early.is_some() {
             break;
         }
+        if opts.stop_when_beyond_saving && diagnoser.beyond_saving() {
+            stopped_early = Some(format!(
+                "step {step}: a decisive sign made a healthy verdict impossible (verification stops such a run)"
+            ));
+            break;
+        }
         if weights_broken {
             // Observe one more step (the detectors then see the non-finite weights and name
             // the tensor), then stop: nothing can be learnt from non-finite weights.
             halting = true;
         }
     }
-    let _ = planned;
 
     let evaluation = if stopped_early.is_some() && pending_error.is_none() && !last_loss.is_finite()
     {
@@ -370,14 +426,49 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
     } else {
         trainer.evaluate().ok()
     };
-    let diagnosis = diagnoser.finish();
+    let train_evaluation = if evaluation.is_some() {
+        trainer.evaluate_train().ok()
+    } else {
+        None
+    };
+    let baseline = trainer.baseline();
+    if let (Some(b), Some(e)) = (&baseline, &train_evaluation) {
+        diagnoser.set_learning(Learning {
+            final_train_loss: e.loss,
+            baseline_loss: b.train_loss,
+            margin: Learning::DEFAULT_MARGIN,
+        });
+    }
+    let mut diagnosis = diagnoser.finish();
+    // Never prescribe what cannot be run on this spec.
+    diagnosis
+        .prescriptions
+        .retain(|p| cures::applies_to(&p.remedy, &original));
+    let mut verification = None;
+    if let (Some(v), true) = (&opts.verify, diagnosis.verdict != Verdict::Healthy) {
+        verification = verify_prescriptions(
+            &original,
+            &mut diagnosis,
+            v,
+            seed,
+            planned,
+            started.elapsed().as_secs_f64(),
+            &out_dir,
+        )
+        .map_err(|e| RunError::Verify(Box::new(e)))?;
+    }
     let figures = RunFigures {
         name: spec.name.clone(),
         seed,
         steps: trainer.steps_done(),
         epochs: trainer.cursor().epoch + u64::from(trainer.cursor().batch > 0),
-        final_train_loss: Some(last_loss),
+        final_train_loss: Some(train_evaluation.map_or(f64::NAN, |e| e.loss)),
         final_test_loss: evaluation.map(|e| e.loss),
+        last_batch_loss: Some(last_loss),
+        baseline_loss: baseline.as_ref().map(|b| b.train_loss),
+        baseline_test_loss: baseline.as_ref().and_then(|b| b.test_loss),
+        train_accuracy: train_evaluation.and_then(|e| e.accuracy),
+        test_accuracy: evaluation.and_then(|e| e.accuracy),
     };
     let summary = run_summary(&diagnosis, &figures, diagnoser.remedy_activations());
     let end = RunEnd {
@@ -408,5 +499,87 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
         variant,
         test_accuracy: evaluation.and_then(|e| e.accuracy),
         stopped_early,
+        verification,
     })
+}
+
+/// Writes the spec as run (with the seed used) to `spec.json` in the run directory, so that
+/// `gradguard verify RUN_DIR` can run the prescriptions later. Best effort: a run is not
+/// failed for it (the reporters already created the directory, or say why they could not).
+fn write_spec(spec: &ExperimentSpec, out_dir: &std::path::Path, seed: u64) {
+    let Ok(mut value) = serde_json::to_value(spec) else {
+        return;
+    };
+    value["seed"] = serde_json::Value::from(seed);
+    if let Ok(text) = serde_json::to_string_pretty(&value) {
+        if std::fs::create_dir_all(out_dir).is_ok() {
+            let _ = gradguard_report::write_atomically(&out_dir.join("spec.json"), text.as_bytes());
+        }
+    }
+}
+
+/// Runs the top prescriptions over the seeds and ranks them by what they did; the ones not
+/// run say why. Returns the comparison when it ran.
+pub fn verify_prescriptions(
+    spec: &ExperimentSpec,
+    diagnosis: &mut Diagnosis,
+    v: &VerifyOptions,
+    seed: u64,
+    steps: u64,
+    run_seconds: f64,
+    out_dir: &std::path::Path,
+) -> Result<Option<Comparison>, CompareError> {
+    let top: Vec<gradguard_core::Cure> = diagnosis
+        .prescriptions
+        .iter()
+        .take(v.top)
+        .map(|p| p.remedy.clone())
+        .collect();
+    if top.is_empty() {
+        return Ok(None);
+    }
+    let seeds: Vec<u64> = (seed..seed.saturating_add(v.seeds.max(1))).collect();
+    let runs = (top.len() + 1) * seeds.len();
+    let estimate = run_seconds * runs as f64;
+    if let Some(budget) = v.budget_s {
+        if estimate > budget {
+            let why = format!(
+                "not verified: about {:.0} s of runs ({runs} runs of about {:.1} s) exceed the budget of {budget:.0} s; run `gradguard verify {}`",
+                estimate,
+                run_seconds,
+                out_dir.display()
+            );
+            for p in &mut diagnosis.prescriptions {
+                p.evidence = Evidence::untested(why.clone());
+            }
+            return Ok(None);
+        }
+    }
+    let mut spec = spec
+        .try_clone()
+        .map_err(|e| CompareError::NotApplicable("none".into(), e.to_string()))?;
+    // The diagnosed run's planned length, whatever stopped it: every variant gets as many steps.
+    spec.train.steps = Some(steps.max(1));
+    spec.train.epochs = None;
+    let vs = variants(&spec, &top)?;
+    let comparison = run_compare(
+        vs,
+        &out_dir.join("verify"),
+        &CompareOptions {
+            seeds,
+            steps: None,
+            stop_when_beyond_saving: true,
+        },
+    )?;
+    apply_evidence(diagnosis, &comparison.measured);
+    for p in &mut diagnosis.prescriptions {
+        if p.evidence.seeds_run == 0 {
+            p.evidence = Evidence::untested(format!(
+                "not among the top {} prescriptions verified (`gradguard compare --with {}` runs it)",
+                v.top,
+                p.remedy
+            ));
+        }
+    }
+    Ok(Some(comparison))
 }

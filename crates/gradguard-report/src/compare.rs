@@ -120,35 +120,59 @@ fn dash(x: Option<String>) -> String {
     x.unwrap_or_else(|| "-".into())
 }
 
+/// The held-out loss as a multiple of the best constant predictor's held-out loss (the mean
+/// target for MSE, the class prior for cross-entropy): below 1 the model beat predicting a
+/// constant. Scale-free, so variants that rescale the targets compare fairly.
+pub fn test_loss_vs_baseline(s: &RunSummary) -> Option<f64> {
+    match (s.final_test_loss, s.baseline_test_loss) {
+        (Some(l), Some(b)) if b > 0.0 && l.is_finite() => Some(l / b),
+        _ => None,
+    }
+}
+
 /// The comparison as a plain-text table for the console (one header line, one line per
 /// variant, columns aligned).
 pub fn format_compare_table(variants: &[CompareVariant]) -> String {
-    let headers = [
+    let classification = variants.iter().any(|v| v.summary.test_accuracy.is_some());
+    let mut headers = vec![
         "variant",
         "verdict",
         "first non-finite",
-        "final train loss",
-        "final test loss",
+        "train loss",
+        "held-out loss",
+        "vs constant",
+    ];
+    if classification {
+        headers.push("held-out acc");
+    }
+    headers.extend([
         "max grad norm",
         "final weight norm",
         "steps clipped",
         "wall time",
-    ];
-    let rows: Vec<[String; 9]> = variants
+    ]);
+    let rows: Vec<Vec<String>> = variants
         .iter()
         .map(|v| {
             let s = &v.summary;
-            [
+            let mut row = vec![
                 v.name.clone(),
                 s.verdict.as_str().to_string(),
                 dash(s.first_nonfinite_step.map(|x| x.to_string())),
                 dash(s.final_train_loss.map(crate::format_number)),
                 dash(s.final_test_loss.map(crate::format_number)),
+                dash(test_loss_vs_baseline(s).map(|r| format!("{}x", crate::format_number(r)))),
+            ];
+            if classification {
+                row.push(dash(s.test_accuracy.map(|a| format!("{:.1}%", a * 100.0))));
+            }
+            row.extend([
                 crate::format_number(s.max_grad_norm),
                 dash(v.final_weight_norm.map(crate::format_number)),
                 v.steps_clipped.to_string(),
                 format!("{:.1} s", v.wall_time_s),
-            ]
+            ]);
+            row
         })
         .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
@@ -307,7 +331,7 @@ fn compare_html(variants: &[CompareVariant], seeds: &[u64]) -> Result<String, Re
                 .prescriptions
                 .first()
                 .map_or_else(String::new, |p| {
-                    format!("<code>{}</code>", escape(&p.remedy))
+                    format!("<code>{}</code>", escape(&p.remedy.label()))
                 });
             vec![
                 format!("<code>{}</code>", escape(&v.name)),
@@ -383,15 +407,15 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert_eq!(
             lines[0],
-            "variant           verdict    first non-finite  final train loss  final test loss  max grad norm  final weight norm  steps clipped  wall time"
+            "variant           verdict    first non-finite  train loss  held-out loss  vs constant  max grad norm  final weight norm  steps clipped  wall time"
         );
         assert_eq!(
             lines[1],
-            "none              exploding                20                 -           0.2500           1000              2.062             29      1.2 s"
+            "none              exploding                20           -         0.2500      0.1000x           1000              2.062             29      1.2 s"
         );
         assert_eq!(
             lines[2],
-            "clip_global_norm  healthy                   -           0.01235           0.2500          12.50             0.5831             29     13.0 s"
+            "clip_global_norm  healthy                   -     0.01235         0.2500      0.1000x          12.50             0.5831             29     13.0 s"
         );
     }
 

@@ -406,7 +406,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("[x] loss_nonfinite"));
-        assert!(text.contains("1. clip_global_norm: bounds the update"));
+        assert!(text.contains("1. clip_global_norm [untested: not run yet]: bounds the update"));
         assert!(text
             .trim_end()
             .lines()

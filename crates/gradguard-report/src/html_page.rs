@@ -154,12 +154,22 @@ pub fn prescriptions_section(prescriptions: &[Prescription]) -> String {
         .map(|(i, p)| {
             vec![
                 (i + 1).to_string(),
-                format!("<code>{}</code>", escape(&p.remedy)),
+                format!("<code>{}</code>", escape(&p.remedy.label())),
+                escape(&p.evidence.describe()),
                 escape(&p.reason),
             ]
         })
         .collect();
-    out.push_str(&table(&["#", "remedy", "why"], &rows, &[0]));
+    out.push_str(&table(
+        &[
+            "#",
+            "cure",
+            "measured (seeds healthy, held-out loss)",
+            "why",
+        ],
+        &rows,
+        &[0],
+    ));
     out
 }
 

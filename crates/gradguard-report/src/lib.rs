@@ -74,7 +74,7 @@ pub(crate) fn check_file_name(kind: &str, key: &str, file: &str) -> Result<(), R
 /// Writes `bytes` to `path` atomically: to `path.tmp` in the same directory, synced, then
 /// renamed over `path`. A reader never sees a half-written file; on error the temporary
 /// file is removed and the error names the file that failed.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
     use std::io::Write;
     let tmp = temp_path(path);
     let result = (|| {
@@ -234,10 +234,10 @@ pub(crate) mod test_util {
                 })
                 .collect(),
             origin: Some("a gradient spike on layers.0.weight at step 5".into()),
-            prescriptions: vec![Prescription {
-                remedy: "clip_global_norm".into(),
-                reason: "bounds the update & keeps the loss finite".into(),
-            }],
+            prescriptions: vec![Prescription::untested(
+                gradguard_core::Cure::Remedy("clip_global_norm".into()),
+                "bounds the update & keeps the loss finite",
+            )],
             first_nonfinite_step: Some(20),
             max_grad_norm: 1e3,
         }
@@ -251,6 +251,11 @@ pub(crate) mod test_util {
             epochs: 3,
             final_train_loss: None,
             final_test_loss: Some(0.25),
+            last_batch_loss: None,
+            baseline_loss: Some(2.0),
+            baseline_test_loss: Some(2.5),
+            train_accuracy: None,
+            test_accuracy: None,
             verdict: Verdict::Exploding,
             first_nonfinite_step: Some(20),
             max_grad_norm: 1e3,

@@ -121,6 +121,9 @@ mod tests {
             "epochs",
             "final_train_loss",
             "final_test_loss",
+            "last_batch_loss",
+            "baseline_loss",
+            "baseline_test_loss",
             "verdict",
             "first_nonfinite_step",
             "max_grad_norm",
@@ -155,6 +158,8 @@ mod tests {
             serde_json::json!({"kind":"clip_global_norm","activations":28})
         );
         assert_eq!(v["prescriptions"][0]["remedy"], "clip_global_norm");
+        assert_eq!(v["prescriptions"][0]["evidence"]["status"], "untested");
+        assert_eq!(v["baseline_loss"], 2.0);
         let back: RunSummary = serde_json::from_str(&text).unwrap();
         assert_eq!(back, s);
         assert!(!out.join(".summary.json.tmp").exists());

@@ -127,10 +127,10 @@ fn diagnosis(exploding: bool) -> Diagnosis {
             })
             .collect(),
         origin: None,
-        prescriptions: vec![Prescription {
-            remedy: "clip_global_norm".into(),
-            reason: "bounds each update".into(),
-        }],
+        prescriptions: vec![Prescription::untested(
+            gradguard_core::Cure::Remedy("clip_global_norm".into()),
+            "bounds each update",
+        )],
         first_nonfinite_step: exploding.then_some(40),
         max_grad_norm: if exploding { 7e3 } else { 5.0 },
     }
@@ -144,6 +144,11 @@ fn summary(d: &Diagnosis) -> RunSummary {
         epochs: 1,
         final_train_loss: (d.verdict != Verdict::Exploding).then_some(0.7),
         final_test_loss: None,
+        last_batch_loss: None,
+        baseline_loss: Some(2.0),
+        baseline_test_loss: Some(2.5),
+        train_accuracy: None,
+        test_accuracy: None,
         verdict: d.verdict,
         first_nonfinite_step: d.first_nonfinite_step,
         max_grad_norm: d.max_grad_norm,
