@@ -540,3 +540,106 @@ fn exploding_rnn_names_the_nonfinite_step_and_a_recurrent_tensor() {
         diag.to_plain_words()
     );
 }
+
+/// Every cure the diagnosis can prescribe (every remedy kind and every structural cure) is
+/// runnable by `compare` on a spec it applies to, and says why where it does not apply.
+#[test]
+fn every_prescribable_cure_runs_in_compare() {
+    let parse = |text: &str| {
+        ExperimentSpec::parse(
+            text,
+            gradguard::pipeline::SpecFormat::Toml,
+            Path::new("<t>"),
+        )
+        .expect("spec")
+    };
+    let mlp = parse(
+        "name = \"mlp\"\n[model]\nkind = \"mlp\"\nhidden = [8, 8]\nactivation = \"sigmoid\"\ninit = { scheme = \"glorot_uniform\", gain = 2.0 }\n[task]\nkind = \"regression\"\nn_samples = 64\nn_features = 4\n[train]\nbatch_size = 8\nsteps = 4\n",
+    );
+    let rnn = parse(
+        "name = \"rnn\"\n[model]\nkind = \"rnn\"\nhidden = 4\nlayers = 2\n[task]\nkind = \"adding\"\nseq_len = 30\nn_samples = 64\n[train]\nbatch_size = 8\nsteps = 4\n",
+    );
+    let cures = gradguard::pipeline::cures::every_cure();
+    // every remedy kind and every structural cure name is in the list
+    for name in gradguard::core::cure::STRUCTURAL_CURES {
+        assert!(cures.iter().any(|c| c.kind() == name), "{name}");
+    }
+    for kind in gradguard::core::registry::registered_kinds(gradguard::core::Family::Remedy) {
+        assert!(cures.iter().any(|c| c.kind() == kind), "{kind}");
+    }
+    let out = scratch("every-cure");
+    for cure in &cures {
+        let spec = [&mlp, &rnn]
+            .into_iter()
+            .find(|s| gradguard::pipeline::cures::applies_to(cure, s))
+            .unwrap_or_else(|| panic!("{cure} applies to neither spec"));
+        let vs = variants(spec, std::slice::from_ref(cure)).expect("variants");
+        let cmp = run_compare(
+            vs,
+            &out.join(cure.label()),
+            &CompareOptions {
+                seeds: vec![1],
+                steps: Some(4),
+                stop_when_beyond_saving: true,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{cure}: {e}"));
+        let o = &cmp.outcomes[1];
+        assert_eq!(o.cure.as_ref(), Some(cure));
+        assert_eq!(o.evidence.seeds_run, 1, "{cure}");
+        assert_ne!(o.evidence.status, CureStatus::Untested, "{cure}");
+    }
+    // A cure that does not apply says why, and compare refuses it.
+    let one_layer = parse(
+        "name = \"one\"\n[model]\nkind = \"mlp\"\nhidden = [8]\n[task]\nkind = \"regression\"\n[train]\nsteps = 2\n",
+    );
+    let err = variants(
+        &one_layer,
+        &parse_cures(&["fewer_layers".into()]).expect("cure"),
+    )
+    .err()
+    .expect("fewer_layers does not apply");
+    assert!(err.to_string().contains("one hidden layer"), "{err}");
+}
+
+/// A regression whose targets are near unit scale is never prescribed `standardise_targets`,
+/// and no prescription of any run is a cure that does not apply to its spec.
+#[test]
+fn prescriptions_only_name_cures_that_apply() {
+    let d = demo("deep-mlp").expect("demo");
+    let spec = d.spec().expect("spec");
+    let out = scratch("deep-mlp");
+    let outcome = run_experiment(d.spec().expect("spec"), &quiet(&out)).expect("run");
+    assert_eq!(outcome.diagnosis.verdict, Verdict::Exploding);
+    let labels: Vec<String> = outcome
+        .diagnosis
+        .prescriptions
+        .iter()
+        .map(|p| p.remedy.label())
+        .collect();
+    assert!(
+        !labels.iter().any(|l| l == "standardise_targets"),
+        "{labels:?}"
+    );
+    for p in &outcome.diagnosis.prescriptions {
+        assert!(
+            gradguard::pipeline::cures::applies_to(&p.remedy, &spec),
+            "{}",
+            p.remedy
+        );
+    }
+    // The init gain is blamed first among structural cures, on the growth the probe measured
+    // at initialisation, and the reason says where it was measured.
+    let gain = outcome
+        .diagnosis
+        .prescriptions
+        .iter()
+        .find(|p| p.remedy.label() == "smaller_init_gain")
+        .expect("smaller_init_gain prescribed");
+    assert!(
+        gain.reason
+            .contains("at initialisation (the probe, before step 1)"),
+        "{}",
+        gain.reason
+    );
+}

@@ -770,6 +770,10 @@ impl Diagnoser {
                 );
             }
         }
+        if verdict == Verdict::NotLearning {
+            // No sign of explosion decided this run: the cures of explosion are not its cures.
+            return out.into_iter().map(|(_, p)| p).collect();
+        }
         let clipped: Vec<(&str, u64)> = CLIPPING
             .iter()
             .map(|&k| (k, activations(k)))
@@ -912,8 +916,9 @@ impl Diagnoser {
 
     /// Builds the diagnosis of everything observed so far.
     ///
-    /// Prescriptions (none for a healthy run), most fitting first, each `untested` until a
-    /// run measures it: `standardise_targets` when the first loss was huge (an unscaled
+    /// Prescriptions (none for a healthy run; for a run that did not learn, only
+    /// `standardise_targets` when its first loss was huge), most fitting first, each
+    /// `untested` until a run measures it: `standardise_targets` when the first loss was huge (an unscaled
     /// regression target); `clip_global_norm` always (or a note that clipping was active);
     /// `smaller_lr` for an exploding run or large weight changes; for recurrent models
     /// `truncated_bptt` (its window from the growth per time step measured at or before the

@@ -18,7 +18,7 @@
 //! **Rule.** At step 1 and every `every` steps after (`step ≡ 1 mod every`), for each recurrent
 //! weight in `obs.view`: `ρ` = spectral radius (Gelfand power iteration, `iterations` steps,
 //! see [`crate::linalg`]) and `σ` = largest singular value, maximised over gate blocks. Fires
-//! when `ρ > threshold` (a NaN `ρ` counts), with `value = ρ`, `threshold`, and `σ` in the
+//! when `ρ > threshold · (1 + 1e-3)` ([`RADIUS_TOLERANCE`]; a NaN `ρ` counts), with `value = ρ`, `threshold`, and `σ` in the
 //! message. It then stays quiet for that tensor until `ρ` at least doubles (a further
 //! escalation, reported again) or falls back to the threshold (re-armed).
 //! Without live weights (`obs.view` is None, e.g. replaying a log) it does nothing.
@@ -39,6 +39,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::linalg::{gate_blocks, sigma_max, spectral_radius, Block, Scratch};
 use crate::util::fmt_num;
+
+/// Relative margin above `threshold` before the detector fires: an orthogonal `W_hh` (radius
+/// exactly 1, the default recurrent init) stored in f32 and measured by power iteration can
+/// read a hair above 1, which is not a sign of anything.
+pub const RADIUS_TOLERANCE: f64 = 1e-3;
 
 fn d_threshold() -> f64 {
     1.0
@@ -168,7 +173,7 @@ impl Detector for RecurrentRadiusAboveOne {
                 continue;
             };
             let rho = r.spectral_radius;
-            let above = rho > self.threshold || rho.is_nan();
+            let above = rho > self.threshold * (1.0 + RADIUS_TOLERANCE) || rho.is_nan();
             if !above {
                 self.reported[i] = 0.0;
                 continue;
