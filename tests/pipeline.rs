@@ -367,6 +367,67 @@ fn run_command_writes_outputs_and_exits_zero_on_exploding() {
     assert_eq!(summary(&out).verdict, Verdict::Exploding);
     let stdout = String::from_utf8_lossy(&res.stdout);
     assert!(stdout.contains("Verdict: exploding"), "{stdout}");
+    // The run was fast, so its prescriptions were verified within the default budget.
+    assert!(
+        stdout.contains("Verification: the top prescriptions"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("1. clip_global_norm [works: 3/3 seeds healthy"),
+        "{stdout}"
+    );
+
+    // Without verification the advice says it is untested; `gradguard verify` then runs it
+    // from the run directory and writes the evidence into summary.json.
+    let out2 = scratch("cli-run-unverified");
+    let res = Command::new(env!("CARGO_BIN_EXE_gradguard"))
+        .args(["-q", "run", "--no-verify"])
+        .arg(&spec)
+        .arg("--out")
+        .arg(&out2)
+        .output()
+        .expect("run");
+    assert_eq!(res.status.code(), Some(0));
+    let before = summary(&out2);
+    assert!(before
+        .prescriptions
+        .iter()
+        .all(|p| p.evidence.status == CureStatus::Untested));
+    let res = Command::new(env!("CARGO_BIN_EXE_gradguard"))
+        .args(["verify", "--top", "2", "--seeds", "2"])
+        .arg(&out2)
+        .output()
+        .expect("verify");
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert_eq!(
+        res.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let after = summary(&out2);
+    let measured: Vec<usize> = after
+        .prescriptions
+        .iter()
+        .map(|p| p.evidence.seeds_run)
+        .collect();
+    assert_eq!(
+        measured.iter().filter(|&&n| n == 2).count(),
+        2,
+        "{measured:?}"
+    );
+    assert!(
+        stdout.contains("What to try, ranked by these runs:"),
+        "{stdout}"
+    );
+    // A directory that is not a run is a clear error, exit 1.
+    let res = Command::new(env!("CARGO_BIN_EXE_gradguard"))
+        .arg("verify")
+        .arg(scratch("not-a-run"))
+        .output()
+        .expect("verify");
+    assert_eq!(res.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&res.stderr).contains("spec.json"));
 }
 
 /// `gradguard probe --json` on a recurrent spec over the adding task (30 steps).

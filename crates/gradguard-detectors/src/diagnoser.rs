@@ -843,14 +843,21 @@ impl Diagnoser {
                     "the model is recurrent: backpropagation through time multiplies one Jacobian per time step; truncating it to a window bounds that product (no growth through time was measured before the blow-up)".to_string(),
                 ),
             }
+            // The radius as first measured, at or before the blow-up's first sign: a radius
+            // read after an update wrecked W_hh says nothing about what would have helped.
+            let first_radius = self
+                .acc(Sign::RecurrentRadiusAboveOne)
+                .first
+                .as_ref()
+                .filter(|f| before_onset(f.step) && f.value.is_finite());
             if !self.gated_names {
-                let radius = self
-                    .max_radius
-                    .as_ref()
-                    .map(|(r, step, l)| {
+                let radius = first_radius
+                    .map(|f| {
                         format!(
-                            " (`{l}` reached spectral radius {} at step {step})",
-                            fmt_num(*r)
+                            " (`{}` had spectral radius {} at step {})",
+                            f.layer.as_deref().unwrap_or("?"),
+                            fmt_num(f.value),
+                            f.step
                         )
                     })
                     .unwrap_or_default();
@@ -860,11 +867,16 @@ impl Diagnoser {
                     format!("a plain RNN multiplies its gradient by W_hh at every time step{radius}; an LSTM cell's additive cell state and gates keep the gradient bounded"),
                 );
             }
-            if let Some((r, step, l)) = &self.max_radius {
+            if let Some(f) = first_radius {
                 add(
                     30,
                     remedy("l2"),
-                    format!("the recurrent weight `{l}` grew to spectral radius {} by step {step}: an L2 penalty on the weights holds them smaller", fmt_num(*r)),
+                    format!(
+                        "the recurrent weight `{}` had spectral radius {} at step {}{blowup}: an L2 penalty on the weights holds them smaller",
+                        f.layer.as_deref().unwrap_or("?"),
+                        fmt_num(f.value),
+                        f.step
+                    ),
                 );
             }
         }

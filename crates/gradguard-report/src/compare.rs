@@ -261,6 +261,9 @@ fn compare_html(variants: &[CompareVariant], seeds: &[u64]) -> Result<String, Re
                 opt_step(s.first_nonfinite_step),
                 opt_number(s.final_train_loss),
                 opt_number(s.final_test_loss),
+                escape(&dash(
+                    test_loss_vs_baseline(s).map(|r| format!("{}x", crate::format_number(r))),
+                )),
                 escape(&crate::format_number(s.max_grad_norm)),
                 escape(&dash(v.final_weight_norm.map(crate::format_number))),
                 v.steps_clipped.to_string(),
@@ -273,15 +276,16 @@ fn compare_html(variants: &[CompareVariant], seeds: &[u64]) -> Result<String, Re
             "variant",
             "verdict",
             "first non-finite step",
-            "final train loss",
-            "final test loss",
+            "final loss, whole training set",
+            "held-out loss",
+            "held-out vs constant predictor",
             "max grad norm",
             "final weight norm",
             "steps clipped",
             "wall time",
         ],
         &rows,
-        &[2, 3, 4, 5, 6, 7, 8],
+        &[2, 3, 4, 5, 6, 7, 8, 9],
     ));
     let loss_log = variants
         .iter()

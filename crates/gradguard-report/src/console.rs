@@ -194,6 +194,27 @@ impl ConsoleReporter {
     }
 }
 
+/// The run's final losses against the best constant predictor, one line (empty when none
+/// was measured).
+fn losses_line(s: &gradguard_core::RunSummary) -> String {
+    let n = |x: Option<f64>| x.map_or_else(|| "-".to_string(), crate::format_number);
+    if s.final_train_loss.is_none() && s.final_test_loss.is_none() {
+        return String::new();
+    }
+    let mut line = format!(
+        "Final loss: {} on the whole training set, {} held out; predicting a constant gives {} and {}",
+        n(s.final_train_loss),
+        n(s.final_test_loss),
+        n(s.baseline_loss),
+        n(s.baseline_test_loss)
+    );
+    if let Some(a) = s.test_accuracy {
+        line.push_str(&format!("; held-out accuracy {:.1}%", a * 100.0));
+    }
+    line.push('\n');
+    line
+}
+
 #[typetag::serde(name = "console")]
 impl Reporter for ConsoleReporter {
     fn start(&mut self, run: &RunInfo) -> Result<(), ReportError> {
@@ -310,6 +331,7 @@ impl Reporter for ConsoleReporter {
                 ));
             }
             text.push_str(&format!("\n{}: {} step(s)\n", st.name, end.summary.steps));
+            text.push_str(&losses_line(end.summary));
         }
         text.push_str(&end.diagnosis.to_plain_words());
         if !self.quiet {
@@ -402,7 +424,7 @@ mod tests {
         // The last step is printed at the end, then the diagnosis.
         assert_eq!(lines[4], "step 25 | loss NaN | grad norm NaN");
         assert!(
-            text.contains("synthetic: 30 step(s)\nVerdict: exploding"),
+            text.contains("synthetic: 30 step(s)\nFinal loss: - on the whole training set, 0.2500 held out; predicting a constant gives 2.000 and 2.500\nVerdict: exploding"),
             "{text}"
         );
         assert!(text.contains("[x] loss_nonfinite"));

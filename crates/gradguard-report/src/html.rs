@@ -291,8 +291,20 @@ impl HtmlReporter {
                 "largest global gradient norm".into(),
                 escape(&crate::format_number(s.max_grad_norm)),
             ],
-            vec!["final training loss".into(), opt_number(s.final_train_loss)],
+            vec![
+                "final loss, whole training set".into(),
+                opt_number(s.final_train_loss),
+            ],
             vec!["final held-out loss".into(), opt_number(s.final_test_loss)],
+            vec![
+                "best constant predictor's loss (training / held-out)".into(),
+                format!(
+                    "{} / {}",
+                    opt_number(s.baseline_loss),
+                    opt_number(s.baseline_test_loss)
+                ),
+            ],
+            vec!["last minibatch loss".into(), opt_number(s.last_batch_loss)],
             vec!["clip threshold".into(), opt_number(st.run.clip_threshold)],
         ];
         body.push_str("<h2>At a glance</h2>\n");

@@ -28,7 +28,7 @@ h1{font-size:1.6em;margin-bottom:4px}h2{font-size:1.25em;margin-top:28px;border-
 table{border-collapse:collapse;margin:8px 0;font-size:.92em}th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}\
 th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}\
 .badge{display:inline-block;padding:2px 10px;border-radius:10px;color:#fff;font-weight:600}\
-.healthy{background:#2a8a2a}.suspect{background:#c88a00}.exploding{background:#c62828}\
+.healthy{background:#2a8a2a}.suspect{background:#c88a00}.exploding{background:#c62828}.not_learning{background:#6a5acd}\
 .seen{color:#c62828;font-weight:600}.unseen{color:#777}.note{color:#555;font-size:.9em;margin:2px 0 14px}\
 figure{margin:10px 0}svg{max-width:100%;height:auto}footer{margin-top:32px;color:#777;font-size:.85em}";
 

@@ -7,11 +7,19 @@
 //! | `file`    | `"summary.json"` | file name inside the run's `out_dir` (absolute: used as is) |
 //!
 //! The file is the pretty-printed [`RunSummary`], with these keys in this order (stable;
-//! scripts may rely on them): `name`, `seed`, `steps`, `epochs`, `final_train_loss`,
-//! `final_test_loss` (null when not finite or no held-out split), `verdict`,
+//! scripts may rely on them): `name`, `seed`, `steps`, `epochs`, `final_train_loss` (the
+//! mean loss over the whole training set after the last update), `final_test_loss` (null
+//! when not finite or no held-out split), `last_batch_loss` (the last minibatch's loss,
+//! before its update), `baseline_loss` and `baseline_test_loss` (the best constant
+//! predictor's loss on the training and held-out sets: the training targets' mean for MSE,
+//! their class prior for cross-entropy), `train_accuracy` and `test_accuracy`
+//! (classification only), `verdict` (`healthy`, `suspect`, `exploding` or `not_learning`),
 //! `first_nonfinite_step` (null if none; steps count optimiser updates from 1),
 //! `max_grad_norm` (a number, or `"NaN"`/`"inf"`), `signs` (`{sign, first_step, count,
-//! layer}`), `remedies` (`{kind, activations}`), `prescriptions` (`{remedy, reason}`).
+//! layer}`), `remedies` (`{kind, activations}`), `prescriptions` (`{remedy, reason,
+//! evidence: {status, seeds_healthy, seeds_run, median_test_loss,
+//! median_test_loss_vs_baseline, without_cure_vs_baseline, note}}`, `status` one of `works`,
+//! `partly`, `fails`, `untested`).
 //!
 //! At `start` the reporter creates the directory and checks it accepts files, so a bad
 //! output directory is reported before training. At `finish` it writes the file
