@@ -122,7 +122,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "norm_above_start fired first at step {} ({} time(s))",
             s.first_step, s.count
         ),
-        None => println!("norm_above_start did not fire"),
+        None => return Err("custom_detector's check failed: norm_above_start did not fire".into()),
     }
     println!(
         "verdict: {}; outputs in {}",

@@ -53,10 +53,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let mut g: Vec<Vec<f32>> = w.clone();
 
+    // The example checks itself: training must lower the loss (CI fails otherwise).
+    let (mut first_loss, mut last_loss) = (f64::NAN, f64::NAN);
     for step in 1..=200u64 {
         let pred = model.forward_mut(x.clone().traced(grads));
         let loss = mse_loss(pred, y.clone());
         let loss_value = loss.array() as f64;
+        if step == 1 {
+            first_loss = loss_value;
+        }
+        last_loss = loss_value;
         grads = loss.backward();
 
         // Copy weights and gradients out (dfdx keeps tensor storage private).
@@ -113,5 +119,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("step {step}: loss {loss_value:.4e}, grad norm {norm_before:.3e} (after clipping {:.3e})", stats.grad_norm);
         }
     }
+    if !(last_loss.is_finite() && last_loss < first_loss) {
+        return Err(format!(
+            "own_loop's check failed: the loss went from {first_loss:.4e} to {last_loss:.4e}"
+        )
+        .into());
+    }
+    println!("loss {first_loss:.4e} -> {last_loss:.4e}: ok");
     Ok(())
 }

@@ -14,6 +14,7 @@ use gradguard::pipeline::{run_experiment, RunOptions};
 use gradguard::report::read_events_jsonl;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let own_demo = std::env::args_os().nth(1).is_none();
     let path = match std::env::args_os().nth(1) {
         Some(p) => PathBuf::from(p),
         None => {
@@ -29,6 +30,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let events = read_events_jsonl(&path)?;
+    if events.is_empty() {
+        return Err(format!("{}: no event read", path.display()).into());
+    }
     println!("{}: {} step(s)", path.display(), events.len());
     for e in events.iter().take(12) {
         let worst = e
@@ -48,5 +52,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("skipped {m}");
     }
     print!("{}", diagnosis.to_plain_words());
+    // The example checks itself on its own demo run: the offline diagnosis must name the
+    // explosion the live run saw.
+    if own_demo && diagnosis.verdict != gradguard::core::Verdict::Exploding {
+        return Err(format!(
+            "read_events' check failed: the regression-sgd demo diagnosed offline as {}",
+            diagnosis.verdict.as_str()
+        )
+        .into());
+    }
     Ok(())
 }
