@@ -307,6 +307,14 @@ pub fn run_compare(
         .collect();
     let ranked = none_diagnosis.map(|mut d| {
         apply_evidence(&mut d, &measured);
+        for p in &mut d.prescriptions {
+            if p.evidence.status == CureStatus::Untested {
+                p.evidence = Evidence::untested(format!(
+                    "not in this comparison (`--with {}` runs it)",
+                    p.remedy
+                ));
+            }
+        }
         d
     });
     let html = out_dir.join("compare.html");

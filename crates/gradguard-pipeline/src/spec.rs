@@ -96,13 +96,13 @@ impl ExperimentSpec {
     /// The semantic checks that types alone cannot express (sizes > 0, fields that fit the
     /// model kind, ...). Errors name the key path.
     pub fn validate(&self, file: &Path) -> Result<(), SpecError> {
-        if self.name.trim().is_empty() {
+        if let Some(why) = name_problem(&self.name) {
             return Err(SpecError {
                 file: file.to_path_buf(),
                 line: None,
                 column: None,
                 key_path: Some("name".into()),
-                message: "expected a non-empty name".into(),
+                message: why,
             });
         }
         gradguard_models::spec::validate(&self.model, &self.task, &self.train).map_err(|e| {
@@ -133,5 +133,61 @@ impl ExperimentSpec {
         // Go through JSON values so typetag's internally tagged maps serialise as tables.
         let value = serde_json::to_value(self).map_err(|e| e.to_string())?;
         toml::to_string_pretty(&value).map_err(|e| e.to_string())
+    }
+}
+
+/// Why `name` cannot name a run, if it cannot: the default output directory is
+/// `runs/<name>`, so the name must be a plain file name (no path separator, not `.` or
+/// `..`, no control character, at most 200 bytes) and cannot lead a run outside `runs/`.
+pub fn name_problem(name: &str) -> Option<String> {
+    if name.trim().is_empty() {
+        return Some("expected a non-empty name".into());
+    }
+    if name.len() > 200 {
+        return Some(format!(
+            "expected a name of at most 200 bytes (got {})",
+            name.len()
+        ));
+    }
+    if name == "."
+        || name == ".."
+        || name.contains(['/', '\\'])
+        || name.chars().any(char::is_control)
+    {
+        return Some(format!(
+            "expected a plain file name (it names the run's directory under runs/): no `/`, `\\`, control characters, `.` or `..` (got {name:?})"
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec_error::SpecFormat;
+
+    #[test]
+    fn a_name_cannot_lead_outside_runs() {
+        for bad in [
+            "../../x",
+            "/abs/path",
+            "a/b",
+            "..",
+            ".",
+            "a\\b",
+            "tab\there",
+            " ",
+        ] {
+            let text = format!("name = {bad:?}\n[model]\nkind = \"mlp\"\nhidden = [2]\n[task]\nkind = \"regression\"\n");
+            let err = ExperimentSpec::parse(&text, SpecFormat::Toml, Path::new("s.toml"))
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} accepted"));
+            assert_eq!(err.key_path.as_deref(), Some("name"), "{bad:?}: {err}");
+            assert!(err.to_string().starts_with("s.toml"), "{err}");
+        }
+        for good in ["regression-sgd", "run 1", "a+cell=lstm", "x.y"] {
+            assert_eq!(name_problem(good), None, "{good}");
+        }
+        assert!(name_problem(&"n".repeat(201)).is_some());
     }
 }

@@ -734,6 +734,9 @@ mod tests {
             })
             .unwrap_err()
             .to_string();
-        assert!(err.contains("gone/.report.html.tmp"), "{err}");
+        assert!(
+            err.contains(&format!("gone/.report.html.{}.tmp", std::process::id())),
+            "{err}"
+        );
     }
 }

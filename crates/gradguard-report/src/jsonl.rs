@@ -224,14 +224,39 @@ mod tests {
             eprintln!("skipped: /dev/full is missing");
             return;
         }
+        // The reporter writes only inside the run directory: the full device is reached
+        // through a link there.
+        let dir = std::env::temp_dir().join(format!("gg-jsonl-full-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink("/dev/full", dir.join("full.jsonl")).unwrap();
         let mut r = JsonlReporter {
-            file: "/dev/full".into(),
+            file: "full.jsonl".into(),
             flush_every: 1,
             ..Default::default()
         };
-        r.start(&run_info(std::path::Path::new("/tmp"))).unwrap();
+        r.start(&run_info(&dir)).unwrap();
         let err = r.event(&event(1, 99)).unwrap_err().to_string();
-        assert!(err.starts_with("/dev/full:"), "{err}");
+        assert!(err.contains("full.jsonl:"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn files_outside_the_run_directory_are_refused() {
+        for file in ["/tmp/victim", "../../victim", "a/../../b"] {
+            let mut r = JsonlReporter {
+                file: file.into(),
+                ..Default::default()
+            };
+            let err = r
+                .start(&run_info(std::path::Path::new("/tmp/gg-run")))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("must be a path inside the run directory"),
+                "{file}: {err}"
+            );
+        }
     }
 
     #[test]

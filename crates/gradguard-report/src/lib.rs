@@ -56,23 +56,39 @@ pub(crate) fn create_dir(dir: &Path) -> Result<(), ReportError> {
     std::fs::create_dir_all(dir).map_err(|e| ReportError::io(dir, e))
 }
 
-/// `out_dir/file`; an absolute `file` is used as is.
+/// `out_dir/file` (a `file` checked by [`check_file_name`] stays inside `out_dir`).
 pub(crate) fn out_path(out_dir: &Path, file: &str) -> PathBuf {
     out_dir.join(file)
 }
 
-/// Checks a configured file name: not empty, not a directory name.
+/// Checks a configured file name: not empty, not a directory name, and inside the run
+/// directory: relative, with no `..` component (a spec must not write elsewhere).
 pub(crate) fn check_file_name(kind: &str, key: &str, file: &str) -> Result<(), ReportError> {
     if file.trim().is_empty() || file.ends_with('/') || file.ends_with(std::path::MAIN_SEPARATOR) {
         return Err(ReportError::Other(format!(
             "reporter `{kind}`: `{key}` must name a file, got {file:?}"
         )));
     }
+    let p = Path::new(file);
+    if p.is_absolute()
+        || file.starts_with('/')
+        || file.starts_with('\\')
+        || p.components().any(|c| {
+            matches!(
+                c,
+                std::path::Component::ParentDir | std::path::Component::Prefix(_)
+            )
+        })
+    {
+        return Err(ReportError::Other(format!(
+            "reporter `{kind}`: `{key}` must be a path inside the run directory (relative, without `..`), got {file:?}"
+        )));
+    }
     Ok(())
 }
 
-/// Writes `bytes` to `path` atomically: to `path.tmp` in the same directory, synced, then
-/// renamed over `path`. A reader never sees a half-written file; on error the temporary
+/// Writes `bytes` to `path` atomically: to a temporary file unique to this process in the
+/// same directory ([`temp_path`]), synced, then renamed over `path`. A reader never sees a half-written file; on error the temporary
 /// file is removed and the error names the file that failed.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
     use std::io::Write;
@@ -89,13 +105,14 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
     result
 }
 
-/// The temporary name used by [`write_atomically`]: `.<name>.tmp` beside `path`.
+/// The temporary name used by [`write_atomically`]: `.<name>.<pid>.tmp` beside `path`, so
+/// two processes writing the same file never share a temporary file.
 pub(crate) fn temp_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp"))
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
 /// Checks early (at `start`) that `path`'s directory accepts new files, so an unwritable
@@ -340,6 +357,7 @@ mod tests {
         assert!(!temp_path(&p).exists());
         let bad = test_util::unwritable_dir(tmp.path()).join("x.json");
         let err = write_atomically(&bad, b"x").unwrap_err().to_string();
-        assert!(err.contains("a_file/out/.x.json.tmp"), "{err}");
+        let unique = format!("a_file/out/.x.json.{}.tmp", std::process::id());
+        assert!(err.contains(&unique), "{err}");
     }
 }

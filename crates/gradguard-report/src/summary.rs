@@ -170,7 +170,9 @@ mod tests {
         assert_eq!(v["baseline_loss"], 2.0);
         let back: RunSummary = serde_json::from_str(&text).unwrap();
         assert_eq!(back, s);
-        assert!(!out.join(".summary.json.tmp").exists());
+        assert!(!out
+            .join(format!(".summary.json.{}.tmp", std::process::id()))
+            .exists());
     }
 
     #[test]
@@ -218,6 +220,9 @@ mod tests {
             })
             .unwrap_err()
             .to_string();
-        assert!(err.contains("run/.summary.json.tmp"), "{err}");
+        assert!(
+            err.contains(&format!("run/.summary.json.{}.tmp", std::process::id())),
+            "{err}"
+        );
     }
 }

@@ -149,6 +149,7 @@ impl Reporter for TensorboardReporter {
         let dir = if self.dir.is_empty() {
             run.out_dir.clone()
         } else {
+            crate::check_file_name("tensorboard", "dir", &self.dir)?;
             run.out_dir.join(&self.dir)
         };
         crate::create_dir(&dir)?;
