@@ -12,6 +12,9 @@
 //! `healthy`, which requires the final training loss to be below half the constant
 //! predictor's). See [`effect`], [`helps_verdict`] and [`prevents_verdict`].
 
+mod c01_growth;
+mod c02_c03_signs;
+mod c04_c10_cures;
 mod experiments;
 
 use std::path::{Path, PathBuf};
