@@ -76,3 +76,26 @@ pub fn run(args: &ClaimsArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(only: &str) -> ClaimsArgs {
+        ClaimsArgs {
+            seeds: 1,
+            out: std::env::temp_dir().join("gradguard-claims-cli-never-written"),
+            only: Some(only.into()),
+            steps: Some(1),
+        }
+    }
+
+    #[test]
+    fn claims_bad_only_is_a_user_error_listing_the_ids() {
+        for bad in ["C11", " , "] {
+            let e = run(&args(bad)).unwrap_err();
+            let user = e.downcast_ref::<UserError>().expect("a UserError (exit 1)");
+            assert!(user.0.contains("C1, C2, C3"), "{}", user.0);
+        }
+    }
+}
