@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod check;
+pub mod claims;
 pub mod diagnose;
 pub mod grads;
 pub mod plugins;
@@ -60,6 +61,9 @@ pub enum Command {
     Verify(train::VerifyRunArgs),
     /// Judge a model's risk of exploding gradients at initialisation, before training.
     Probe(train::ProbeArgs),
+    /// Test the article's claims about exploding gradients with real runs (several seeds
+    /// each); writes claims.md and claims.json.
+    Claims(claims::ClaimsArgs),
     /// Diagnose a run offline from its events log.
     Diagnose(diagnose::DiagnoseArgs),
     /// Statistics and remedies for gradient dumps in safetensors (any framework).
@@ -116,6 +120,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Compare(args) => train::compare(args),
         Command::Verify(args) => train::verify(args),
         Command::Probe(args) => train::probe(args),
+        Command::Claims(args) => claims::run(args),
         Command::Diagnose(args) => diagnose::run(
             args,
             &mut std::io::stdout().lock(),

@@ -867,18 +867,6 @@ impl Diagnoser {
                     format!("a plain RNN multiplies its gradient by W_hh at every time step{radius}; an LSTM cell's additive cell state and gates keep the gradient bounded"),
                 );
             }
-            if let Some(f) = first_radius {
-                add(
-                    30,
-                    remedy("l2"),
-                    format!(
-                        "the recurrent weight `{}` had spectral radius {} at step {}{blowup}: an L2 penalty on the weights holds them smaller",
-                        f.layer.as_deref().unwrap_or("?"),
-                        fmt_num(f.value),
-                        f.step
-                    ),
-                );
-            }
         }
         // The initialisation or the depth is blamed only on growth measured before the
         // blow-up: at initialisation by the probe, or in the run before the first spike.
@@ -934,8 +922,8 @@ impl Diagnoser {
     /// regression target); `clip_global_norm` always (or a note that clipping was active);
     /// `smaller_lr` for an exploding run or large weight changes; for recurrent models
     /// `truncated_bptt` (its window from the growth per time step measured at or before the
-    /// blow-up's first sign, or at initialisation), `cell=lstm` for plain RNNs, `l2` when a recurrent radius was
-    /// measured; `smaller_init_gain` and `fewer_layers` only when the error signal grew layer
+    /// blow-up's first sign, or at initialisation), `cell=lstm` for plain RNNs (never
+    /// `l2`: in the claims book's runs, C10, a penalty stopped no explosion); `smaller_init_gain` and `fewer_layers` only when the error signal grew layer
     /// by layer at initialisation (the probe) or, without a probe, before the blow-up;
     /// `skip_nonfinite` last, as a guard, when something became non-finite. Measured cures
     /// then re-rank them ([`apply_evidence`]). Callers that know the spec drop the cures that
@@ -1200,8 +1188,7 @@ mod tests {
                 "clip_global_norm",
                 "cell=lstm",
                 "truncated_bptt=20",
-                "smaller_lr",
-                "l2"
+                "smaller_lr"
             ]
         );
         // The growth through time (1.3x per step) was first measured at step 4, after the

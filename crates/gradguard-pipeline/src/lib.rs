@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod claims;
 pub mod compare;
 pub mod cures;
 pub mod demos;
