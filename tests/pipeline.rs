@@ -642,6 +642,7 @@ fn every_prescribable_cure_runs_in_compare() {
                 seeds: vec![1],
                 steps: Some(4),
                 stop_when_beyond_saving: true,
+                interrupt: None,
             },
         )
         .unwrap_or_else(|e| panic!("{cure}: {e}"));
@@ -703,4 +704,99 @@ fn prescriptions_only_name_cures_that_apply() {
         "{}",
         gain.reason
     );
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM: the run finishes its step, writes every output (summary.json
+/// with `interrupted: true`, report.html, whole lines of events.jsonl), prints the diagnosis
+/// and exits 130 (143 for SIGTERM).
+#[test]
+fn a_signal_ends_the_run_with_every_output_written() {
+    let dir = scratch("signal");
+    let spec = dir.join("long.toml");
+    std::fs::write(
+        &spec,
+        "name = \"long\"\n[model]\nkind = \"mlp\"\nhidden = [16]\n[task]\nkind = \"regression\"\nn_features = 8\ntarget_scale = 0.01\n[train]\nsteps = 100000000\n[[remedies]]\nkind = \"clip_global_norm\"\nmax_norm = 1.0\n",
+    )
+    .expect("spec");
+    for (signal, code) in [("-INT", 130), ("-TERM", 143)] {
+        let out = dir.join(format!("out{signal}"));
+        let child = Command::new(env!("CARGO_BIN_EXE_gradguard"))
+            .args(["run", "--no-verify"])
+            .arg(&spec)
+            .arg("--out")
+            .arg(&out)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        // Wait until the run has logged a few hundred steps.
+        let events = out.join("events.jsonl");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::fs::metadata(&events).map(|m| m.len()).unwrap_or(0) < 20_000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the run logged nothing"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let res = child.wait_with_output().expect("wait");
+        let stdout = String::from_utf8_lossy(&res.stdout);
+        let stderr = String::from_utf8_lossy(&res.stderr);
+        assert_eq!(res.status.code(), Some(code), "{stdout}\n{stderr}");
+        assert!(stderr.contains("interrupted by signal"), "{stderr}");
+        // The diagnosis was printed, and every output is whole.
+        assert!(stdout.contains("Verdict: "), "{stdout}");
+        let s = summary(&out);
+        assert!(s.interrupted);
+        assert!(s.steps > 100 && s.steps < 100_000_000, "{}", s.steps);
+        assert!(out.join("report.html").is_file());
+        let text = std::fs::read_to_string(&events).expect("events");
+        assert!(text.ends_with('\n'));
+        let lines = text.lines().count() as u64;
+        assert_eq!(lines, s.steps, "one whole line per step");
+        for line in text.lines() {
+            serde_json::from_str::<gradguard::core::Event>(line).expect("a whole event");
+        }
+    }
+}
+
+/// Gradients are re-checked after the last remedy: a penalty that makes finite gradients
+/// infinite (clip_global_norm, then l2 = 1e300) gets its update withheld, and no weight ever
+/// becomes non-finite.
+#[test]
+fn a_remedy_that_makes_gradients_non_finite_gets_its_update_withheld() {
+    let text = "name = \"huge-penalty\"\n[model]\nkind = \"mlp\"\nhidden = [8]\n[task]\nkind = \"regression\"\nn_samples = 64\nn_features = 4\ntarget_scale = 0.01\n[train]\nsteps = 5\n[[remedies]]\nkind = \"clip_global_norm\"\nmax_norm = 1.0\n[[remedies]]\nkind = \"l2\"\nl2 = 1e300\n";
+    let spec = ExperimentSpec::parse(
+        text,
+        gradguard::pipeline::SpecFormat::Toml,
+        Path::new("<t>"),
+    )
+    .expect("spec");
+    let out = scratch("huge-penalty");
+    run_experiment(spec, &quiet(&out)).expect("run");
+    let evs = events(&out);
+    assert_eq!(evs.len(), 5);
+    for e in &evs {
+        // finite before the remedies, not after: withheld by the loop's own check
+        assert!(e.grad_norm.is_finite(), "step {}", e.step);
+        assert!(
+            !e.grad_norm_after.expect("after").is_finite(),
+            "step {}: the penalty should overflow",
+            e.step
+        );
+        assert!(!e.applied, "step {} applied a non-finite update", e.step);
+        assert!(e
+            .actions
+            .iter()
+            .any(|a| a.remedy == gradguard::pipeline::run::POST_REMEDY_CHECK));
+        for l in &e.layers {
+            assert!(l.weight_norm.is_finite(), "step {}: {}", e.step, l.name);
+        }
+    }
 }

@@ -48,6 +48,7 @@ pub fn run(args: &ClaimsArgs) -> anyhow::Result<()> {
         only,
         out_dir: args.out.clone(),
         steps: args.steps,
+        interrupt: Some(crate::interrupt().clone()),
     };
     println!(
         "gradguard claims: {} seed(s) per experiment, runs under {}",

@@ -71,6 +71,48 @@ pub enum Command {
     Grads(grads::GradsCommand),
 }
 
+/// The process's interrupt flag: SIGINT and SIGTERM raise it once [`install_signal_handlers`]
+/// ran, and long commands (run, demo, compare, verify, claims) end after the current step.
+pub fn interrupt() -> &'static gradguard_pipeline::Interrupt {
+    static FLAG: std::sync::OnceLock<gradguard_pipeline::Interrupt> = std::sync::OnceLock::new();
+    FLAG.get_or_init(gradguard_pipeline::Interrupt::new)
+}
+
+/// On the first SIGINT or SIGTERM, raise [`interrupt`] (the run finishes its step, writes
+/// every output and exits 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM); on a second,
+/// exit at once with that status (files already written are complete: they are replaced
+/// atomically or appended line by line).
+pub fn install_signal_handlers() -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::flag;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let armed = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        // The shutdown must be registered first: it fires only once `armed` is set.
+        flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&armed))?;
+        flag::register(sig, Arc::clone(&armed))?;
+        flag::register_usize(sig, interrupt().flag(), sig as usize)?;
+    }
+    Ok(())
+}
+
+/// A run that a signal ended early: its outputs are written; exit status 128 + signal.
+#[derive(Debug)]
+pub struct Interrupted(pub i32);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "interrupted by signal {}; the outputs so far are written",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 /// An error that is the user's input, not a bug: printed without a backtrace, exit status 1.
 #[derive(Debug)]
 pub struct UserError(pub String);
@@ -154,9 +196,25 @@ pub fn main() -> ExitCode {
         }
     };
     init_tracing(cli.verbose, cli.quiet);
+    if matches!(
+        cli.command,
+        Command::Run(_)
+            | Command::Demo(_)
+            | Command::Compare(_)
+            | Command::Verify(_)
+            | Command::Claims(_)
+    ) {
+        if let Err(e) = install_signal_handlers() {
+            tracing::warn!("Ctrl-C will stop the run at once: no signal handler ({e})");
+        }
+    }
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(Interrupted(sig)) = e.downcast_ref::<Interrupted>() {
+                eprintln!("gradguard: {e}");
+                return ExitCode::from(u8::try_from(128 + sig).unwrap_or(130));
+            }
             if e.downcast_ref::<UserError>().is_some() {
                 eprintln!("error: {e}");
             } else {

@@ -9,7 +9,7 @@ use gradguard_pipeline::compare::{
 };
 use gradguard_pipeline::demos::{demo, DEMOS};
 use gradguard_pipeline::probe::probe_spec;
-use gradguard_pipeline::run::{verify_prescriptions, VerifyOptions};
+use gradguard_pipeline::run::{verify_prescriptions, DiagnosedRun, VerifyOptions};
 use gradguard_pipeline::{run_experiment, ExperimentSpec, RunOptions, RunOutcome};
 
 use crate::UserError;
@@ -172,11 +172,25 @@ pub fn run(args: &RunArgs, quiet: bool) -> anyhow::Result<()> {
         quiet,
         verify: args.verify.options(true),
         stop_when_beyond_saving: false,
+        interrupt: Some(crate::interrupt().clone()),
     };
     let outcome =
         run_experiment(spec, &opts).with_context(|| format!("running {}", args.spec.display()))?;
     finish_line(&outcome);
-    Ok(())
+    match outcome.interrupted {
+        Some(sig) => Err(crate::Interrupted(sig).into()),
+        None => Ok(()),
+    }
+}
+
+/// A comparison stopped by a signal becomes [`crate::Interrupted`] (exit 128 + signal).
+fn interrupted(e: gradguard_pipeline::compare::CompareError) -> anyhow::Error {
+    match e {
+        gradguard_pipeline::compare::CompareError::Interrupted(sig) => {
+            crate::Interrupted(sig).into()
+        }
+        other => other.into(),
+    }
 }
 
 /// The prescriptions ranked by a comparison, one line each.
@@ -255,11 +269,15 @@ pub fn verify(args: &VerifyRunArgs) -> anyhow::Result<()> {
             seeds: args.seeds.max(1),
             budget_s: None,
         },
-        spec.seed,
-        planned,
-        0.0,
-        &args.run_dir,
-    )?;
+        &DiagnosedRun {
+            seed: spec.seed,
+            steps: planned,
+            run_seconds: 0.0,
+            out_dir: &args.run_dir,
+            interrupt: Some(crate::interrupt()),
+        },
+    )
+    .map_err(interrupted)?;
     summary.prescriptions = diagnosis.prescriptions.clone();
     let json = serde_json::to_string_pretty(&summary)?;
     gradguard_report::write_atomically(&summary_path, json.as_bytes())?;
@@ -337,9 +355,13 @@ fn demo_and_compare(
             ..VerifyOptions::default()
         }),
         stop_when_beyond_saving: false,
+        interrupt: Some(crate::interrupt().clone()),
     };
     let outcome = run_experiment(spec, &opts)?;
     finish_line(&outcome);
+    if let Some(sig) = outcome.interrupted {
+        return Err(crate::Interrupted(sig).into());
+    }
     let spec = d.spec()?;
     let first = seed.unwrap_or(spec.seed);
     // Several seeds, so that one lucky or unlucky seed cannot credit or discredit a cure.
@@ -358,8 +380,10 @@ fn demo_and_compare(
             seeds: seeds.clone(),
             steps: None,
             stop_when_beyond_saving: false,
+            interrupt: Some(crate::interrupt().clone()),
         },
-    )?;
+    )
+    .map_err(interrupted)?;
     println!("{}", comparison.table);
     println!("{}", seeds_note(&seeds));
     if cure_found(&comparison) {
@@ -416,8 +440,10 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             seeds: seeds.clone(),
             steps: args.steps,
             stop_when_beyond_saving: false,
+            interrupt: Some(crate::interrupt().clone()),
         },
-    )?;
+    )
+    .map_err(interrupted)?;
     println!("{}", comparison.table);
     if seeds.len() > 1 {
         println!("{}", seeds_note(&seeds));

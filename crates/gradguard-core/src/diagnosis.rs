@@ -321,6 +321,10 @@ pub struct RunSummary {
     pub steps: u64,
     /// Epochs run.
     pub epochs: u64,
+    /// Whether a signal (Ctrl-C, SIGTERM) ended the run early: the figures and the verdict
+    /// are those so far.
+    #[serde(default)]
+    pub interrupted: bool,
     /// Final loss over the whole training set, after the last update (null when not finite
     /// or not measured). Older summaries held the last minibatch's loss here.
     pub final_train_loss: Option<f64>,

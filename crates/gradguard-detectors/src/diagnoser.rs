@@ -117,6 +117,8 @@ pub struct RunFigures {
     pub steps: u64,
     /// Epochs run.
     pub epochs: u64,
+    /// Whether a signal ended the run early.
+    pub interrupted: bool,
     /// Final loss over the whole training set (written as null when not finite).
     pub final_train_loss: Option<f64>,
     /// Final held-out loss (written as null when not finite).
@@ -145,6 +147,7 @@ pub fn run_summary(
         seed: figures.seed,
         steps: figures.steps,
         epochs: figures.epochs,
+        interrupted: figures.interrupted,
         final_train_loss: figures.final_train_loss.filter(|l| l.is_finite()),
         final_test_loss: figures.final_test_loss.filter(|l| l.is_finite()),
         last_batch_loss: figures.last_batch_loss.filter(|l| l.is_finite()),

@@ -39,6 +39,9 @@ pub enum CompareError {
     /// A cure does not apply to this spec.
     #[error("cure `{0}` does not apply: {1}")]
     NotApplicable(String, String),
+    /// A signal interrupted the comparison (the runs so far wrote their outputs).
+    #[error("interrupted by signal {0}")]
+    Interrupted(i32),
     /// A variant's run failed.
     #[error("variant `{0}`: {1}")]
     Run(String, Box<RunError>),
@@ -108,6 +111,8 @@ pub struct CompareOptions {
     /// Stop a cure's run once its verdict can no longer be healthy (a decisive sign);
     /// `none` always runs to the end.
     pub stop_when_beyond_saving: bool,
+    /// Stop (after the current step of the current run) once this flag is raised.
+    pub interrupt: Option<crate::run::Interrupt>,
 }
 
 /// One seed of one variant.
@@ -243,9 +248,13 @@ pub fn run_compare(
                 verify: None,
                 // `none` always runs its course: it is what each cure is measured against.
                 stop_when_beyond_saving: opts.stop_when_beyond_saving && v.cure.is_some(),
+                interrupt: opts.interrupt.clone(),
             };
             let outcome = run_experiment(spec, &run_opts)
                 .map_err(|e| CompareError::Run(v.name.clone(), Box::new(e)))?;
+            if let Some(sig) = outcome.interrupted {
+                return Err(CompareError::Interrupted(sig));
+            }
             early += usize::from(outcome.stopped_early.is_some());
             if v.cure.is_none() && none_diagnosis.is_none() {
                 none_diagnosis = Some(outcome.diagnosis.clone());
@@ -355,6 +364,7 @@ mod tests {
                 seed: 1,
                 steps: 10,
                 epochs: 1,
+                interrupted: false,
                 final_train_loss: None,
                 final_test_loss: test,
                 last_batch_loss: None,

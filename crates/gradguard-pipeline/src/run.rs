@@ -64,6 +64,41 @@ pub enum RunError {
     Verify(Box<CompareError>),
 }
 
+/// A flag a signal handler sets (the signal's number; 0 while none arrived), shared with a
+/// run: the run finishes its current step, then ends as a completed run would (evaluation,
+/// diagnosis, every reporter's `finish`) with `interrupted` set, so nothing is lost.
+#[derive(Clone, Debug, Default)]
+pub struct Interrupt(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Interrupt {
+    /// A flag no signal has set.
+    pub fn new() -> Self {
+        Interrupt::default()
+    }
+
+    /// The shared counter a handler stores the signal number in (e.g. with
+    /// `signal_hook::flag::register_usize`).
+    pub fn flag(&self) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+        std::sync::Arc::clone(&self.0)
+    }
+
+    /// Sets the flag, as a handler would.
+    pub fn raise(&self, signal: i32) {
+        self.0.store(
+            usize::try_from(signal).unwrap_or(1).max(1),
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+
+    /// The signal that arrived, if one did.
+    pub fn signal(&self) -> Option<i32> {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            s => Some(i32::try_from(s).unwrap_or(i32::MAX)),
+        }
+    }
+}
+
 /// How to verify a run's prescriptions: the top ones are run over several seeds, from the
 /// same initial weights and data order as the diagnosed run, for the same number of steps,
 /// each stopping once beyond saving; their evidence then ranks the prescriptions.
@@ -105,6 +140,8 @@ pub struct RunOptions {
     pub verify: Option<VerifyOptions>,
     /// Stop once a decisive sign makes a healthy verdict impossible (verification variants).
     pub stop_when_beyond_saving: bool,
+    /// End the run after the current step once this flag is raised (Ctrl-C, SIGTERM).
+    pub interrupt: Option<Interrupt>,
 }
 
 /// What a completed run produced.
@@ -124,7 +161,13 @@ pub struct RunOutcome {
     pub stopped_early: Option<String>,
     /// The verification runs of the prescriptions, when they ran.
     pub verification: Option<Comparison>,
+    /// The signal that ended the run early, if one did.
+    pub interrupted: Option<i32>,
 }
+
+/// The name under which the loop's own check after the last remedy records the update it
+/// withheld (gradients made non-finite by a remedy).
+pub const POST_REMEDY_CHECK: &str = "post_remedy_check";
 
 /// The reporters a run uses when its spec lists none.
 pub fn default_reporters(console: bool, quiet: bool, total_steps: u64) -> Vec<Box<dyn Reporter>> {
@@ -226,7 +269,17 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
         cp.keep(trainer.snapshot());
     }
 
+    let mut interrupted: Option<i32> = None;
     while !trainer.finished() {
+        if let Some(sig) = opts.interrupt.as_ref().and_then(Interrupt::signal) {
+            // The previous step finished and was recorded: end here like a completed run.
+            interrupted = Some(sig);
+            stopped_early = Some(format!(
+                "interrupted by signal {sig} after step {}",
+                trainer.steps_done()
+            ));
+            break;
+        }
         let step_info = match trainer.step_gradients() {
             Ok(s) => s,
             Err(e) => {
@@ -265,6 +318,7 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
                 }
             }
             event = Event::from_stats(step, loss, &stats, last_update.as_ref());
+            let grads_finite_before = stats.grads_finite() && stats.grad_norm.is_finite();
             let mut ctx = RemedyContext::new(step, loss, &mut view, &mut stats);
             ctx.findings = &findings;
             if halting {
@@ -311,6 +365,23 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
                 event.penalty = Some(ctx.penalty);
             }
             event.grad_norm_after = Some(ctx.stats.grad_norm);
+            // Re-check after the last remedy: gradients that were finite must not reach the
+            // weights non-finite because a remedy (e.g. a huge penalty) made them so.
+            let made_nonfinite = grads_finite_before
+                && (!ctx.stats.grads_finite() || !ctx.stats.grad_norm.is_finite());
+            if made_nonfinite && strongest.severity() < 2 {
+                strongest = Action::SkipStep {
+                    reason: format!(
+                        "the gradients were finite before the remedies and non-finite after them (norm {}): the update is withheld",
+                        ctx.stats.grad_norm
+                    ),
+                };
+                actions.push(ActionRecord {
+                    remedy: POST_REMEDY_CHECK.to_string(),
+                    changed: false,
+                    action: strongest.clone(),
+                });
+            }
         }
         event.epoch = Some(step_info.position.epoch + 1);
         event.series = series;
@@ -445,23 +516,39 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
         .prescriptions
         .retain(|p| cures::applies_to(&p.remedy, &original));
     let mut verification = None;
-    if let (Some(v), true) = (&opts.verify, diagnosis.verdict != Verdict::Healthy) {
-        verification = verify_prescriptions(
-            &original,
-            &mut diagnosis,
-            v,
+    if let (Some(v), true, None) = (
+        &opts.verify,
+        diagnosis.verdict != Verdict::Healthy,
+        interrupted,
+    ) {
+        let run = DiagnosedRun {
             seed,
-            planned,
-            started.elapsed().as_secs_f64(),
-            &out_dir,
-        )
-        .map_err(|e| RunError::Verify(Box::new(e)))?;
+            steps: planned,
+            run_seconds: started.elapsed().as_secs_f64(),
+            out_dir: &out_dir,
+            interrupt: opts.interrupt.as_ref(),
+        };
+        match verify_prescriptions(&original, &mut diagnosis, v, &run) {
+            Ok(c) => verification = c,
+            Err(CompareError::Interrupted(sig)) => {
+                // The diagnosed run is complete: keep it, with its advice untested.
+                interrupted = Some(sig);
+                for p in &mut diagnosis.prescriptions {
+                    p.evidence = Evidence::untested(format!(
+                        "verification was interrupted; run `gradguard verify {}`",
+                        out_dir.display()
+                    ));
+                }
+            }
+            Err(e) => return Err(RunError::Verify(Box::new(e))),
+        }
     }
     let figures = RunFigures {
         name: spec.name.clone(),
         seed,
         steps: trainer.steps_done(),
         epochs: trainer.cursor().epoch + u64::from(trainer.cursor().batch > 0),
+        interrupted: interrupted.is_some(),
         final_train_loss: Some(train_evaluation.map_or(f64::NAN, |e| e.loss)),
         final_test_loss: evaluation.map(|e| e.loss),
         last_batch_loss: Some(last_loss),
@@ -500,6 +587,7 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
         test_accuracy: evaluation.and_then(|e| e.accuracy),
         stopped_early,
         verification,
+        interrupted,
     })
 }
 
@@ -518,17 +606,36 @@ fn write_spec(spec: &ExperimentSpec, out_dir: &std::path::Path, seed: u64) {
     }
 }
 
+/// The diagnosed run a verification starts from.
+#[derive(Clone, Copy, Debug)]
+pub struct DiagnosedRun<'a> {
+    /// Its seed: the first of the verification seeds.
+    pub seed: u64,
+    /// Its planned number of steps: every variant runs as many.
+    pub steps: u64,
+    /// How long it took, to estimate the verification's time against the budget.
+    pub run_seconds: f64,
+    /// Its directory: the verification runs go to `<out_dir>/verify`.
+    pub out_dir: &'a std::path::Path,
+    /// Raised by a signal: the verification stops.
+    pub interrupt: Option<&'a Interrupt>,
+}
+
 /// Runs the top prescriptions over the seeds and ranks them by what they did; the ones not
 /// run say why. Returns the comparison when it ran.
 pub fn verify_prescriptions(
     spec: &ExperimentSpec,
     diagnosis: &mut Diagnosis,
     v: &VerifyOptions,
-    seed: u64,
-    steps: u64,
-    run_seconds: f64,
-    out_dir: &std::path::Path,
+    run: &DiagnosedRun<'_>,
 ) -> Result<Option<Comparison>, CompareError> {
+    let DiagnosedRun {
+        seed,
+        steps,
+        run_seconds,
+        out_dir,
+        interrupt,
+    } = *run;
     let top: Vec<gradguard_core::Cure> = diagnosis
         .prescriptions
         .iter()
@@ -569,6 +676,7 @@ pub fn verify_prescriptions(
             seeds,
             steps: None,
             stop_when_beyond_saving: true,
+            interrupt: interrupt.cloned(),
         },
     )?;
     apply_evidence(diagnosis, &comparison.measured);

@@ -1,7 +1,10 @@
 //! Reading `events.jsonl` back: one [`Event`] per line, errors naming file and line.
 //!
 //! [`EventsReader`] streams (constant memory, for `diagnose` on long logs);
-//! [`read_events_jsonl`] collects every event. Blank lines are skipped.
+//! [`read_events_jsonl`] collects every event. Blank lines are skipped, and so, with a
+//! warning, is a final line without its newline that does not parse: the tail a killed writer
+//! left (gradguard's jsonl reporter writes whole lines, but the kernel may not have finished
+//! the last write).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -12,7 +15,8 @@ use gradguard_core::{Event, ReportError};
 /// Iterates over the events of an `events.jsonl` file.
 pub struct EventsReader {
     path: PathBuf,
-    lines: std::io::Lines<BufReader<File>>,
+    reader: BufReader<File>,
+    buf: String,
     line_no: usize,
 }
 
@@ -23,7 +27,8 @@ impl EventsReader {
         let file = File::open(&path).map_err(|e| ReportError::io(&path, e))?;
         Ok(EventsReader {
             path,
-            lines: BufReader::new(file).lines(),
+            reader: BufReader::new(file),
+            buf: String::new(),
             line_no: 0,
         })
     }
@@ -34,22 +39,35 @@ impl Iterator for EventsReader {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let line = match self.lines.next()? {
-                Ok(l) => l,
+            self.buf.clear();
+            match self.reader.read_line(&mut self.buf) {
+                Ok(0) => return None,
+                Ok(_) => {}
                 Err(e) => return Some(Err(ReportError::io(&self.path, e))),
-            };
+            }
             self.line_no += 1;
+            let line = self.buf.trim_end_matches(['\n', '\r']);
             if line.trim().is_empty() {
                 continue;
             }
-            return Some(serde_json::from_str(&line).map_err(|e| {
-                ReportError::Other(format!(
+            let torn = !self.buf.ends_with('\n');
+            return match serde_json::from_str(line) {
+                Ok(event) => Some(Ok(event)),
+                Err(e) if torn => {
+                    tracing::warn!(
+                        "{}:{}: skipped a torn last line (no newline, not a whole event: {e})",
+                        self.path.display(),
+                        self.line_no
+                    );
+                    None
+                }
+                Err(e) => Some(Err(ReportError::Other(format!(
                     "{}:{}:{}: not an event: {e}",
                     self.path.display(),
                     self.line_no,
                     e.column()
-                ))
-            }));
+                )))),
+            };
         }
     }
 }
@@ -78,6 +96,14 @@ mod tests {
         let err = it.next().unwrap().unwrap_err().to_string();
         assert!(err.contains("events.jsonl:4:"), "{err}");
         assert!(it.next().is_none());
+        // A torn tail (a killed writer's last line, no newline) is skipped; the same text
+        // followed by a newline is an error.
+        let torn = &b[..b.len() / 2];
+        std::fs::write(&p, format!("{a}\n{torn}")).unwrap();
+        assert_eq!(read_events_jsonl(&p).unwrap(), vec![event(1, 2)]);
+        std::fs::write(&p, format!("{a}\n{torn}\n")).unwrap();
+        let err = read_events_jsonl(&p).unwrap_err().to_string();
+        assert!(err.contains("events.jsonl:2:"), "{err}");
         let err = read_events_jsonl(tmp.path().join("missing.jsonl"))
             .unwrap_err()
             .to_string();

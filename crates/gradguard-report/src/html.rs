@@ -4,7 +4,7 @@
 //!
 //! | parameter      | default         | meaning                                                      |
 //! |----------------|-----------------|--------------------------------------------------------------|
-//! | `file`         | `"report.html"` | file name inside the run's `out_dir` (absolute: used as is)   |
+//! | `file`         | `"report.html"` | path inside the run's `out_dir` (relative, no `..`)   |
 //! | `max_points`   | `2000`          | points kept per series before min/max downsampling (>= 4)    |
 //! | `max_findings` | `200`           | findings listed in the page (the rest are counted)           |
 //!

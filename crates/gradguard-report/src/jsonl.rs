@@ -4,20 +4,22 @@
 //!
 //! | parameter     | default          | meaning                                                    |
 //! |---------------|------------------|------------------------------------------------------------|
-//! | `file`        | `"events.jsonl"` | file name inside the run's `out_dir` (absolute: used as is) |
+//! | `file`        | `"events.jsonl"` | path inside the run's `out_dir` (relative, no `..`) |
 //! | `flush_every` | `100`            | flush to the OS every this many steps (0: only when the buffer fills, at finish and on drop) |
 //!
 //! Each line is `serde_json::to_string(&event)`: the schema of [`Event`] (step, loss, global
 //! gradient norm before and after remedies, per-layer norms and update ratios, findings,
 //! actions); non-finite numbers are written as the strings `"NaN"`, `"inf"`, `"-inf"`
 //! (see [`gradguard_core::float`]). The output depends only on the events, so the same
-//! run gives a byte-identical file. The file is truncated at `start`; it is flushed every
-//! `flush_every` steps, at `finish`, and when the reporter is dropped (so a run that stops
-//! on an error keeps every line written so far). Read it back with
-//! [`read_events_jsonl`](crate::read_events_jsonl).
+//! run gives a byte-identical file. The file is truncated at `start`. Lines are collected in
+//! memory and handed to the OS in whole lines only: every `flush_every` steps, whenever 64 KiB
+//! of complete lines are waiting, at `finish`, and when the reporter is dropped (so a run
+//! that stops on an error keeps every line written so far, and a process killed at any point
+//! leaves whole lines, at worst followed by one line the kernel had not finished writing).
+//! Read it back with [`read_events_jsonl`](crate::read_events_jsonl).
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use gradguard_core::{
@@ -41,8 +43,24 @@ pub struct JsonlReporter {
 
 struct OpenFile {
     path: PathBuf,
-    writer: BufWriter<File>,
+    file: File,
+    /// Complete lines not yet handed to the OS.
+    pending: Vec<u8>,
     lines: u64,
+}
+
+/// Whole lines waiting beyond this many bytes are written out.
+const PENDING_LIMIT: usize = 1 << 16;
+
+impl OpenFile {
+    /// Hands every pending (complete) line to the OS in one write.
+    fn write_pending(&mut self) -> std::io::Result<()> {
+        if !self.pending.is_empty() {
+            self.file.write_all(&self.pending)?;
+            self.pending.clear();
+        }
+        Ok(())
+    }
 }
 
 fn default_file() -> String {
@@ -79,7 +97,8 @@ impl Reporter for JsonlReporter {
         let file = File::create(&path).map_err(|e| ReportError::io(&path, e))?;
         self.open = Some(OpenFile {
             path,
-            writer: BufWriter::with_capacity(1 << 16, file),
+            file,
+            pending: Vec::with_capacity(PENDING_LIMIT + 4096),
             lines: 0,
         });
         Ok(())
@@ -92,19 +111,21 @@ impl Reporter for JsonlReporter {
                 self.file, event.step
             )));
         };
-        serde_json::to_writer(&mut open.writer, event).map_err(|e| match e.io_error_kind() {
-            Some(kind) => ReportError::io(&open.path, std::io::Error::new(kind, e.to_string())),
-            None => {
-                ReportError::Other(format!("{}: step {}: {e}", open.path.display(), event.step))
-            }
-        })?;
-        open.writer
-            .write_all(b"\n")
-            .map_err(|e| ReportError::io(&open.path, e))?;
+        let line_start = open.pending.len();
+        if let Err(e) = serde_json::to_writer(&mut open.pending, event) {
+            // Never leave half a line pending.
+            open.pending.truncate(line_start);
+            return Err(ReportError::Other(format!(
+                "{}: step {}: {e}",
+                open.path.display(),
+                event.step
+            )));
+        }
+        open.pending.push(b'\n');
         open.lines += 1;
-        if self.flush_every > 0 && open.lines % self.flush_every == 0 {
-            open.writer
-                .flush()
+        let due = self.flush_every > 0 && open.lines % self.flush_every == 0;
+        if due || open.pending.len() >= PENDING_LIMIT {
+            open.write_pending()
                 .map_err(|e| ReportError::io(&open.path, e))?;
         }
         Ok(())
@@ -112,8 +133,7 @@ impl Reporter for JsonlReporter {
 
     fn finish(&mut self, _end: &RunEnd<'_>) -> Result<(), ReportError> {
         if let Some(open) = self.open.as_mut() {
-            open.writer
-                .flush()
+            open.write_pending()
                 .map_err(|e| ReportError::io(&open.path, e))?;
         }
         Ok(())
@@ -122,8 +142,8 @@ impl Reporter for JsonlReporter {
 
 impl Drop for OpenFile {
     fn drop(&mut self) {
-        // BufWriter flushes on drop too (ignoring errors); doing it here keeps the promise explicit.
-        let _ = self.writer.flush();
+        // A run that stops on an error keeps every complete line.
+        let _ = self.write_pending();
     }
 }
 

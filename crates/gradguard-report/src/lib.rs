@@ -266,6 +266,7 @@ pub(crate) mod test_util {
             seed: 7,
             steps: 30,
             epochs: 3,
+            interrupted: false,
             final_train_loss: None,
             final_test_loss: Some(0.25),
             last_batch_loss: None,

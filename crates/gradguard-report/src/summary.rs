@@ -4,10 +4,11 @@
 //!
 //! | parameter | default          | meaning                                                    |
 //! |-----------|------------------|------------------------------------------------------------|
-//! | `file`    | `"summary.json"` | file name inside the run's `out_dir` (absolute: used as is) |
+//! | `file`    | `"summary.json"` | path inside the run's `out_dir` (relative, no `..`) |
 //!
 //! The file is the pretty-printed [`RunSummary`], with these keys in this order (stable;
-//! scripts may rely on them): `name`, `seed`, `steps`, `epochs`, `final_train_loss` (the
+//! scripts may rely on them): `name`, `seed`, `steps`, `epochs`, `interrupted` (true when a
+//! signal ended the run early: the figures and verdict are those so far), `final_train_loss` (the
 //! mean loss over the whole training set after the last update), `final_test_loss` (null
 //! when not finite or no held-out split), `last_batch_loss` (the last minibatch's loss,
 //! before its update), `baseline_loss` and `baseline_test_loss` (the best constant
@@ -127,6 +128,7 @@ mod tests {
             "seed",
             "steps",
             "epochs",
+            "interrupted",
             "final_train_loss",
             "final_test_loss",
             "last_batch_loss",

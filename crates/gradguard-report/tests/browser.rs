@@ -142,6 +142,7 @@ fn summary(d: &Diagnosis) -> RunSummary {
         seed: 1,
         steps: 60,
         epochs: 1,
+        interrupted: false,
         final_train_loss: (d.verdict != Verdict::Exploding).then_some(0.7),
         final_test_loss: None,
         last_batch_loss: None,

@@ -23,6 +23,8 @@ pub(super) struct Ctx {
     pub steps: Option<u64>,
     /// `<out>/runs`.
     pub out_dir: PathBuf,
+    /// Raised by a signal: the comparisons stop.
+    pub interrupt: Option<crate::run::Interrupt>,
 }
 
 /// Runs claim `id`.
@@ -122,6 +124,7 @@ pub(super) fn run_variants(
             seeds: ctx.seeds.clone(),
             steps: ctx.steps,
             stop_when_beyond_saving: false,
+            interrupt: ctx.interrupt.clone(),
         },
     )
     .map_err(|e| ClaimsError::Compare(id.into(), Box::new(e)))?;

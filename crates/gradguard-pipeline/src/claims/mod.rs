@@ -123,6 +123,8 @@ pub struct ClaimsOptions {
     /// Overrides every training run's number of steps (for quick checks; the book's numbers
     /// are only meaningful without it).
     pub steps: Option<u64>,
+    /// Stop after the current step of the current run once this flag is raised.
+    pub interrupt: Option<crate::run::Interrupt>,
 }
 
 impl Default for ClaimsOptions {
@@ -132,6 +134,7 @@ impl Default for ClaimsOptions {
             only: Vec::new(),
             out_dir: PathBuf::from("runs/claims"),
             steps: None,
+            interrupt: None,
         }
     }
 }
@@ -193,6 +196,7 @@ pub fn run_claims(
         seeds: (1..=opts.seeds.max(1)).collect(),
         steps: opts.steps,
         out_dir: opts.out_dir.join("runs"),
+        interrupt: opts.interrupt.clone(),
     };
     let mut claims = Vec::new();
     for id in &only {
@@ -581,6 +585,7 @@ mod tests {
             only: vec!["c9".into(), "C2".into(), "C1".into()],
             out_dir: dir.clone(),
             steps: Some(30),
+            interrupt: None,
         };
         let mut seen = Vec::new();
         let book = run_claims(&opts, &mut |c| seen.push(c.id.clone())).unwrap();
