@@ -10,7 +10,8 @@ use crate::UserError;
 #[derive(Debug, clap::Args)]
 pub struct ClaimsArgs {
     /// Seeds per experiment (seeds 1..=N).
-    #[arg(long, value_name = "N", default_value_t = 5)]
+    #[arg(long, value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=crate::train::MAX_SEEDS))]
     pub seeds: u64,
     /// Where the runs, claims.md and claims.json go.
     #[arg(long, default_value = "runs/claims")]

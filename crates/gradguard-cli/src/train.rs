@@ -38,18 +38,20 @@ pub struct RunArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct VerifyArgs {
     /// How many prescriptions to verify, from the top.
-    #[arg(long = "verify", value_name = "K", default_value_t = 4)]
+    #[arg(long = "verify", value_name = "K", default_value_t = 4,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=MAX_VERIFY))]
     pub top: usize,
     /// Do not verify: every prescription stays `untested`.
     #[arg(long)]
     pub no_verify: bool,
     /// Seeds per verified prescription (the run's seed, then the next ones).
-    #[arg(long, value_name = "N", default_value_t = 3)]
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_SEEDS))]
     pub verify_seeds: u64,
     /// Verify only when the estimated time of the verification runs is at most this many
     /// seconds (the diagnosed run's time times the runs needed); otherwise print the command
     /// that verifies later.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0, value_parser = parse_seconds)]
     pub verify_budget: f64,
 }
 
@@ -69,10 +71,12 @@ pub struct VerifyRunArgs {
     /// A run directory written by `gradguard run` (it holds spec.json and summary.json).
     pub run_dir: PathBuf,
     /// How many prescriptions to verify, from the top.
-    #[arg(long = "top", value_name = "K", default_value_t = 4)]
+    #[arg(long = "top", value_name = "K", default_value_t = 4,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_VERIFY))]
     pub top: usize,
     /// Seeds per verified prescription.
-    #[arg(long, value_name = "N", default_value_t = 3)]
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_SEEDS))]
     pub seeds: u64,
 }
 
@@ -115,12 +119,24 @@ pub struct CompareArgs {
     pub steps: Option<u64>,
     /// Run every variant under this many seeds (seed, seed+1, ...); a cure is credited only
     /// when it worked for every seed.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=MAX_SEEDS))]
     pub seeds: u64,
 }
 
-/// The most seeds `compare` and `verify` accept (each is a full training run per variant).
+/// The most seeds `compare`, `verify` and `claims` accept (each is a full training run per
+/// variant).
 pub const MAX_SEEDS: u64 = 1000;
+
+/// The most prescriptions verification runs.
+pub const MAX_VERIFY: u64 = 64;
+
+/// A time budget: a finite number of seconds >= 0.
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("expected a number of seconds >= 0, got `{s}`")),
+    }
+}
 
 /// Arguments of `gradguard probe`.
 #[derive(Debug, clap::Args)]
@@ -238,9 +254,6 @@ pub fn verify(args: &VerifyRunArgs) -> anyhow::Result<()> {
             e.column()
         ))
     })?;
-    if args.seeds > MAX_SEEDS {
-        return Err(UserError(format!("--seeds {}: at most {MAX_SEEDS}", args.seeds)).into());
-    }
     if summary.verdict == gradguard_core::Verdict::Healthy || summary.prescriptions.is_empty() {
         println!(
             "{}: verdict {}, no prescription to verify.",
@@ -423,9 +436,6 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     } else {
         parse_cures(&args.with).map_err(|e| UserError(e.to_string()))?
     };
-    if args.seeds > MAX_SEEDS {
-        return Err(UserError(format!("--seeds {}: at most {MAX_SEEDS}", args.seeds)).into());
-    }
     let out = args
         .out
         .clone()

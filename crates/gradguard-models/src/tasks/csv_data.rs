@@ -40,6 +40,19 @@ fn open(path: &Path) -> Result<(Vec<String>, csv::Reader<std::fs::File>), ModelE
             "the file is empty: expected a header row and at least one data row",
         ));
     }
+    // A repeated name would silently read the first of the columns twice.
+    for (j, name) in header.iter().enumerate() {
+        if let Some(i) = header[..j].iter().position(|h| h == name) {
+            return Err(ModelError::data(
+                path,
+                format!(
+                    "line 1 (header): columns {} and {} are both named `{name}`: column names must be unique",
+                    i + 1,
+                    j + 1
+                ),
+            ));
+        }
+    }
     Ok((header, rdr))
 }
 
@@ -340,6 +353,13 @@ mod tests {
         );
         let f = file("a\nnan\n");
         assert!(err(f.path(), &["a"]).contains("line 2, column `a`: `nan`"));
+    }
+
+    #[test]
+    fn duplicate_column_names_are_an_error_naming_both() {
+        let f = file("a,a,y\n1,2,3\n");
+        let e = err(f.path(), &["y"]);
+        assert!(e.contains("columns 1 and 2 are both named `a`"), "{e}");
     }
 
     #[test]
