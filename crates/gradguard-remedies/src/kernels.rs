@@ -11,8 +11,27 @@ pub use gradguard_core::kernels::{slice_stats, zero_nonfinite};
 
 const LANES: usize = 8;
 
-/// Defines a public kernel that runs an AVX2 build of `$body` when the CPU has AVX2 (checked
-/// once and cached by `is_x86_feature_detected!`) and the portable build otherwise. Both
+/// Whether the remedies' kernels run their AVX2 builds: the CPU has AVX2 and
+/// `GRADGUARD_FORCE_PORTABLE=1` ([`gradguard_core::kernels::FORCE_PORTABLE_VAR`]) was not set.
+/// Decided once per process and cached (one atomic load per call).
+pub fn avx2_active() -> bool {
+    static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVX2.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            !gradguard_core::kernels::portable_forced()
+                && std::arch::is_x86_feature_detected!("avx2")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
+/// Defines a public kernel that runs an AVX2 build of `$body` when [`avx2_active`] (the CPU has
+/// AVX2 and `GRADGUARD_FORCE_PORTABLE=1` is not set; decided once and cached) and the portable
+/// build otherwise. Both
 /// builds run the same code in the same order (no FMA), so they give the same results; the
 /// AVX2 one does four f64 or eight f32 lanes per instruction, which the f64 accumulation of
 /// the measuring kernels needs to keep up with memory.
@@ -30,8 +49,8 @@ macro_rules! multiversion {
         pub fn $name($($arg: $ty),*) -> $ret {
             #[cfg(target_arch = "x86_64")]
             {
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the running CPU supports AVX2, checked just above.
+                if avx2_active() {
+                    // SAFETY: `avx2_active()` is true only when the CPU supports AVX2.
                     return unsafe { $avx2($($arg),*) };
                 }
             }
@@ -59,8 +78,8 @@ multiversion! {
 pub fn clamp_measure(x: &mut [f32], limit: f32) -> SliceStats {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the running CPU supports AVX2, checked just above.
+        if avx2_active() {
+            // SAFETY: `avx2_active()` is true only when the CPU supports AVX2.
             return unsafe { clamp_measure_avx2(x, limit) };
         }
     }
@@ -359,6 +378,10 @@ mod tests {
 
     #[test]
     fn dispatched_kernels_match_the_portable_ones() {
+        eprintln!(
+            "remedies kernels: dispatched build = {}, compared with portable",
+            if avx2_active() { "avx2" } else { "portable" }
+        );
         let mut x: Vec<f32> = (0..1003)
             .map(|i| ((i * 7919 % 2001) as f32 - 1000.0) * 0.37)
             .collect();
