@@ -6,8 +6,10 @@
 //!   two f32 values is exact in f64 (24 + 24 significand bits fit in 53), and the largest f32
 //!   (3.4e38) squares to 1.2e77, far below f64's 1.8e308, so values near 1e30 (or f32::MAX)
 //!   never overflow. Sums run in independent f64 lanes over blocks of [`BLOCK`] values whose
-//!   sums are added into the total: relative error about (n / BLOCK + BLOCK / 8) * 2^-53,
-//!   below 1e-12 for 10^8 values.
+//!   sums are added into the total: relative error at most about (n / BLOCK + BLOCK / 8) *
+//!   2^-53 on the sum of squares, 2.8e-12 for 10^8 values (1.4e-12 on the norm) in the worst
+//!   case; measured 1.7e-14 on the norm of 10^8 values of 0.1, and the tests hold the exact
+//!   builds to 1e-12 on the norm.
 //! - The AVX-512 build squares in f32 where that is safe, which halves the work (no f32 -> f64
 //!   conversion per value): within each sub-block of 1024 values whose max |x| lies in
 //!   [2^-50, 2^60], each f32 lane adds 16 squares, four lanes are added pairwise, then the
@@ -26,9 +28,14 @@
 //!
 //! # Speed
 //! The loops are written with explicit AVX-512F/DQ or AVX2 intrinsics, chosen at run time
-//! (`is_x86_feature_detected!`, cached), with a portable loop elsewhere: LLVM does not vectorise
+//! (`is_x86_feature_detected!`, decided once per process and cached in a `OnceLock`, so a
+//! call pays one atomic load), with a portable loop elsewhere: LLVM does not vectorise
 //! the mixed f32/f64 loop well by itself. On one machine the same build always runs, so
 //! results are reproducible there; across builds they agree to the bounds above.
+//! `GRADGUARD_FORCE_PORTABLE=1` forces the portable loop (see [`FORCE_PORTABLE_VAR`]), so CI
+//! tests it on machines that have AVX-512.
+
+use std::sync::OnceLock;
 
 /// Elements summed per block before the block sum joins the running total.
 pub const BLOCK: usize = 4096;
@@ -47,45 +54,108 @@ pub struct SliceStats {
     pub nonfinite: usize,
 }
 
-/// Which build of the measuring loop runs on this CPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Isa {
+/// A build of the measuring loop (see the module documentation for the accuracy of each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Build {
+    /// AVX-512F/DQ: squares in f32 per sub-block of 1024 values, exact f64 fallback.
     Avx512,
+    /// AVX2 + FMA: exact f64 squares.
     Avx2,
+    /// Plain Rust, eight f64 lanes: exact f64 squares; runs on every CPU.
     Portable,
 }
 
-#[inline]
-fn isa() -> Isa {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512dq")
-        {
-            return Isa::Avx512;
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return Isa::Avx2;
+impl Build {
+    /// Every build, fastest first.
+    pub const ALL: [Build; 3] = [Build::Avx512, Build::Avx2, Build::Portable];
+
+    /// Whether this CPU can run the build (the portable one always can).
+    pub fn is_supported(self) -> bool {
+        match self {
+            Build::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Build::Avx512 => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512dq")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Build::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
         }
     }
-    Isa::Portable
+
+    /// Whether the build squares in f64 exactly (relative error of the sum of squares about
+    /// `(n / BLOCK + BLOCK / 8) * 2^-53`); the AVX-512 build is within 1.1e-6.
+    pub fn is_exact(self) -> bool {
+        self != Build::Avx512
+    }
+}
+
+/// Name of the environment variable that forces the portable build when set to `1`.
+///
+/// `GRADGUARD_FORCE_PORTABLE=1` makes every runtime dispatch (these kernels, and the remedies'
+/// kernels) take the portable loop whatever the CPU offers, so that one machine can test the
+/// portable path. It is read once per process (the first time a kernel dispatches) and
+/// cached; changing it afterwards has no effect.
+pub const FORCE_PORTABLE_VAR: &str = "GRADGUARD_FORCE_PORTABLE";
+
+/// Whether `GRADGUARD_FORCE_PORTABLE=1` was set when the process first asked (read once, then
+/// cached: each later call is one atomic load).
+pub fn portable_forced() -> bool {
+    static FORCED: OnceLock<bool> = OnceLock::new();
+    *FORCED.get_or_init(|| std::env::var_os(FORCE_PORTABLE_VAR).is_some_and(|v| v == "1"))
+}
+
+/// The build that [`slice_stats`] and [`grad_and_weight_stats`] run: the fastest one this CPU
+/// supports, or [`Build::Portable`] under `GRADGUARD_FORCE_PORTABLE=1`. Decided once per
+/// process and cached.
+pub fn active_build() -> Build {
+    static ACTIVE: OnceLock<Build> = OnceLock::new();
+    *ACTIVE.get_or_init(|| {
+        if portable_forced() {
+            return Build::Portable;
+        }
+        Build::ALL
+            .into_iter()
+            .find(|b| b.is_supported())
+            .unwrap_or(Build::Portable)
+    })
+}
+
+/// The builds this CPU supports (always including [`Build::Portable`]), for tests that
+/// compare every build; ignores `GRADGUARD_FORCE_PORTABLE`.
+pub fn supported_builds() -> Vec<Build> {
+    Build::ALL
+        .into_iter()
+        .filter(|b| b.is_supported())
+        .collect()
+}
+
+#[inline]
+fn isa() -> Build {
+    active_build()
 }
 
 /// Sum of squares and max |x| of a whole slice, with the build chosen for `isa`. The exact
 /// builds sum blocks of [`BLOCK`] values into the total; the AVX-512 build blocks its own sums
 /// (sub-blocks of [`SUB`] values flushed into f64 lanes).
-fn sum_sq_max(x: &[f32], isa: Isa) -> (f64, f32) {
+fn sum_sq_max(x: &[f32], isa: Build) -> (f64, f32) {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512 {
-        // SAFETY: `isa()` returned Avx512 only after checking that the CPU has AVX-512F and DQ.
+    if isa == Build::Avx512 {
+        // SAFETY: Avx512 reaches here only from `active_build()` or `slice_stats_on`, which both
+        // checked that the CPU has AVX-512F and DQ.
         return unsafe { sum_sq_max_avx512_f32(x) };
     }
     x.chunks(BLOCK).fold((0.0, 0.0), |(sum, mx), block| {
         let (s, m) = match isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `isa()` returned Avx2 only after checking that the CPU has AVX2 and FMA.
-            Isa::Avx2 => unsafe { sum_sq_max_avx2(block) },
+            // SAFETY: Avx2 reaches here only from `active_build()` or `slice_stats_on`, which both
+            // checked that the CPU has AVX2 and FMA.
+            Build::Avx2 => unsafe { sum_sq_max_avx2(block) },
             _ => sum_sq_max_portable(block),
         };
         (sum + s, max_ignoring_nan(m, mx))
@@ -268,7 +338,19 @@ pub fn count_nonfinite(x: &[f32]) -> usize {
         .count()
 }
 
-fn slice_stats_with(x: &[f32], isa: Isa) -> SliceStats {
+/// [`slice_stats`] with a chosen build, for tests that compare builds.
+///
+/// # Panics
+/// When this CPU does not support `build` ([`Build::is_supported`]).
+pub fn slice_stats_on(x: &[f32], build: Build) -> SliceStats {
+    assert!(
+        build.is_supported(),
+        "the {build:?} build is not supported by this CPU"
+    );
+    slice_stats_with(x, build)
+}
+
+fn slice_stats_with(x: &[f32], isa: Build) -> SliceStats {
     let (sum_sq, max_abs) = sum_sq_max(x, isa);
     // finite values always give a finite sum, so only a non-finite sum needs the count
     let nonfinite = if sum_sq.is_finite() {
@@ -319,6 +401,7 @@ pub fn zero_nonfinite(x: &mut [f32]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn hand_computed() {
@@ -377,20 +460,9 @@ mod tests {
     /// loops.
     #[test]
     fn every_build_agrees_with_the_f64_reference() {
-        let mut builds = vec![Isa::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                builds.push(Isa::Avx2);
-            }
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512dq")
-            {
-                builds.push(Isa::Avx512);
-            }
-        }
+        let builds = supported_builds();
+        eprintln!("kernel builds covered: {builds:?}");
+        assert!(builds.contains(&Build::Portable));
         for n in [
             0usize, 1, 7, 15, 16, 17, 31, 32, 33, 63, 100, 1023, 1024, 1025, 2111, 4095, 4096,
             4097, 9001,
@@ -403,7 +475,7 @@ mod tests {
             for &isa in &builds {
                 let s = slice_stats_with(&x, isa);
                 // the AVX-512 build squares in f32 (16 squares per lane before f64)
-                let tolerance = if isa == Isa::Avx512 { 1e-6 } else { 1e-13 };
+                let tolerance = if isa == Build::Avx512 { 1e-6 } else { 1e-13 };
                 assert!(
                     (s.sum_sq - reference).abs() <= tolerance * reference,
                     "{isa:?} n={n}: {} vs {reference}",
@@ -466,6 +538,164 @@ mod tests {
         let s = slice_stats(&x);
         assert!((s.sum_sq - reference).abs() <= 1e-13 * reference);
         assert_eq!(s.max_abs, 1e30);
+    }
+
+    /// Neumaier-compensated f64 sum of the exact f64 squares: a reference whose own error
+    /// (about 2^-53 relative) is far below every build's bound.
+    fn reference_sum_sq(x: &[f32]) -> f64 {
+        let (mut sum, mut comp) = (0.0f64, 0.0f64);
+        for &v in x {
+            let sq = v as f64 * v as f64;
+            let t = sum + sq;
+            comp += if sum.abs() >= sq.abs() {
+                (sum - t) + sq
+            } else {
+                (sq - t) + sum
+            };
+            sum = t;
+        }
+        sum + comp
+    }
+
+    /// The documented relative bound of the sum of squares for `build` over `n` values:
+    /// `(n / BLOCK + BLOCK / 8) * 2^-53` (plus a few roundings of the final reductions) for the
+    /// exact builds, `18 * 2^-24 < 1.1e-6` for the AVX-512 build.
+    fn documented_bound(build: Build, n: usize) -> f64 {
+        if build.is_exact() {
+            (n as f64 / BLOCK as f64 + BLOCK as f64 / 8.0 + 8.0) * 2f64.powi(-53)
+        } else {
+            1.1e-6
+        }
+    }
+
+    /// Segments of one magnitude class each, so that some 1024-value sub-blocks take the
+    /// AVX-512 f32 path and others its exact fallback: ordinary values, values near 2^60 (on
+    /// both sides of the fallback switch), near 2^-50 (both sides), zeros, and mixed signs.
+    fn segmented_values() -> impl Strategy<Value = Vec<f32>> {
+        // Octave tops around the switch points: squares of a whole sub-block near 2^62 overflow
+        // f32 lane sums, and near 2^-69 they are subnormal (errors above 1e-6).
+        const HIGH_E: [f64; 8] = [58.0, 59.0, 60.0, 61.0, 62.0, 63.0, 64.0, 66.0];
+        const LOW_E: [f64; 11] = [
+            -75.0, -72.0, -70.0, -69.0, -68.0, -64.0, -63.0, -51.0, -50.0, -49.0, -48.0,
+        ];
+        prop::collection::vec((0u8..5, 1usize..2600, any::<u64>()), 1..7).prop_map(|segs| {
+            let mut out = Vec::new();
+            for (class, len, seed) in segs {
+                let mut state = seed | 1;
+                for _ in 0..len {
+                    // xorshift64*: cheap deterministic values from the proptest seed
+                    state ^= state >> 12;
+                    state ^= state << 25;
+                    state ^= state >> 27;
+                    let r = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
+                    let unit = (r >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
+                    let sign = if r & 1 == 0 { 1.0 } else { -1.0 };
+                    let v = match class {
+                        0 => sign * unit * 3.0,
+                        // one octave [2^(e-1), 2^e] per segment, e in 58..=66: a sub-block
+                        // whose max passes 2^60 falls back (its f32 lane sums of 64 squares
+                        // could overflow); below, the f32 path must stay within its bound
+                        1 => sign * 2f64.powf(HIGH_E[(seed % 8) as usize] - unit),
+                        // e in -75..=-48: a sub-block whose max is below 2^-50 falls back
+                        // (below 2^-63 the f32 squares would be subnormal)
+                        2 => sign * 2f64.powf(LOW_E[(seed % 11) as usize] - unit),
+                        3 => 0.0,
+                        _ => sign * 2f64.powf(-60.0 + 120.0 * unit),
+                    };
+                    out.push(v as f32);
+                }
+            }
+            out
+        })
+    }
+
+    /// The values, and occasionally (one case in six) one NaN or infinity at a random place.
+    fn poisoned() -> impl Strategy<Value = (Vec<f32>, Option<(usize, u8)>)> {
+        (
+            segmented_values(),
+            prop::option::weighted(1.0 / 6.0, (any::<usize>(), 0u8..3)),
+        )
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 128,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Random lengths past 1024 (AVX-512 sub-blocks) and 4096 (exact blocks), magnitudes
+        /// on both sides of 2^60 and 2^-50, mixed signs and occasional NaN/inf: every build this
+        /// CPU supports against the compensated f64 reference, within its documented bound.
+        #[test]
+        fn every_build_on_random_data((mut x, poison) in poisoned()) {
+            let builds = supported_builds();
+            assert!(builds.contains(&Build::Portable));
+            let n = x.len();
+            if let Some((i, kind)) = poison {
+                if n > 0 {
+                    x[i % n] = match kind { 0 => f32::NAN, 1 => f32::INFINITY, _ => f32::NEG_INFINITY };
+                }
+            }
+            let bad = x.iter().filter(|v| !v.is_finite()).count();
+            let max = x.iter().fold(0.0f32, |m, &v| max_ignoring_nan(v.abs(), m));
+            let reference = reference_sum_sq(&x);
+            for &build in &builds {
+                let s = slice_stats_on(&x, build);
+                prop_assert_eq!(s.nonfinite, bad, "{:?} n={}", build, n);
+                prop_assert_eq!(s.max_abs, max, "{:?} n={}", build, n);
+                if bad > 0 {
+                    prop_assert!(!s.sum_sq.is_finite(), "{:?}: finite sum with {} non-finite", build, bad);
+                } else {
+                    let bound = documented_bound(build, n);
+                    prop_assert!(
+                        (s.sum_sq - reference).abs() <= bound * reference,
+                        "{:?} n={}: {} vs {} (rel {:e} > {:e})",
+                        build, n, s.sum_sq, reference,
+                        (s.sum_sq - reference).abs() / reference, bound
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_data_test_reports_its_builds() {
+        // Printed for --nocapture: which builds the random-data property test compared.
+        let builds = supported_builds();
+        eprintln!(
+            "kernel builds covered on random data: {builds:?}; active build {:?}{}",
+            active_build(),
+            if portable_forced() {
+                " (GRADGUARD_FORCE_PORTABLE=1)"
+            } else {
+                ""
+            }
+        );
+        assert!(builds.contains(&Build::Portable));
+        assert!(builds.contains(&active_build()));
+    }
+
+    #[test]
+    fn force_portable_selects_the_portable_build() {
+        let forced = std::env::var_os(FORCE_PORTABLE_VAR).is_some_and(|v| v == "1");
+        assert_eq!(portable_forced(), forced);
+        let expect = if forced {
+            Build::Portable
+        } else {
+            supported_builds()[0]
+        };
+        eprintln!(
+            "active build {:?} (forced portable: {forced})",
+            active_build()
+        );
+        assert_eq!(active_build(), expect);
+        // slice_stats runs the active build: same bits as asking for it explicitly
+        let x: Vec<f32> = (0..5000).map(|i| (i as f32 * 0.37).sin() * 1e3).collect();
+        assert_eq!(
+            slice_stats(&x).sum_sq.to_bits(),
+            slice_stats_on(&x, expect).sum_sq.to_bits()
+        );
     }
 
     #[test]

@@ -215,4 +215,27 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!((found[0].step, found[0].layer.as_deref()), (2, Some("w2")));
     }
+
+    /// `norm > threshold` is strict: a norm exactly on the threshold, or one ULP below, does not
+    /// count; one ULP above does (the same on a threshold that is not a power of two).
+    #[test]
+    fn boundary_is_strictly_above_the_threshold() {
+        for threshold in [1.0f64, 0.7] {
+            for (norm, fires) in [
+                (threshold.next_down(), false),
+                (threshold, false),
+                (threshold.next_up(), true),
+            ] {
+                let mut d = GradNormAboveOne::new(threshold, 1, TensorSelection::All);
+                let mut found = Vec::new();
+                let s = stats(vec![param("w", Role::Weight, norm, 1.0)]);
+                d.observe(&Observation::new(1, 1.0, &s), &mut found);
+                assert_eq!(
+                    found.len(),
+                    fires as usize,
+                    "norm {norm:e} vs threshold {threshold:e}"
+                );
+            }
+        }
+    }
 }

@@ -247,4 +247,77 @@ mod tests {
             .collect();
         assert!(run(&mut GradSpike::default(), &norms).is_empty());
     }
+
+    /// One step with global norm exactly `g` (set by hand, not through a square root).
+    fn observe_norm(d: &mut GradSpike, step: u64, g: f64, found: &mut Vec<Finding>) {
+        let mut s = stats(vec![param("w", Role::Weight, g, 1.0)]);
+        s.grad_norm = g;
+        d.observe(&Observation::new(step, 1.0, &s), found);
+    }
+
+    /// History where the MAD term sets the level, not `min_ratio`:
+    /// sorted 7 8 8 10 10 10 10 12 12 13: median (10 + 10) / 2 = 10;
+    /// |x - 10| sorted 0 0 0 0 2 2 2 2 3 3: MAD (2 + 2) / 2 = 2; sigma = 1.4826 * 2 = 2.9652;
+    /// level = max(10 + 6 * 2.9652, 2 * 10) = max(27.7912, 20) = 27.7912.
+    const MAD_HISTORY: [f64; 10] = [10.0, 12.0, 8.0, 10.0, 13.0, 7.0, 10.0, 10.0, 12.0, 8.0];
+
+    fn level_after_mad_history(g: f64) -> Vec<Finding> {
+        let mut d = GradSpike::new(10, 10, 6.0, 2.0);
+        let mut found = Vec::new();
+        for (i, &n) in MAD_HISTORY.iter().enumerate() {
+            observe_norm(&mut d, i as u64 + 1, n, &mut found);
+        }
+        assert!(found.is_empty(), "{found:?}");
+        observe_norm(&mut d, 11, g, &mut found);
+        found
+    }
+
+    #[test]
+    fn mad_term_sets_the_level() {
+        // Between the min_ratio level (20) and the MAD level (27.79): quiet. A detector that
+        // ignored the MAD term would fire here.
+        assert!(level_after_mad_history(25.0).is_empty());
+        let found = level_after_mad_history(28.0);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            (found[0].threshold - 27.7912).abs() < 1e-12,
+            "level {}",
+            found[0].threshold
+        );
+        assert_eq!(found[0].value, 28.0);
+        // robust z in the message: (28 - 10) / 2.9652 = 6.0704...
+        assert!(
+            found[0].message.contains("median 10"),
+            "{}",
+            found[0].message
+        );
+    }
+
+    #[test]
+    fn boundary_is_strictly_above_the_level() {
+        // The level as the detector computes it: med + z * (1.4826 * mad), and min_ratio * med.
+        let mad_level = (10.0 + 6.0 * (1.4826 * 2.0f64)).max(2.0 * 10.0);
+        assert!((mad_level - 27.7912).abs() < 1e-12);
+        for (g, fires) in [
+            (mad_level.next_down(), false),
+            (mad_level, false),
+            (mad_level.next_up(), true),
+        ] {
+            assert_eq!(level_after_mad_history(g).len(), fires as usize, "g {g:e}");
+        }
+        // The min_ratio level: a flat history of 5s (MAD 0) has level exactly 2 * 5 = 10.
+        for (g, fires) in [
+            (10f64.next_down(), false),
+            (10.0, false),
+            (10f64.next_up(), true),
+        ] {
+            let mut d = GradSpike::new(10, 10, 6.0, 2.0);
+            let mut found = Vec::new();
+            for step in 1..=10 {
+                observe_norm(&mut d, step, 5.0, &mut found);
+            }
+            observe_norm(&mut d, 11, g, &mut found);
+            assert_eq!(found.len(), fires as usize, "g {g:e}");
+        }
+    }
 }

@@ -277,4 +277,25 @@ mod tests {
         assert_eq!(found.iter().map(|f| f.step).collect::<Vec<_>>(), vec![4, 8]);
         assert!((found[0].value - 0.5).abs() < 1e-12);
     }
+
+    /// `change > threshold` is strict. prev = 1 (and the floor 0.01 * 1 below it), so the
+    /// change of 1 -> L is L - 1, exact for L in [1, 2]: L = 1.5 is exactly on 0.5.
+    #[test]
+    fn relative_change_boundary_is_strict() {
+        for (loss, fires) in [
+            (1.5f64.next_down(), false),
+            (1.5, false),
+            (1.5f64.next_up(), true),
+        ] {
+            let mut d = LossUnstable {
+                threshold: 0.5,
+                ..LossUnstable::default()
+            };
+            let found = run(&mut d, &[1.0, loss]);
+            assert_eq!(found.len(), fires as usize, "loss {loss:e}");
+            if fires {
+                assert_eq!(found[0].value, loss - 1.0);
+            }
+        }
+    }
 }

@@ -186,4 +186,25 @@ mod tests {
             .collect();
         assert!(run(&mut WeightsChangeLarge::default(), &r).is_empty());
     }
+
+    /// `ratio > threshold` is strict: exactly on the threshold or one ULP below is quiet, one
+    /// ULP above fires (weight norm 1, so the ratio is the update norm, bit for bit).
+    #[test]
+    fn boundary_is_strictly_above_the_threshold() {
+        for threshold in [1.0f64, 0.3] {
+            for (ratio, fires) in [
+                (threshold.next_down(), false),
+                (threshold, false),
+                (threshold.next_up(), true),
+            ] {
+                let mut d = WeightsChangeLarge::new(threshold, 1);
+                let found = run(&mut d, &[(0.0, 0.0), (ratio, 0.0)]);
+                assert_eq!(
+                    found.len(),
+                    fires as usize,
+                    "ratio {ratio:e} vs threshold {threshold:e}"
+                );
+            }
+        }
+    }
 }

@@ -11,8 +11,27 @@ pub use gradguard_core::kernels::{slice_stats, zero_nonfinite};
 
 const LANES: usize = 8;
 
-/// Defines a public kernel that runs an AVX2 build of `$body` when the CPU has AVX2 (checked
-/// once and cached by `is_x86_feature_detected!`) and the portable build otherwise. Both
+/// Whether the remedies' kernels run their AVX2 builds: the CPU has AVX2 and
+/// `GRADGUARD_FORCE_PORTABLE=1` ([`gradguard_core::kernels::FORCE_PORTABLE_VAR`]) was not set.
+/// Decided once per process and cached (one atomic load per call).
+pub fn avx2_active() -> bool {
+    static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVX2.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            !gradguard_core::kernels::portable_forced()
+                && std::arch::is_x86_feature_detected!("avx2")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
+/// Defines a public kernel that runs an AVX2 build of `$body` when [`avx2_active`] (the CPU has
+/// AVX2 and `GRADGUARD_FORCE_PORTABLE=1` is not set; decided once and cached) and the portable
+/// build otherwise. Both
 /// builds run the same code in the same order (no FMA), so they give the same results; the
 /// AVX2 one does four f64 or eight f32 lanes per instruction, which the f64 accumulation of
 /// the measuring kernels needs to keep up with memory.
@@ -30,8 +49,8 @@ macro_rules! multiversion {
         pub fn $name($($arg: $ty),*) -> $ret {
             #[cfg(target_arch = "x86_64")]
             {
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the running CPU supports AVX2, checked just above.
+                if avx2_active() {
+                    // SAFETY: `avx2_active()` is true only when the CPU supports AVX2.
                     return unsafe { $avx2($($arg),*) };
                 }
             }
@@ -59,8 +78,8 @@ multiversion! {
 pub fn clamp_measure(x: &mut [f32], limit: f32) -> SliceStats {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the running CPU supports AVX2, checked just above.
+        if avx2_active() {
+            // SAFETY: `avx2_active()` is true only when the CPU supports AVX2.
             return unsafe { clamp_measure_avx2(x, limit) };
         }
     }
@@ -359,6 +378,10 @@ mod tests {
 
     #[test]
     fn dispatched_kernels_match_the_portable_ones() {
+        eprintln!(
+            "remedies kernels: dispatched build = {}, compared with portable",
+            if avx2_active() { "avx2" } else { "portable" }
+        );
         let mut x: Vec<f32> = (0..1003)
             .map(|i| ((i * 7919 % 2001) as f32 - 1000.0) * 0.37)
             .collect();
@@ -398,6 +421,95 @@ mod tests {
         let expect: f64 = g.iter().map(|&v| (v as f64) * (v as f64)).sum();
         assert_eq!(s.sum_sq, expect);
         assert_eq!(s.max_abs, 3.1);
+    }
+
+    /// Random values in segments of one magnitude (ordinary, near 2^60, near 2^-50, huge,
+    /// tiny, zeros), mixed signs, and occasionally NaN or ±inf.
+    fn random_values() -> impl proptest::strategy::Strategy<Value = Vec<f32>> {
+        use proptest::prelude::*;
+        prop::collection::vec((0u8..6, 1usize..3000, any::<u64>()), 1..5).prop_map(|segs| {
+            let mut out = Vec::new();
+            for (class, len, seed) in segs {
+                let mut s = seed | 1;
+                for _ in 0..len {
+                    s ^= s >> 12;
+                    s ^= s << 25;
+                    s ^= s >> 27;
+                    let r = s.wrapping_mul(0x2545_f491_4f6c_dd1d);
+                    let unit = (r >> 11) as f64 / (1u64 << 53) as f64;
+                    let sign = if r & 1 == 0 { 1.0 } else { -1.0 };
+                    let v = match class {
+                        0 => sign * unit * 4.0,
+                        1 => sign * 2f64.powf(59.0 + 2.0 * unit),
+                        2 => sign * 2f64.powf(-51.0 + 2.0 * unit),
+                        3 => sign * 1e30 * unit,
+                        4 => 0.0,
+                        _ => match r % 97 {
+                            0 => f64::NAN,
+                            1 => f64::INFINITY,
+                            2 => f64::NEG_INFINITY,
+                            _ => sign * unit,
+                        },
+                    };
+                    out.push(v as f32);
+                }
+            }
+            out
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 64,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// The dispatched kernels (AVX2 where the CPU has it and GRADGUARD_FORCE_PORTABLE is
+        /// not set) give bit-identical results to the portable bodies on random data past
+        /// 1024 and 4096 values, and the statistics they return match an f64 reference.
+        #[test]
+        fn dispatched_kernels_match_portable_on_random_data(x in random_values(), limit in 0.0f32..8.0) {
+            static SAY: std::sync::Once = std::sync::Once::new();
+            SAY.call_once(|| eprintln!(
+                "remedies kernels on random data: dispatched build = {}, compared with portable",
+                if avx2_active() { "avx2" } else { "portable" }
+            ));
+            let (mut a, mut b) = (x.clone(), x.clone());
+            let sa = clamp_measure(&mut a, limit);
+            let sb = clamp_measure_body(&mut b, limit);
+            proptest::prop_assert_eq!(bits(&a), bits(&b));
+            proptest::prop_assert_eq!(sa.sum_sq.to_bits(), sb.sum_sq.to_bits());
+            proptest::prop_assert_eq!((sa.max_abs, sa.nonfinite), (sb.max_abs, sb.nonfinite));
+            // the clamp itself, and its statistics, against a plain reference
+            let expect: Vec<f32> = x.iter().map(|&v| if v > limit { limit } else if v < -limit { -limit } else { v }).collect();
+            proptest::prop_assert_eq!(bits(&a), bits(&expect));
+            proptest::prop_assert_eq!(sa.nonfinite, x.iter().filter(|v| v.is_nan()).count());
+            let reference: f64 = expect.iter().filter(|v| !v.is_nan()).map(|&v| v as f64 * v as f64).sum();
+            if sa.nonfinite == 0 {
+                proptest::prop_assert!((sa.sum_sq - reference).abs() <= 1e-11 * reference);
+            }
+            let w: Vec<f32> = x.iter().rev().map(|v| if v.is_finite() { v * 0.5 } else { 1.0 }).collect();
+            let g: Vec<f32> = expect.iter().map(|v| if v.is_finite() { *v } else { 0.0 }).collect();
+            let (mut g1, mut g2) = (g.clone(), g.clone());
+            let p = add_penalty_grad(&mut g1, &w, 0.1, 0.2);
+            let q = add_penalty_grad_body(&mut g2, &w, 0.1, 0.2);
+            proptest::prop_assert_eq!(bits(&g1), bits(&g2));
+            proptest::prop_assert_eq!(p.0.sum_sq.to_bits(), q.0.sum_sq.to_bits());
+            proptest::prop_assert_eq!(p.1.to_bits(), q.1.to_bits());
+            let (s1, s2) = sum_sq_pair(&g, &w);
+            let (r1, r2) = sum_sq_pair_body(&g, &w);
+            proptest::prop_assert_eq!((s1.to_bits(), s2.to_bits()), (r1.to_bits(), r2.to_bits()));
+            let mut c1 = g.clone();
+            let mut c2 = g.clone();
+            scale(&mut c1, 0.37);
+            scale_body(&mut c2, 0.37);
+            proptest::prop_assert_eq!(bits(&c1), bits(&c2));
+        }
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
     }
 
     #[test]

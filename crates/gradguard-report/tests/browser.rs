@@ -2,9 +2,11 @@
 //! them, `--dump-dom` must show the SVG charts with their line data, and a `--screenshot`
 //! must show drawn charts (decoded and checked pixel by pixel, not just "a file exists").
 //!
-//! Needs `/usr/bin/chromium` (Debian's `chromium` package). Without it the test prints a
-//! skip line and passes, unless `GRADGUARD_REQUIRE_BROWSER=1` is set (CI sets it), in which
-//! case it fails. Set `GRADGUARD_KEEP_SCREENSHOTS=<dir>` to keep the screenshots and pages.
+//! Needs a Chromium-family browser on `PATH`, under one of the names in [`BROWSERS`]
+//! (`chromium`, `chromium-browser`, `google-chrome`, ...; Debian's `chromium` package). Without
+//! one the test fails, naming what it looked for, unless `GRADGUARD_SKIP_BROWSER=1` is set: then
+//! it prints why it skipped and passes. `GRADGUARD_REQUIRE_BROWSER=1` (set by CI) overrides the
+//! opt-out, so CI can never skip it. Set `GRADGUARD_KEEP_SCREENSHOTS=<dir>` to keep the screenshots and pages.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,7 +19,23 @@ use gradguard_core::{
 };
 use gradguard_report::{render_compare_html, CompareVariant, HtmlReporter};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
+/// Browser executables looked for on `PATH`, in order.
+const BROWSERS: [&str; 4] = [
+    "chromium",
+    "chromium-browser",
+    "google-chrome",
+    "google-chrome-stable",
+];
+
+/// The first of [`BROWSERS`] found in a directory of `PATH`.
+fn find_browser() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    BROWSERS.iter().find_map(|name| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    })
+}
 
 /// A run whose gradient norm grows 1.3x per step until the loss becomes NaN at `nan_from`
 /// (`u64::MAX`: never), with clipping at 1.0 when `clipped`.
@@ -219,7 +237,8 @@ fn write_compare(dir: &Path) -> PathBuf {
 /// output is read while it runs (a DOM larger than the pipe buffer would block it otherwise).
 fn chromium(page: &Path, extra: &[String], profile: &Path) -> std::process::Output {
     let url = format!("file://{}", page.display());
-    let child = Command::new(CHROMIUM)
+    let browser = find_browser().expect("a browser on PATH (checked by the test)");
+    let child = Command::new(browser)
         .args([
             "--headless",
             "--no-sandbox",
@@ -352,15 +371,25 @@ fn check_screenshot(page: &Path, tmp: &Path, name: &str) {
 
 #[test]
 fn report_html_renders_in_headless_chromium() {
-    let required = std::env::var("GRADGUARD_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
-    if !Path::new(CHROMIUM).exists() {
-        assert!(
-            !required,
-            "GRADGUARD_REQUIRE_BROWSER=1 but {CHROMIUM} is missing (apt-get install chromium)"
+    let flag = |name: &str| std::env::var(name).is_ok_and(|v| v == "1");
+    let required = flag("GRADGUARD_REQUIRE_BROWSER");
+    let Some(browser) = find_browser() else {
+        let looked = format!("none of {BROWSERS:?} is on PATH");
+        if flag("GRADGUARD_SKIP_BROWSER") && !required {
+            eprintln!("SKIPPED browser check (GRADGUARD_SKIP_BROWSER=1): {looked}");
+            return;
+        }
+        panic!(
+            "{looked}: install Chromium (apt-get install chromium), or set \
+             GRADGUARD_SKIP_BROWSER=1 to skip this check{}",
+            if required {
+                " (not honoured: GRADGUARD_REQUIRE_BROWSER=1)"
+            } else {
+                ""
+            }
         );
-        eprintln!("SKIPPED browser check: {CHROMIUM} not found (install Debian's chromium; GRADGUARD_REQUIRE_BROWSER=1 makes this a failure)");
-        return;
-    }
+    };
+    eprintln!("browser check with {}", browser.display());
     let tmp = tempfile::tempdir().expect("temp dir");
     let report = write_report(tmp.path());
     check_dom(&report, 5, tmp.path());

@@ -195,7 +195,21 @@ fn applied(out: &crate::data::Outcome) -> Result<(), String> {
     }
 }
 
-/// Global-norm clipping to `max_norm`, built by `make(max_norm)`: the clipped norm is at most
+/// Relative tolerance of the two-sided checks: f32 rounding of each written value (2^-24) and
+/// of an f32 coefficient (2^-24), with room to spare; a remedy that squares its coefficient or
+/// stops short of the bound misses by far more.
+pub const TWO_SIDED_REL: f64 = 1e-6;
+
+/// The L2 norm PyTorch's `clip_grad_norm_` leaves for a total norm `t` and `max_norm`:
+/// `t * min(1, max_norm / (t + 1e-6))`, i.e. `max_norm * t / (t + 1e-6)` once clipping starts.
+pub fn expected_global_clip_norm(t: f64, max_norm: f64) -> f64 {
+    t * (max_norm / (t + 1e-6)).min(1.0)
+}
+
+/// Global-norm clipping to `max_norm`, built by `make(max_norm)`. Two-sided: the clipped norm
+/// equals [`expected_global_clip_norm`] (`max_norm * t / (t + 1e-6)` when the total norm `t`
+/// exceeds `max_norm`, PyTorch's `clip_grad_norm_`) within [`TWO_SIDED_REL`], so a remedy that
+/// clips too little *or too much* fails; the norm is also at most
 /// `max_norm * (1 + 1e-5)`; the direction is kept (cosine 1 within 1e-6); a gradient whose
 /// norm is at most `max_norm` is unchanged (within PyTorch's `1e-6 / max_norm` epsilon
 /// effect); clipping twice changes nothing more (within the same epsilon); and it is
@@ -216,6 +230,19 @@ pub fn check_global_norm_clip<R: Remedy, F: Fn(f64) -> R>(
     if n > max_norm * (1.0 + 1e-5) + 1e-30 {
         return Err(format!(
             "norm {n} after clipping exceeds max_norm {max_norm} (was {t})"
+        ));
+    }
+    let expect = expected_global_clip_norm(t, max_norm);
+    let slack = 2.0 * (c.len() as f64).sqrt() * TINY;
+    if t.is_finite() && (n - expect).abs() > TWO_SIDED_REL * expect + slack {
+        return Err(format!(
+            "norm {n} after clipping, expected max_norm * t / (t + 1e-6) = {expect} (t = {t}, \
+             max_norm = {max_norm}): {}",
+            if n < expect {
+                "over-clipped"
+            } else {
+                "under-clipped"
+            }
         ));
     }
     if n > 0.0 && t > 0.0 && cosine(&g, &c) < 1.0 - 1e-6 {
@@ -255,7 +282,9 @@ pub fn check_global_norm_clip<R: Remedy, F: Fn(f64) -> R>(
     check_remedy_invariants(&mut make(max_norm), data)
 }
 
-/// Per-tensor norm clipping to `c` (Keras' `clipnorm`), built by `make(c)`: every tensor's
+/// Per-tensor norm clipping to `c` (Keras' `clipnorm`, `g * c / max(||g||, c)`), built by
+/// `make(c)`. Two-sided: every tensor whose norm exceeds `c` ends with norm `c` within
+/// [`TWO_SIDED_REL`] (so a remedy that clips too much or too little fails), and every tensor's
 /// norm is at most `c * (1 + 1e-5)`, the global norm at most `c * sqrt(K) * (1 + 1e-5)` for K
 /// tensors, each tensor's direction is kept, and a tensor whose norm is at most `c` is
 /// unchanged bit for bit.
@@ -273,6 +302,18 @@ pub fn check_per_tensor_clip<R: Remedy, F: Fn(f64) -> R>(
             return Err(format!(
                 "tensor `{}` has norm {na} > {c} after clipping",
                 b.name
+            ));
+        }
+        let slack = 2.0 * (b.grads.len() as f64).sqrt() * TINY;
+        if nb > c && (na - c).abs() > TWO_SIDED_REL * c + slack {
+            return Err(format!(
+                "tensor `{}` had norm {nb} > {c} and was clipped to {na}, expected exactly {c}: {}",
+                b.name,
+                if na < c {
+                    "over-clipped"
+                } else {
+                    "under-clipped"
+                }
             ));
         }
         if nb <= c && bits(&a.grads) != bits(&b.grads) {
@@ -296,8 +337,10 @@ pub fn check_per_tensor_clip<R: Remedy, F: Fn(f64) -> R>(
     check_remedy_invariants(&mut make(c), data)
 }
 
-/// Value clipping to `[-v, v]`, built by `make(v)` (`v > 0`): every `|g_i| <= v`, values
-/// inside are unchanged bit for bit, values outside become `±v` with their sign.
+/// Value clipping to `[-v, v]`, built by `make(v)` (`v > 0`). Two-sided: every value must equal
+/// the clamp `min(max(g_i, -v), v)` bit for bit (with `v` as an f32), so values inside are
+/// unchanged and values outside become exactly `±v` with their sign; clipping inside values,
+/// or stopping short of `±v`, fails.
 pub fn check_value_clip<R: Remedy, F: Fn(f64) -> R>(
     make: F,
     data: &OwnedParams,

@@ -11,10 +11,19 @@
 //!   gradients on (gradguard's clipping remedies under `on_nonfinite = "skip_step"` or
 //!   `"error"`): it errors, withholds the update, or leaves only finite gradients.
 //! - [`assert_global_norm_clip`], [`assert_per_tensor_clip`], [`assert_value_clip`],
-//!   [`assert_unitwise_clip`]: the mathematical invariants of each clipping scope.
+//!   [`assert_unitwise_clip`]: the mathematical invariants of each clipping scope. The first
+//!   three are two-sided, so a remedy that over-clips fails as surely as one that under-clips:
+//!   - global norm: when the total norm `t` exceeds `max_norm`, the clipped global norm must
+//!     equal `max_norm * t / (t + 1e-6)` (PyTorch's `clip_grad_norm_`,
+//!     [`expected_global_clip_norm`]) within [`TWO_SIDED_REL`] (f32 rounding);
+//!   - per tensor (Keras `clipnorm`, `g * c / max(||g||, c)`): each tensor whose norm exceeds
+//!     `c` must end with norm `c` within [`TWO_SIDED_REL`], the others unchanged bit for bit;
+//!   - by value: every value must equal the clamp to `[-v, v]` bit for bit.
 //!
 //! Each `assert_*` runs a proptest [`TestRunner`] over random [`OwnedParams`] (names, shapes
-//! of rank 0 to 3, values from 0 and 1e-30 to 1e30) and panics with the smallest failing case.
+//! of rank 0 to 3, values from 0 and 1e-30 to 1e30; one case in eight adds a tensor of 1,024
+//! to 5,000 values, so that the statistics kernels' fast paths run too) and panics with the
+//! smallest failing case.
 //! The `check_*` functions behind them take one case and return `Err(message)`, for use inside
 //! your own `proptest!` blocks with the strategies [`params`] and [`params_with_nonfinite`].
 //!
@@ -57,7 +66,7 @@ pub use checks::{
     assert_global_norm_clip, assert_guards_nonfinite, assert_per_tensor_clip,
     assert_remedy_invariants, assert_unitwise_clip, assert_value_clip, check_global_norm_clip,
     check_guards_nonfinite, check_per_tensor_clip, check_remedy_invariants, check_unitwise_clip,
-    check_value_clip, compare_stats, CASES,
+    check_value_clip, compare_stats, expected_global_clip_norm, CASES, TWO_SIDED_REL,
 };
 pub use data::{run_remedy, Outcome, OwnedParam, OwnedParams};
 pub use proptest::test_runner::TestRunner;

@@ -63,20 +63,49 @@ fn tensor(cfg: ParamsConfig) -> impl Strategy<Value = OwnedParam> {
         })
 }
 
+/// A long rank-1 tensor (1,024 to 5,000 values, past the statistics kernels' 1,024-value
+/// AVX-512 sub-blocks and 4,096-value blocks): values in [-10, 10] times one power of ten per
+/// tensor from 1e-20 to 1e20, so that some tensors take the kernels' f32 fast path (max |x| in
+/// [2^-50, 2^60]) and others their exact fallback.
+fn long_tensor() -> impl Strategy<Value = OwnedParam> {
+    (1024usize..=5000, -20i32..=20)
+        .prop_flat_map(|(n, e)| {
+            let scaled = move || (-10.0f32..10.0).prop_map(move |v| v * 10f32.powi(e));
+            (vec(scaled(), n), vec(scaled(), n))
+        })
+        .prop_map(|(weights, grads)| OwnedParam {
+            name: String::new(),
+            shape: vec![grads.len()],
+            role: Role::Weight,
+            weights,
+            grads,
+        })
+}
+
 /// Random parameters with finite weights and gradients; tensor `i` is named
-/// `layers.{i}.weight` or `layers.{i}.bias` after its role.
+/// `layers.{i}.weight` or `layers.{i}.bias` after its role. One case in eight also holds a
+/// long tensor (1,024 to 5,000 values) so that the statistics kernels' fast paths and their
+/// fallbacks see random data too.
 pub fn params(cfg: ParamsConfig) -> impl Strategy<Value = OwnedParams> {
-    vec(tensor(cfg), 1..=cfg.max_tensors.max(1)).prop_map(|mut ps| {
-        for (i, p) in ps.iter_mut().enumerate() {
-            p.name = match p.role {
-                Role::Bias => format!("layers.{i}.bias"),
-                Role::RecurrentWeight => format!("layers.{i}.weight_hh"),
-                Role::Other => format!("layers.{i}.scale"),
-                Role::Weight => format!("layers.{i}.weight"),
-            };
-        }
-        OwnedParams { params: ps }
-    })
+    (
+        vec(tensor(cfg), 1..=cfg.max_tensors.max(1)),
+        prop::option::weighted(0.125, long_tensor()),
+    )
+        .prop_map(|(mut ps, long)| {
+            ps.extend(long);
+            ps
+        })
+        .prop_map(|mut ps| {
+            for (i, p) in ps.iter_mut().enumerate() {
+                p.name = match p.role {
+                    Role::Bias => format!("layers.{i}.bias"),
+                    Role::RecurrentWeight => format!("layers.{i}.weight_hh"),
+                    Role::Other => format!("layers.{i}.scale"),
+                    Role::Weight => format!("layers.{i}.weight"),
+                };
+            }
+            OwnedParams { params: ps }
+        })
 }
 
 /// Like [`params`], with 1 to 3 gradient values replaced by NaN, +inf or -inf.
