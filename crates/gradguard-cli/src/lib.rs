@@ -34,6 +34,11 @@ pub struct Cli {
     /// Only errors on stderr.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// The memory a run may need (e.g. `8GiB`, `500MB`, or bytes); a spec whose estimate is
+    /// above it is refused by `check` and before training. Default: half of this machine's
+    /// memory.
+    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -112,6 +117,40 @@ impl std::fmt::Display for Interrupted {
 }
 
 impl std::error::Error for Interrupted {}
+
+/// Parses a size: a number with an optional unit (B, kB/KB, MB, GB, TB: powers of 1000;
+/// KiB, MiB, GiB, TiB: powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("expected a size such as 8GiB or 500MB, got `{s}`"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" | "k" => 1e3,
+        "mb" | "m" => 1e6,
+        "gb" | "g" => 1e9,
+        "tb" | "t" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0f64.powi(4),
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` in `{s}` (B, kB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+            ))
+        }
+    };
+    let bytes = v * scale;
+    if !(1.0..1.8e19).contains(&bytes) {
+        return Err(format!("expected a size of at least 1 byte, got `{s}`"));
+    }
+    Ok(bytes as u64)
+}
 
 /// An error that is the user's input, not a bug: printed without a backtrace, exit status 1.
 #[derive(Debug)]
@@ -196,6 +235,9 @@ pub fn main() -> ExitCode {
         }
     };
     init_tracing(cli.verbose, cli.quiet);
+    if let Some(bytes) = cli.max_memory {
+        gradguard_models::footprint::set_budget(bytes);
+    }
     if matches!(
         cli.command,
         Command::Run(_)

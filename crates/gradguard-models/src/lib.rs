@@ -22,6 +22,7 @@
 pub mod activation;
 pub mod checkpoint;
 pub mod error;
+pub mod footprint;
 pub mod init;
 mod linalg;
 mod network;

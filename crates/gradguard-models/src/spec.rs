@@ -1282,6 +1282,12 @@ pub fn validate(model: &ModelSpec, task: &TaskSpec, train: &TrainSpec) -> Result
             "a classification task (class-index targets) needs cross_entropy",
         );
     }
+    // Sizes that pass one by one must still fit together, before anything is allocated.
+    if iss.0.is_empty() {
+        if let Err(issue) = crate::footprint::check(model, task, train) {
+            iss.0.push(issue);
+        }
+    }
     finish(iss)
 }
 
