@@ -812,3 +812,60 @@ fn a_remedy_that_makes_gradients_non_finite_gets_its_update_withheld() {
         }
     }
 }
+
+/// Two runs never write into one directory: the second is refused at once, naming the
+/// process that holds it; once the first ends, the directory is free again.
+#[test]
+fn a_second_run_on_a_busy_directory_is_refused() {
+    let dir = scratch("busy");
+    let spec = dir.join("long.toml");
+    std::fs::write(
+        &spec,
+        "name = \"long\"\n[model]\nkind = \"mlp\"\nhidden = [16]\n[task]\nkind = \"regression\"\nn_features = 8\ntarget_scale = 0.01\n[train]\nsteps = 100000000\n",
+    )
+    .expect("spec");
+    let out = dir.join("out");
+    let first = Command::new(env!("CARGO_BIN_EXE_gradguard"))
+        .args(["-q", "run", "--no-verify"])
+        .arg(&spec)
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !out.join("events.jsonl").is_file() {
+        assert!(std::time::Instant::now() < deadline, "the first run did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = Command::new(env!("CARGO_BIN_EXE_gradguard"))
+        .args(["-q", "run", "--no-verify", "--steps", "3"])
+        .arg(&spec)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("second run");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("is in use by another gradguard run (process {})", first.id())),
+        "{stderr}"
+    );
+    Command::new("kill")
+        .args(["-INT", &first.id().to_string()])
+        .status()
+        .expect("kill");
+    let status = first.wait_with_output().expect("wait").status;
+    assert_eq!(status.code(), Some(130));
+    // The lock went with the process: the directory takes a new run.
+    let third = Command::new(env!("CARGO_BIN_EXE_gradguard"))
+        .args(["-q", "run", "--no-verify", "--steps", "3"])
+        .arg(&spec)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("third run");
+    assert_eq!(third.status.code(), Some(0), "{}", String::from_utf8_lossy(&third.stderr));
+    assert_eq!(summary(&out).steps, 3);
+}

@@ -62,6 +62,48 @@ pub enum RunError {
     /// Verifying the prescriptions failed.
     #[error("verifying the prescriptions: {0}")]
     Verify(Box<CompareError>),
+    /// Another run holds the output directory.
+    #[error("{0}")]
+    Busy(String),
+}
+
+/// The name of the lock file a run holds in its output directory.
+pub const LOCK_FILE: &str = ".gradguard.lock";
+
+/// Takes the exclusive lock on a run's output directory (an OS file lock on
+/// [`LOCK_FILE`], released when the returned file is dropped or the process dies, so a killed
+/// run never leaves a stale lock). A second run on the same directory is refused at once,
+/// naming the process that holds it.
+pub fn lock_run_dir(out_dir: &std::path::Path) -> Result<std::fs::File, RunError> {
+    use std::io::{Read, Seek, Write};
+    std::fs::create_dir_all(out_dir).map_err(|e| ReportError::io(out_dir, e))?;
+    let path = out_dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| ReportError::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(RunError::Busy(format!(
+                "{} is in use by another gradguard run ({}): give this run another --out directory, or wait for that one to end",
+                out_dir.display(),
+                if holder.is_empty() { "process unknown".to_string() } else { holder.to_string() }
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(ReportError::io(&path, e).into()),
+    }
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = write!(file, "process {}", std::process::id());
+    let _ = file.flush();
+    Ok(file)
 }
 
 /// A flag a signal handler sets (the signal's number; 0 while none arrived), shared with a
@@ -217,6 +259,8 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
         .unwrap_or_else(|| PathBuf::from("runs").join(&spec.name));
     // The spec as given, for deciding which cures apply and for verification.
     let original = spec.try_clone()?;
+    // Held to the end of the run: no second run writes into the same directory.
+    let _lock = lock_run_dir(&out_dir)?;
     let mut trainer = Trainer::new(&spec.model, &spec.task, &spec.train, seed)?;
     let initial = probe_trainer(&mut trainer, spec.model.is_recurrent(), 3)?;
     let mut detectors: Vec<Box<dyn Detector>> =
