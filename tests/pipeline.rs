@@ -836,7 +836,10 @@ fn a_second_run_on_a_busy_directory_is_refused() {
         .expect("spawn");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !out.join("events.jsonl").is_file() {
-        assert!(std::time::Instant::now() < deadline, "the first run did not start");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first run did not start"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let second = Command::new(env!("CARGO_BIN_EXE_gradguard"))
@@ -849,7 +852,10 @@ fn a_second_run_on_a_busy_directory_is_refused() {
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains(&format!("is in use by another gradguard run (process {})", first.id())),
+        stderr.contains(&format!(
+            "is in use by another gradguard run (process {})",
+            first.id()
+        )),
         "{stderr}"
     );
     Command::new("kill")
@@ -866,6 +872,11 @@ fn a_second_run_on_a_busy_directory_is_refused() {
         .arg(&out)
         .output()
         .expect("third run");
-    assert_eq!(third.status.code(), Some(0), "{}", String::from_utf8_lossy(&third.stderr));
+    assert_eq!(
+        third.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&third.stderr)
+    );
     assert_eq!(summary(&out).steps, 3);
 }
