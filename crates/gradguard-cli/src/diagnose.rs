@@ -52,6 +52,19 @@ pub fn run(args: &DiagnoseArgs, out: &mut dyn Write, err: &mut dyn Write) -> Res
     } else {
         let file = File::open(&args.events)
             .with_context(|| format!("cannot open the events log {shown}"))?;
+        // A device or directory is no log (`/dev/zero` would be read forever); pipes and
+        // regular files are.
+        let kind = file
+            .metadata()
+            .with_context(|| format!("cannot read the events log {shown}"))?
+            .file_type();
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_dir() || kind.is_char_device() || kind.is_block_device() || kind.is_socket() {
+            return Err(crate::UserError(format!(
+                "{shown}: not a regular file or pipe: expected an events log (JSON lines)"
+            ))
+            .into());
+        }
         Box::new(BufReader::new(file))
     };
     let options = OfflineOptions {

@@ -58,12 +58,23 @@ pub struct ApplyArgs {
     /// The weights (needed by agc, l1, l2, l1_l2).
     #[arg(long, value_name = "P.safetensors")]
     pub params: Option<PathBuf>,
-    /// Where to write the cured gradients.
+    /// Where to write the cured gradients (atomically: a temporary file renamed over it).
     #[arg(long, value_name = "OUT.safetensors")]
     pub out: PathBuf,
+    /// Allow `--out` to be the `--grads` file itself (still written atomically).
+    #[arg(long)]
+    pub in_place: bool,
     /// Print what was done as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Whether two paths name the same existing file (by canonical path).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
 }
 
 /// Runs a `grads` subcommand, printing to stdout.
@@ -96,6 +107,12 @@ pub fn run_to(cmd: &GradsCommand, out: &mut dyn Write) -> Result<()> {
             }
         }
         GradsCommand::Apply(a) => {
+            if !a.in_place && same_file(&a.grads, &a.out) {
+                anyhow::bail!(
+                    "--out {} is the --grads file: pass --in-place to rewrite it (atomically), or write elsewhere",
+                    a.out.display()
+                );
+            }
             let (kind, mut remedy) = dump::parse_remedy(&a.remedy)?;
             let (mut g, p) = load_pair(&a.grads, &a.params)?;
             let report = dump::apply(&kind, remedy.as_mut(), &mut g, p.as_ref())?;

@@ -256,3 +256,48 @@ fn every_bad_file_is_a_clear_error() {
     assert!(!out.exists(), "nothing is written when apply fails");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn apply_refuses_to_overwrite_its_input_unless_in_place() {
+    let dir = scratch("apply_refuses_to_overwrite_its_input_unless_in_place");
+    let copy = dir.join("g.safetensors");
+    std::fs::copy(fixture("grads_f32.safetensors"), &copy).unwrap();
+    let before = std::fs::read(&copy).unwrap();
+    let path = copy.to_str().unwrap();
+    let remedy = r#"{"kind":"clip_global_norm","max_norm":1.0}"#;
+    let err = run(&["apply", "--remedy", remedy, "--grads", path, "--out", path]).unwrap_err();
+    assert!(
+        err.contains("is the --grads file: pass --in-place"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        before,
+        "the input was touched"
+    );
+    run(&[
+        "apply",
+        "--remedy",
+        remedy,
+        "--grads",
+        path,
+        "--out",
+        path,
+        "--in-place",
+    ])
+    .unwrap();
+    let json = run(&["stats", "--grads", path, "--json"]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(
+        (v["global_l2"].as_f64().unwrap() - 1.0).abs() < 1e-6,
+        "{json}"
+    );
+    // no temporary file is left beside it
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -19,7 +19,7 @@
 //! summaries. At most [`MAX_LINE_ERRORS`] malformed lines are listed; the last entry then
 //! counts the rest.
 
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 
 use gradguard_core::{
     Detector, Diagnosis, Event, Finding, Observation, ParamStats, ParamUpdate, StepStats,
@@ -58,6 +58,13 @@ pub enum DiagnoseError {
         /// The underlying error.
         #[source]
         source: std::io::Error,
+    },
+    /// A line longer than [`MAX_LINE_BYTES`]: not an events log (or a special file such as
+    /// `/dev/zero`); reading stops there instead of growing without bound.
+    #[error("line {line} is longer than {max} bytes: not an events log line (reading stopped)", max = MAX_LINE_BYTES)]
+    LineTooLong {
+        /// The line's number.
+        line: usize,
     },
     /// Not one line was a valid event.
     #[error("no valid event in the log ({lines} line(s), {malformed} malformed){}", first_error.as_ref().map(|e| format!("; first problem: {e}")).unwrap_or_default())]
@@ -163,6 +170,10 @@ fn describe_json_error(e: &serde_json::Error) -> String {
     format!("column {}: {msg}", e.column())
 }
 
+/// The longest line an events log may hold (64 MiB: an event with a few hundred thousand
+/// tensors); a longer line stops reading with [`DiagnoseError::LineTooLong`].
+pub const MAX_LINE_BYTES: usize = 64 << 20;
+
 /// Diagnoses an events log with `options`. See the [module documentation](self).
 pub fn diagnose_events_with<R: BufRead>(
     mut reader: R,
@@ -185,7 +196,8 @@ pub fn diagnose_events_with<R: BufRead>(
     let mut replayed: Vec<Finding> = Vec::new();
     loop {
         buf.clear();
-        let n = reader
+        let n = (&mut reader)
+            .take(MAX_LINE_BYTES as u64 + 1)
             .read_until(b'\n', &mut buf)
             .map_err(|source| DiagnoseError::Io {
                 line: line_no,
@@ -195,6 +207,9 @@ pub fn diagnose_events_with<R: BufRead>(
             break;
         }
         line_no += 1;
+        if buf.len() > MAX_LINE_BYTES {
+            return Err(DiagnoseError::LineTooLong { line: line_no });
+        }
         let parsed = match std::str::from_utf8(&buf) {
             Err(e) => Err(format!("not UTF-8 text (byte {})", e.valid_up_to() + 1)),
             Ok(text) if text.trim().is_empty() => continue,
@@ -268,6 +283,22 @@ pub fn diagnose_events_with<R: BufRead>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_endless_line_stops_reading_instead_of_growing() {
+        // /dev/zero's bytes, bounded here: one line past the limit, no newline.
+        let endless = std::io::repeat(0u8).take(MAX_LINE_BYTES as u64 + 10);
+        let err = diagnose_events_with(std::io::BufReader::new(endless), OfflineOptions::default())
+            .unwrap_err();
+        assert!(
+            matches!(err, DiagnoseError::LineTooLong { line: 1 }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("longer than 67108864 bytes"),
+            "{err}"
+        );
+    }
     use crate::default_detectors;
     use crate::testing::{
         exploding_regression, healthy_regression, run_live, wrecked_rnn, SynthStep,

@@ -393,10 +393,29 @@ impl GradDump {
                 .map_err(|e| werr(describe(&e)))?;
             views.push((t.name.clone(), v));
         }
-        safetensors::serialize_to_file(views, &self.metadata, path).map_err(|e| match e {
-            SafeTensorError::IoError(io) => werr(io.to_string()),
-            other => werr(describe(&other)),
-        })
+        // Atomically: a temporary file unique to this process beside `path`, synced, then
+        // renamed over it, so an interrupted write never leaves a torn or empty file (even
+        // when `path` is the input being rewritten in place).
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+        let result = safetensors::serialize_to_file(views, &self.metadata, &tmp)
+            .map_err(|e| match e {
+                SafeTensorError::IoError(io) => werr(io.to_string()),
+                other => werr(describe(&other)),
+            })
+            .and_then(|()| {
+                std::fs::File::open(&tmp)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| werr(e.to_string()))
+            })
+            .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| werr(e.to_string())));
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
     }
 }
 

@@ -7,10 +7,13 @@
 //! the last write).
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use gradguard_core::{Event, ReportError};
+
+/// The longest line read (64 MiB); a longer one is an error, not unbounded growth.
+pub const MAX_LINE_BYTES: usize = 64 << 20;
 
 /// Iterates over the events of an `events.jsonl` file.
 pub struct EventsReader {
@@ -40,12 +43,22 @@ impl Iterator for EventsReader {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             self.buf.clear();
-            match self.reader.read_line(&mut self.buf) {
+            match (&mut self.reader)
+                .take(MAX_LINE_BYTES as u64 + 1)
+                .read_line(&mut self.buf)
+            {
                 Ok(0) => return None,
                 Ok(_) => {}
                 Err(e) => return Some(Err(ReportError::io(&self.path, e))),
             }
             self.line_no += 1;
+            if self.buf.len() > MAX_LINE_BYTES {
+                return Some(Err(ReportError::Other(format!(
+                    "{}:{}: a line longer than {MAX_LINE_BYTES} bytes: not an events log",
+                    self.path.display(),
+                    self.line_no
+                ))));
+            }
             let line = self.buf.trim_end_matches(['\n', '\r']);
             if line.trim().is_empty() {
                 continue;

@@ -24,6 +24,14 @@ fn open(path: &Path) -> Result<(Vec<String>, csv::Reader<std::fs::File>), ModelE
         path: path.to_path_buf(),
         source,
     })?;
+    // A device or directory is no table (`/dev/zero` would be read forever).
+    let is_file = file.metadata().map(|m| m.is_file()).unwrap_or(false);
+    if !is_file {
+        return Err(ModelError::data(
+            path,
+            "not a regular file: expected a CSV table with a header row",
+        ));
+    }
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
@@ -353,6 +361,14 @@ mod tests {
         );
         let f = file("a\nnan\n");
         assert!(err(f.path(), &["a"]).contains("line 2, column `a`: `nan`"));
+    }
+
+    #[test]
+    fn special_files_are_refused() {
+        for p in ["/dev/zero", "/tmp"] {
+            let e = err(Path::new(p), &["a"]);
+            assert!(e.contains("not a regular file"), "{p}: {e}");
+        }
     }
 
     #[test]
