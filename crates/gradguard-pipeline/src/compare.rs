@@ -158,7 +158,9 @@ pub struct Comparison {
     pub table: String,
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
+/// The median of the values (the mean of the middle two for an even count), when it is
+/// finite; `None` for no values.
+pub fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
         return None;
     }

@@ -427,20 +427,7 @@ pub fn prevents_verdict(effects: &[Effect]) -> ClaimVerdict {
     }
 }
 
-/// The median of the values, when it is finite (`None` for no values).
-pub fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    let m = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    };
-    m.is_finite().then_some(m)
-}
+pub use crate::compare::median;
 
 /// The numbers of one variant over its seeds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
