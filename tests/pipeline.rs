@@ -571,10 +571,18 @@ fn every_example_spec_runs_and_writes_its_outputs() {
         opts.steps = Some(15);
         let outcome =
             run_experiment(spec, &opts).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        for f in ["summary.json", "events.jsonl", "report.html"] {
+        for f in ["summary.json", "events.jsonl", "report.html", "spec.json"] {
             assert!(out.join(f).is_file(), "{}: {f} missing", path.display());
         }
         assert!(outcome.summary.steps >= 1);
+        // spec.json names its data file absolutely, so `gradguard verify` works from anywhere.
+        let written: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("spec.json")).expect("spec.json"),
+        )
+        .expect("spec.json parses");
+        if let Some(p) = written["task"]["path"].as_str() {
+            assert!(Path::new(p).is_absolute() && Path::new(p).is_file(), "{p}");
+        }
         n += 1;
     }
     assert!(n >= 4);

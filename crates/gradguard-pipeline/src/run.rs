@@ -635,14 +635,29 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
     })
 }
 
-/// Writes the spec as run (with the seed used) to `spec.json` in the run directory, so that
-/// `gradguard verify RUN_DIR` can run the prescriptions later. Best effort: a run is not
+/// Writes the spec as run (with the seed used, and a CSV path made absolute) to `spec.json`
+/// in the run directory, so that `gradguard verify RUN_DIR` can run the prescriptions later. Best effort: a run is not
 /// failed for it (the reporters already created the directory, or say why they could not).
 fn write_spec(spec: &ExperimentSpec, out_dir: &std::path::Path, seed: u64) {
     let Ok(mut value) = serde_json::to_value(spec) else {
         return;
     };
     value["seed"] = serde_json::Value::from(seed);
+    // A CSV path as written is relative to where the run started: make it absolute, so
+    // `gradguard verify` finds the data from any folder.
+    if let Some(path) = value
+        .get_mut("task")
+        .and_then(|t| t.get_mut("path"))
+        .filter(|p| p.is_string())
+    {
+        if let Some(abs) = path
+            .as_str()
+            .and_then(|p| std::fs::canonicalize(p).ok())
+            .and_then(|p| p.to_str().map(str::to_string))
+        {
+            *path = serde_json::Value::from(abs);
+        }
+    }
     if let Ok(text) = serde_json::to_string_pretty(&value) {
         if std::fs::create_dir_all(out_dir).is_ok() {
             let _ = gradguard_report::write_atomically(&out_dir.join("spec.json"), text.as_bytes());
