@@ -98,6 +98,13 @@ pub trait Remedy: Send {
     /// Acts on the step. Returning `Err` stops the run with that error.
     fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError>;
 
+    /// Checks the parameters, before anything runs: spec validation (`gradguard check`, and
+    /// every run before training) calls it, so a bad parameter (`max_norm = -1`) is refused
+    /// with its key path instead of failing mid-run. Default: nothing to check.
+    fn validate(&self) -> Result<(), RemedyError> {
+        Ok(())
+    }
+
     /// The global-norm threshold this remedy clips to, if it has one (for charts).
     fn clip_threshold(&self) -> Option<f64> {
         None

@@ -105,6 +105,18 @@ impl ExperimentSpec {
                 message: why,
             });
         }
+        // Every remedy's parameters, before anything runs (not at its first step).
+        for (i, r) in self.remedies.iter().enumerate() {
+            if let Err(e) = r.validate() {
+                return Err(SpecError {
+                    file: file.to_path_buf(),
+                    line: None,
+                    column: None,
+                    key_path: Some(format!("remedies[{i}]")),
+                    message: e.to_string(),
+                });
+            }
+        }
         gradguard_models::spec::validate(&self.model, &self.task, &self.train).map_err(|e| {
             SpecError {
                 file: file.to_path_buf(),
@@ -189,5 +201,59 @@ mod tests {
             assert_eq!(name_problem(good), None, "{good}");
         }
         assert!(name_problem(&"n".repeat(201)).is_some());
+    }
+
+    #[test]
+    fn remedy_parameters_are_checked_before_anything_runs() {
+        let base =
+            "name = \"s\"\n[model]\nkind = \"mlp\"\nhidden = [2]\n[task]\nkind = \"regression\"\n";
+        for (remedy, want) in [
+            (
+                "kind = \"clip_global_norm\"\nmax_norm = -1.0",
+                "`max_norm` must be a finite number >= 0, got -1",
+            ),
+            (
+                "kind = \"clip_norm\"\nmax_norm = 0.0",
+                "`max_norm` must be a finite number",
+            ),
+            (
+                "kind = \"clip_value\"\nclip_value = -0.5",
+                "`clip_value` must be a finite number >= 0",
+            ),
+            ("kind = \"agc\"\nclip_factor = 0.0", "`clip_factor` must be"),
+            (
+                "kind = \"autoclip\"\npercentile = 101.0",
+                "`percentile` must be in [0, 100]",
+            ),
+            ("kind = \"zclip\"\nalpha = 1.0", "`alpha` must be in [0, 1)"),
+            (
+                "kind = \"l2\"\nl2 = -0.01",
+                "`l2` must be a finite number >= 0",
+            ),
+            (
+                "kind = \"lr_backoff\"\nfactor = 0.0",
+                "`factor` must be in (0, 1]",
+            ),
+            (
+                "kind = \"rollback\"\nevery = 0",
+                "`every` and `keep` must be at least 1",
+            ),
+            (
+                "kind = \"skip_spike\"\nwindow = 1",
+                "`window` must be at least 2",
+            ),
+        ] {
+            let text =
+                format!("{base}[[remedies]]\nkind = \"skip_nonfinite\"\n[[remedies]]\n{remedy}\n");
+            let err = ExperimentSpec::parse(&text, SpecFormat::Toml, Path::new("s.toml"))
+                .err()
+                .unwrap_or_else(|| panic!("{remedy}: accepted"));
+            assert_eq!(
+                err.key_path.as_deref(),
+                Some("remedies[1]"),
+                "{remedy}: {err}"
+            );
+            assert!(err.to_string().contains(want), "{remedy}: {err}");
+        }
     }
 }

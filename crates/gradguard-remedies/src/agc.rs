@@ -80,9 +80,14 @@ pub fn units(shape: &[usize]) -> usize {
 
 #[typetag::serde(name = "agc")]
 impl Remedy for Agc {
-    fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
+    fn validate(&self) -> Result<(), RemedyError> {
         ensure_at_least("agc", "clip_factor", self.clip_factor, f64::MIN_POSITIVE)?;
         ensure_at_least("agc", "eps", self.eps, 0.0)?;
+        Ok(())
+    }
+
+    fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
+        self.validate()?;
         ensure_stats_match("agc", ctx)?;
         if let Some(action) = apply_policy("agc", self.on_nonfinite, ctx)? {
             return Ok(action);

@@ -133,7 +133,7 @@ impl AutoClip {
 
 #[typetag::serde(name = "autoclip")]
 impl Remedy for AutoClip {
-    fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
+    fn validate(&self) -> Result<(), RemedyError> {
         ensure_at_least("autoclip", "percentile", self.percentile, 0.0)?;
         if self.percentile > 100.0 || self.history == 0 {
             return Err(RemedyError::Invalid {
@@ -144,6 +144,11 @@ impl Remedy for AutoClip {
                 ),
             });
         }
+        Ok(())
+    }
+
+    fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
+        self.validate()?;
         ensure_stats_match("autoclip", ctx)?;
         if let Some(action) = apply_policy("autoclip", self.on_nonfinite, ctx)? {
             return Ok(action);

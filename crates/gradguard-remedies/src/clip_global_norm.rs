@@ -155,8 +155,13 @@ pub fn clip_to_norm(ctx: &mut RemedyContext<'_, '_>, max_norm: f64, total: f64) 
 
 #[typetag::serde(name = "clip_global_norm")]
 impl Remedy for ClipGlobalNorm {
-    fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
+    fn validate(&self) -> Result<(), RemedyError> {
         ensure_at_least("clip_global_norm", "max_norm", self.max_norm, 0.0)?;
+        Ok(())
+    }
+
+    fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
+        self.validate()?;
         ensure_stats_match("clip_global_norm", ctx)?;
         if let Some(action) = apply_policy("clip_global_norm", self.on_nonfinite, ctx)? {
             return Ok(action);

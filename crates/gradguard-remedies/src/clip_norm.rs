@@ -48,8 +48,13 @@ impl ClipNorm {
 
 #[typetag::serde(name = "clip_norm")]
 impl Remedy for ClipNorm {
-    fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
+    fn validate(&self) -> Result<(), RemedyError> {
         ensure_at_least("clip_norm", "max_norm", self.max_norm, f64::MIN_POSITIVE)?;
+        Ok(())
+    }
+
+    fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
+        self.validate()?;
         ensure_stats_match("clip_norm", ctx)?;
         if let Some(action) = apply_policy("clip_norm", self.on_nonfinite, ctx)? {
             return Ok(action);

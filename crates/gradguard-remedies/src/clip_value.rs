@@ -46,8 +46,13 @@ impl ClipValue {
 
 #[typetag::serde(name = "clip_value")]
 impl Remedy for ClipValue {
-    fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
+    fn validate(&self) -> Result<(), RemedyError> {
         ensure_at_least("clip_value", "clip_value", self.clip_value, 0.0)?;
+        Ok(())
+    }
+
+    fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
+        self.validate()?;
         ensure_stats_match("clip_value", ctx)?;
         if let Some(action) = apply_policy("clip_value", self.on_nonfinite, ctx)? {
             return Ok(action);

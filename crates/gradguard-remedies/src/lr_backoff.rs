@@ -51,13 +51,18 @@ impl Default for LrBackoff {
 
 #[typetag::serde(name = "lr_backoff")]
 impl Remedy for LrBackoff {
-    fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
+    fn validate(&self) -> Result<(), RemedyError> {
         if !(self.factor > 0.0 && self.factor <= 1.0) {
             return Err(RemedyError::Invalid {
                 remedy: "lr_backoff".into(),
                 message: format!("`factor` must be in (0, 1], got {}", self.factor),
             });
         }
+        Ok(())
+    }
+
+    fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
+        self.validate()?;
         let Some(first) = ctx.findings.first() else {
             return Ok(Action::Continue);
         };

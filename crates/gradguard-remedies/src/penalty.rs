@@ -106,6 +106,11 @@ pub struct L1L2 {
 
 #[typetag::serde(name = "l1")]
 impl Remedy for L1 {
+    fn validate(&self) -> Result<(), RemedyError> {
+        ensure_at_least("l1", "l1", self.l1, 0.0)?;
+        ensure_at_least("l1", "l2", 0.0, 0.0)
+    }
+
     fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
         apply_penalty("l1", self.l1, 0.0, self.include_bias, ctx).map(|_| Action::Continue)
     }
@@ -113,6 +118,11 @@ impl Remedy for L1 {
 
 #[typetag::serde(name = "l2")]
 impl Remedy for L2 {
+    fn validate(&self) -> Result<(), RemedyError> {
+        ensure_at_least("l2", "l1", 0.0, 0.0)?;
+        ensure_at_least("l2", "l2", self.l2, 0.0)
+    }
+
     fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
         apply_penalty("l2", 0.0, self.l2, self.include_bias, ctx).map(|_| Action::Continue)
     }
@@ -120,6 +130,11 @@ impl Remedy for L2 {
 
 #[typetag::serde(name = "l1_l2")]
 impl Remedy for L1L2 {
+    fn validate(&self) -> Result<(), RemedyError> {
+        ensure_at_least("l1_l2", "l1", self.l1, 0.0)?;
+        ensure_at_least("l1_l2", "l2", self.l2, 0.0)
+    }
+
     fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
         apply_penalty("l1_l2", self.l1, self.l2, self.include_bias, ctx).map(|_| Action::Continue)
     }

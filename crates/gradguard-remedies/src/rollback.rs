@@ -87,7 +87,7 @@ impl Rollback {
 
 #[typetag::serde(name = "rollback")]
 impl Remedy for Rollback {
-    fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
+    fn validate(&self) -> Result<(), RemedyError> {
         if self.every == 0 || self.keep == 0 {
             return Err(RemedyError::Invalid {
                 remedy: "rollback".into(),
@@ -97,6 +97,11 @@ impl Remedy for Rollback {
                 ),
             });
         }
+        Ok(())
+    }
+
+    fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
+        self.validate()?;
         let why = if !ctx.loss.is_finite() {
             Some(format!("loss is {}", ctx.loss))
         } else if let Some(p) = ctx.stats.first_nonfinite_grad() {

@@ -126,7 +126,7 @@ impl SkipSpike {
 
 #[typetag::serde(name = "skip_spike")]
 impl Remedy for SkipSpike {
-    fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
+    fn validate(&self) -> Result<(), RemedyError> {
         ensure_at_least("skip_spike", "sigma", self.sigma, f64::MIN_POSITIVE)?;
         if self.window < 2 {
             return Err(RemedyError::Invalid {
@@ -134,6 +134,11 @@ impl Remedy for SkipSpike {
                 message: format!("`window` must be at least 2, got {}", self.window),
             });
         }
+        Ok(())
+    }
+
+    fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
+        self.validate()?;
         let (loss, norm) = (ctx.loss, ctx.stats.grad_norm);
         if !loss.is_finite() || !norm.is_finite() {
             return Ok(Action::SkipStep {

@@ -93,7 +93,7 @@ impl ZClip {
             .then_some((self.state.mean, self.state.var))
     }
 
-    fn validate(&self) -> Result<(), RemedyError> {
+    fn check_params(&self) -> Result<(), RemedyError> {
         ensure_at_least("zclip", "z_thresh", self.z_thresh, f64::MIN_POSITIVE)?;
         ensure_at_least("zclip", "alpha", self.alpha, 0.0)?;
         if self.alpha >= 1.0 {
@@ -111,8 +111,12 @@ impl ZClip {
 
 #[typetag::serde(name = "zclip")]
 impl Remedy for ZClip {
+    fn validate(&self) -> Result<(), RemedyError> {
+        self.check_params()
+    }
+
     fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
-        self.validate()?;
+        self.check_params()?;
         ensure_stats_match("zclip", ctx)?;
         if let Some(action) = apply_policy("zclip", self.on_nonfinite, ctx)? {
             return Ok(action);
