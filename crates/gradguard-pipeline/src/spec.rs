@@ -105,6 +105,47 @@ impl ExperimentSpec {
                 message: why,
             });
         }
+        // A plugin parameter written as `nan` or `inf` (TOML allows them) cannot survive the
+        // JSON form every run and comparison copies specs through: refuse it here, by name.
+        fn survives_json<T: serde::Serialize + serde::de::DeserializeOwned>(
+            family: &str,
+            i: usize,
+            plugin: &T,
+            file: &Path,
+        ) -> Result<(), SpecError> {
+            let fail = |key: Option<String>, message: String| SpecError {
+                file: file.to_path_buf(),
+                line: None,
+                column: None,
+                key_path: Some(match key {
+                    Some(k) => format!("{family}[{i}].{k}"),
+                    None => format!("{family}[{i}]"),
+                }),
+                message,
+            };
+            let value = serde_json::to_value(plugin).map_err(|e| fail(None, e.to_string()))?;
+            serde_path_to_error::deserialize::<_, T>(value)
+                .map(drop)
+                .map_err(|e| {
+                    let key = e.path().to_string();
+                    fail(
+                        (key != ".").then_some(key),
+                        format!(
+                            "expected a finite number (NaN and infinity cannot be used here): {}",
+                            e.inner()
+                        ),
+                    )
+                })
+        }
+        for (i, d) in self.detectors.iter().flatten().enumerate() {
+            survives_json("detectors", i, d, file)?;
+        }
+        for (i, r) in self.remedies.iter().enumerate() {
+            survives_json("remedies", i, r, file)?;
+        }
+        for (i, r) in self.reporters.iter().flatten().enumerate() {
+            survives_json("reporters", i, r, file)?;
+        }
         // Every remedy's parameters, before anything runs (not at its first step).
         for (i, r) in self.remedies.iter().enumerate() {
             if let Err(e) = r.validate() {
