@@ -34,6 +34,13 @@ pub trait Detector: Send {
     /// Looks at one step and pushes any findings onto `findings`.
     fn observe(&mut self, obs: &Observation<'_, '_>, findings: &mut Vec<Finding>);
 
+    /// Checks the parameters before anything runs (spec validation calls it): `Err` says
+    /// which parameter is wrong, what was expected and what was given. Default: nothing to
+    /// check.
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Forgets all history (e.g. after a rollback restored earlier weights).
     fn reset(&mut self) {}
 }

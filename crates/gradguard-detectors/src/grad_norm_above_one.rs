@@ -25,7 +25,7 @@ use gradguard_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::util::fmt_num;
+use crate::util::{fmt_num, require};
 
 /// Which tensors [`GradNormAboveOne`] watches.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +101,16 @@ impl GradNormAboveOne {
 
 #[typetag::serde(name = "grad_norm_above_one")]
 impl Detector for GradNormAboveOne {
+    fn validate(&self) -> Result<(), String> {
+        require(
+            self.threshold.is_finite() && self.threshold >= 0.0,
+            "threshold",
+            "a finite number >= 0",
+            self.threshold,
+        )?;
+        require(self.patience >= 1, "patience", "at least 1", self.patience)
+    }
+
     fn observe(&mut self, obs: &Observation<'_, '_>, findings: &mut Vec<Finding>) {
         let params = &obs.stats.params;
         if self.streak.len() != params.len() {

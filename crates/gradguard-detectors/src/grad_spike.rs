@@ -29,7 +29,7 @@ use gradguard_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::util::{argmax_grad_norm, fmt_num, median_in_place};
+use crate::util::{argmax_grad_norm, fmt_num, median_in_place, require};
 
 fn d_window() -> usize {
     50
@@ -130,6 +130,28 @@ impl GradSpike {
 
 #[typetag::serde(name = "grad_spike")]
 impl Detector for GradSpike {
+    fn validate(&self) -> Result<(), String> {
+        require(self.window >= 2, "window", "at least 2", self.window)?;
+        require(
+            self.min_history >= 1 && self.min_history <= self.window,
+            "min_history",
+            "between 1 and `window`",
+            self.min_history,
+        )?;
+        require(
+            self.z_threshold.is_finite() && self.z_threshold > 0.0,
+            "z_threshold",
+            "a finite number > 0",
+            self.z_threshold,
+        )?;
+        require(
+            self.min_ratio.is_finite() && self.min_ratio >= 0.0,
+            "min_ratio",
+            "a finite number >= 0",
+            self.min_ratio,
+        )
+    }
+
     fn observe(&mut self, obs: &Observation<'_, '_>, findings: &mut Vec<Finding>) {
         let g = obs.stats.grad_norm;
         if !g.is_finite() {

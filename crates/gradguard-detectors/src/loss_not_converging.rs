@@ -19,7 +19,7 @@ use gradguard_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::util::fmt_num;
+use crate::util::{fmt_num, require};
 
 fn d_warmup() -> u64 {
     100
@@ -104,6 +104,26 @@ impl LossNotConverging {
 
 #[typetag::serde(name = "loss_not_converging")]
 impl Detector for LossNotConverging {
+    fn validate(&self) -> Result<(), String> {
+        require(self.window >= 1, "window", "at least 1", self.window)?;
+        require(
+            self.initial_steps >= 1,
+            "initial_steps",
+            "at least 1",
+            self.initial_steps,
+        )?;
+        require(
+            self.fraction.is_finite() && self.fraction > 0.0 && self.fraction <= 1.0,
+            "fraction",
+            "in (0, 1]",
+            self.fraction,
+        )?;
+        match self.target {
+            Some(t) => require(t.is_finite(), "target", "a finite number", t),
+            None => Ok(()),
+        }
+    }
+
     fn observe(&mut self, obs: &Observation<'_, '_>, findings: &mut Vec<Finding>) {
         if obs.loss.is_finite() && self.initial_n < self.initial_steps {
             self.initial_sum += obs.loss;

@@ -38,7 +38,7 @@ use gradguard_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::linalg::{gate_blocks, sigma_max, spectral_radius, Block, Scratch};
-use crate::util::fmt_num;
+use crate::util::{fmt_num, require};
 
 /// Relative margin above `threshold` before the detector fires: an orthogonal `W_hh` (radius
 /// exactly 1, the default recurrent init) stored in f32 and measured by power iteration can
@@ -155,6 +155,22 @@ impl RecurrentRadiusAboveOne {
 
 #[typetag::serde(name = "recurrent_radius_above_one")]
 impl Detector for RecurrentRadiusAboveOne {
+    fn validate(&self) -> Result<(), String> {
+        require(
+            self.threshold.is_finite() && self.threshold > 0.0,
+            "threshold",
+            "a finite number > 0",
+            self.threshold,
+        )?;
+        require(self.every >= 1, "every", "at least 1", self.every)?;
+        require(
+            self.iterations >= 1,
+            "iterations",
+            "at least 1",
+            self.iterations,
+        )
+    }
+
     fn observe(&mut self, obs: &Observation<'_, '_>, findings: &mut Vec<Finding>) {
         let Some(view) = obs.view else { return };
         if !(obs.step.max(1) - 1).is_multiple_of(self.every.max(1)) {

@@ -8,6 +8,21 @@ pub(crate) fn fmt_num(v: f64) -> String {
     gradguard_core::float::fmt_short(v)
 }
 
+/// A parameter check for [`gradguard_core::Detector::validate`]: `Err("`name` must be
+/// expected, got value")` unless `ok`.
+pub(crate) fn require(
+    ok: bool,
+    name: &str,
+    expected: &str,
+    value: impl std::fmt::Display,
+) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{name}` must be {expected}, got {value}"))
+    }
+}
+
 /// The layer a tensor belongs to: its name up to the last `.` (`layers.0.bias` -> `layers.0`).
 pub(crate) fn layer_prefix(name: &str) -> &str {
     match name.rfind('.') {

@@ -146,7 +146,18 @@ impl ExperimentSpec {
         for (i, r) in self.reporters.iter().flatten().enumerate() {
             survives_json("reporters", i, r, file)?;
         }
-        // Every remedy's parameters, before anything runs (not at its first step).
+        // Every detector's and remedy's parameters, before anything runs.
+        for (i, d) in self.detectors.iter().flatten().enumerate() {
+            if let Err(message) = d.validate() {
+                return Err(SpecError {
+                    file: file.to_path_buf(),
+                    line: None,
+                    column: None,
+                    key_path: Some(format!("detectors[{i}]")),
+                    message: format!("detector `{}`: {message}", d.typetag_name()),
+                });
+            }
+        }
         for (i, r) in self.remedies.iter().enumerate() {
             if let Err(e) = r.validate() {
                 return Err(SpecError {
