@@ -160,3 +160,63 @@ fn plugins_lists_every_family() {
         .iter()
         .all(|p| !p["summary"].as_str().unwrap_or("").is_empty()));
 }
+
+#[test]
+fn a_missing_or_malformed_csv_fails_check_naming_the_file() {
+    let dir = scratch("csv");
+    let path = dir.join("csv.toml");
+    std::fs::write(
+        &path,
+        "name = \"c\"\n[model]\nkind = \"mlp\"\nhidden = [4]\n[task]\nkind = \"csv\"\npath = \"nowhere.csv\"\ntargets = [\"y\"]\n",
+    )
+    .unwrap();
+    let out = bin().arg("check").arg(&path).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("nowhere.csv"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("valid spec"));
+    // `run` names the missing file once too (the error and its source both print it).
+    let out = bin()
+        .arg("run")
+        .arg(&path)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("nowhere.csv"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    // The file is there but has no `y` column.
+    std::fs::write(dir.join("nowhere.csv"), "a,b\n1,2\n3,4\n").unwrap();
+    let out = bin().arg("check").arg(&path).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("nowhere.csv") && err.contains('y'), "{err}");
+    // And with the column: valid.
+    std::fs::write(dir.join("nowhere.csv"), "a,y\n1,2\n3,4\n5,6\n7,8\n9,10\n").unwrap();
+    let out = bin().arg("check").arg(&path).output().expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_missing_spec_says_no_such_file_once() {
+    let dir = scratch("missing-spec");
+    let path = dir.join("missing.toml");
+    for cmd in ["check", "run", "probe"] {
+        let out = bin().arg(cmd).arg(&path).output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+        assert!(err.contains("missing.toml"), "{cmd}: {err}");
+        assert_eq!(
+            err.matches("No such file or directory").count(),
+            1,
+            "{cmd}: {err}"
+        );
+    }
+}
