@@ -30,11 +30,13 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<()> {
         .as_ref()
         .map(|d| d.len().to_string())
         .unwrap_or_else(|| "default".into());
-    let reporters = spec
-        .reporters
-        .as_ref()
-        .map(|r| r.len().to_string())
-        .unwrap_or_else(|| "default".into());
+    // Listed reporters add to the standard ones unless `default_reporters = false`.
+    let listed = spec.reporters.as_ref().map_or(0, Vec::len);
+    let reporters = match (spec.default_reporters, listed) {
+        (true, 0) => "default".to_string(),
+        (true, n) => format!("default + {n} listed"),
+        (false, n) => n.to_string(),
+    };
     println!(
         "{}: valid spec `{}` (model {}, detectors: {}, remedies: {}, reporters: {})",
         args.spec.display(),

@@ -218,7 +218,9 @@ pub fn python_nonfinite_to_strings(text: &str) -> std::borrow::Cow<'_, str> {
                 ("NaN", "\"NaN\""),
             ] {
                 let end = i + token.len();
-                if text[i..].starts_with(token) && bytes.get(end).is_none_or(|&c| !word(c)) {
+                if bytes[i..].starts_with(token.as_bytes())
+                    && bytes.get(end).is_none_or(|&c| !word(c))
+                {
                     out.push_str(&text[copied..i]);
                     out.push_str(with);
                     copied = end;
@@ -392,6 +394,8 @@ mod tests {
         );
         // Not a token on its own: left alone (serde_json then reports it).
         assert_eq!(python_nonfinite_to_strings("[NaNx, xNaN]"), "[NaNx, xNaN]");
+        // Non-ASCII text outside strings (malformed JSON) is copied, never split.
+        assert_eq!(python_nonfinite_to_strings("[é NaN, ü]"), "[é \"NaN\", ü]");
         assert!(matches!(
             python_nonfinite_to_strings(r#"{"loss":1.0}"#),
             std::borrow::Cow::Borrowed(_)
