@@ -1,5 +1,6 @@
 //! `gradguard check` and the spec files: every example spec and demo is valid; malformed
-//! specs give the file, line and column, exit 1 and never panic.
+//! specs give the file, line and column, exit 1 and never panic; CSV data is checked; exit
+//! statuses of `diagnose` and missing files.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -219,4 +220,20 @@ fn a_missing_spec_says_no_such_file_once() {
             "{cmd}: {err}"
         );
     }
+}
+
+#[test]
+fn diagnose_exits_3_when_skipped_lines_would_leave_the_run_healthy() {
+    let dir = scratch("diagnose-incomplete");
+    let log = dir.join("events.jsonl");
+    let good = r#"{"step":1,"loss":2.0,"grad_norm":1.0,"layers":[]}"#;
+    std::fs::write(&log, format!("{good}\nnot json\n")).unwrap();
+    let out = bin().arg("diagnose").arg(&log).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("the diagnosis is incomplete"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("Verdict: healthy"));
+    std::fs::write(&log, format!("{good}\n")).unwrap();
+    let out = bin().arg("diagnose").arg(&log).output().expect("run");
+    assert_eq!(out.status.code(), Some(0));
 }
