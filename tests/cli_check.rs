@@ -1,5 +1,6 @@
 //! `gradguard check` and the spec files: every example spec and demo is valid; malformed
-//! specs give the file, line and column, exit 1 and never panic.
+//! specs give the file, line and column, exit 1 and never panic; CSV data is checked; exit
+//! statuses of `diagnose` and missing files.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -159,4 +160,80 @@ fn plugins_lists_every_family() {
     assert!(list
         .iter()
         .all(|p| !p["summary"].as_str().unwrap_or("").is_empty()));
+}
+
+#[test]
+fn a_missing_or_malformed_csv_fails_check_naming_the_file() {
+    let dir = scratch("csv");
+    let path = dir.join("csv.toml");
+    std::fs::write(
+        &path,
+        "name = \"c\"\n[model]\nkind = \"mlp\"\nhidden = [4]\n[task]\nkind = \"csv\"\npath = \"nowhere.csv\"\ntargets = [\"y\"]\n",
+    )
+    .unwrap();
+    let out = bin().arg("check").arg(&path).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("nowhere.csv"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("valid spec"));
+    // `run` names the missing file once too (the error and its source both print it).
+    let out = bin()
+        .arg("run")
+        .arg(&path)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("nowhere.csv"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    // The file is there but has no `y` column.
+    std::fs::write(dir.join("nowhere.csv"), "a,b\n1,2\n3,4\n").unwrap();
+    let out = bin().arg("check").arg(&path).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("nowhere.csv") && err.contains('y'), "{err}");
+    // And with the column: valid.
+    std::fs::write(dir.join("nowhere.csv"), "a,y\n1,2\n3,4\n5,6\n7,8\n9,10\n").unwrap();
+    let out = bin().arg("check").arg(&path).output().expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_missing_spec_says_no_such_file_once() {
+    let dir = scratch("missing-spec");
+    let path = dir.join("missing.toml");
+    for cmd in ["check", "run", "probe"] {
+        let out = bin().arg(cmd).arg(&path).output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+        assert!(err.contains("missing.toml"), "{cmd}: {err}");
+        assert_eq!(
+            err.matches("No such file or directory").count(),
+            1,
+            "{cmd}: {err}"
+        );
+    }
+}
+
+#[test]
+fn diagnose_exits_3_when_skipped_lines_would_leave_the_run_healthy() {
+    let dir = scratch("diagnose-incomplete");
+    let log = dir.join("events.jsonl");
+    let good = r#"{"step":1,"loss":2.0,"grad_norm":1.0,"layers":[]}"#;
+    std::fs::write(&log, format!("{good}\nnot json\n")).unwrap();
+    let out = bin().arg("diagnose").arg(&log).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("the diagnosis is incomplete"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("Verdict: healthy"));
+    std::fs::write(&log, format!("{good}\n")).unwrap();
+    let out = bin().arg("diagnose").arg(&log).output().expect("run");
+    assert_eq!(out.status.code(), Some(0));
 }

@@ -466,6 +466,43 @@ fn probe_reports_rnn_radius_and_low_risk_lstm() {
     assert_eq!(v["risk"], "low", "{v}");
 }
 
+#[test]
+fn probe_fail_on_gates_on_the_risk() {
+    let dir = scratch("probe-fail-on");
+    let path = dir.join("rnn.toml");
+    std::fs::write(
+        &path,
+        "name = \"p\"\n[model]\nkind = \"rnn\"\nhidden = 16\nrecurrent_init = { scheme = \"orthogonal\", gain = 4.0 }\n[task]\nkind = \"adding\"\nseq_len = 30\nn_samples = 64\n",
+    )
+    .expect("write");
+    let lstm = dir.join("lstm.toml");
+    std::fs::write(
+        &lstm,
+        "name = \"p\"\n[model]\nkind = \"lstm\"\nhidden = 16\n[task]\nkind = \"adding\"\nseq_len = 30\nn_samples = 64\n",
+    )
+    .expect("write");
+    let code = |spec: &Path, level: &str| {
+        let res = Command::new(env!("CARGO_BIN_EXE_gradguard"))
+            .args(["probe", "--fail-on", level])
+            .arg(spec)
+            .output()
+            .expect("probe");
+        (
+            res.status.code(),
+            String::from_utf8_lossy(&res.stderr).into_owned(),
+        )
+    };
+    let (c, err) = code(&path, "high");
+    assert_eq!(c, Some(1), "{err}");
+    assert!(
+        err.contains("risk of explosion at initialisation is high"),
+        "{err}"
+    );
+    assert_eq!(code(&path, "medium").0, Some(1));
+    assert_eq!(code(&lstm, "medium").0, Some(0));
+    assert_eq!(code(&lstm, "high").0, Some(0));
+}
+
 fn events(dir: &Path) -> Vec<gradguard::core::Event> {
     gradguard::report::read_events_jsonl(dir.join("events.jsonl")).expect("events")
 }
@@ -887,4 +924,129 @@ fn a_second_run_on_a_busy_directory_is_refused() {
         String::from_utf8_lossy(&third.stderr)
     );
     assert_eq!(summary(&out).steps, 3);
+}
+
+fn tiny_spec(extra: &str) -> ExperimentSpec {
+    let text = format!(
+        r#"name = "tiny"
+{extra}
+[model]
+kind = "mlp"
+hidden = [4]
+[task]
+kind = "regression"
+n_features = 3
+[train]
+batch_size = 8
+steps = 3
+[[reporters]]
+kind = "tensorboard"
+"#
+    );
+    ExperimentSpec::parse(
+        &text,
+        gradguard::pipeline::spec_error::SpecFormat::Toml,
+        Path::new("tiny.toml"),
+    )
+    .expect("spec")
+}
+
+fn has_tfevents(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .expect("out")
+        .filter_map(|e| e.ok())
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents")
+        })
+}
+
+#[test]
+fn spec_reporters_add_to_the_defaults_unless_default_reporters_is_false() {
+    let out = scratch("reporters-add");
+    run_experiment(tiny_spec(""), &quiet(&out)).expect("run");
+    for f in ["summary.json", "events.jsonl", "report.html"] {
+        assert!(
+            out.join(f).is_file(),
+            "{f} missing beside a tensorboard reporter"
+        );
+    }
+    assert!(
+        has_tfevents(&out),
+        "no TensorBoard file in {}",
+        out.display()
+    );
+
+    let out = scratch("reporters-only");
+    run_experiment(tiny_spec("default_reporters = false"), &quiet(&out)).expect("run");
+    for f in ["summary.json", "events.jsonl", "report.html"] {
+        assert!(
+            !out.join(f).exists(),
+            "{f} written with default_reporters = false"
+        );
+    }
+    assert!(
+        has_tfevents(&out),
+        "no TensorBoard file in {}",
+        out.display()
+    );
+}
+
+#[test]
+fn compare_json_prints_the_comparison_and_compare_json_is_written() {
+    let dir = scratch("compare-json");
+    let spec = dir.join("tiny.toml");
+    std::fs::write(
+        &spec,
+        "name = \"tiny\"\n[model]\nkind = \"mlp\"\nhidden = [4]\n[task]\nkind = \"regression\"\nn_features = 3\n[train]\nbatch_size = 8\nsteps = 3\n",
+    )
+    .expect("write");
+    let out = dir.join("out");
+    let res = Command::new(env!("CARGO_BIN_EXE_gradguard"))
+        .args([
+            "compare",
+            "--json",
+            "--with",
+            "clip_global_norm",
+            "--seeds",
+            "2",
+        ])
+        .arg(&spec)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("compare");
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&res.stdout).expect("stdout is JSON");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).expect("file"))
+            .expect("compare.json is JSON");
+    assert_eq!(v, written);
+    assert!(out.join("compare.html").is_file());
+    let variants = v["variants"].as_array().expect("variants");
+    assert_eq!(variants.len(), 2, "{v}");
+    assert_eq!(variants[0]["name"], "none");
+    assert!(variants[0]["cure"].is_null(), "{v}");
+    assert_eq!(variants[1]["cure"], "clip_global_norm");
+    for var in variants {
+        let seeds = var["seeds"].as_array().expect("seeds");
+        assert_eq!(seeds.len(), 2, "{v}");
+        for s in seeds {
+            assert!(s["verdict"].is_string(), "{s}");
+            for k in [
+                "final_train_loss",
+                "final_test_loss",
+                "baseline_test_loss",
+                "first_nonfinite_step",
+            ] {
+                assert!(s.get(k).is_some(), "{k} missing in {s}");
+            }
+        }
+        assert!(var["evidence"]["status"].is_string(), "{var}");
+    }
 }

@@ -4,8 +4,10 @@
 //! gradguard's own (`events.jsonl` of a run) or written by another framework following
 //! docs/EVENTS.md. Malformed lines are reported on stderr with their line number and the rest
 //! of the log is still diagnosed (`--strict` makes them an error). The diagnosis is printed in
-//! plain words, or as JSON with `--json`. Exit status: 0 when a diagnosis was made, whatever
-//! its verdict; an error (unreadable file, no valid line, `--strict` with malformed lines) is
+//! plain words, or as JSON with `--json`; `--summary FILE` also writes a summary.json for it.
+//! Exit status: 0 when a diagnosis was made, whatever its verdict; 3 ([`crate::Incomplete`])
+//! when lines were skipped and the verdict would be `healthy` (a skipped line may have held
+//! the sign); an error (unreadable file, no valid line, `--strict` with malformed lines) is
 //! returned to the caller, which exits 1.
 
 use std::fs::File;
@@ -14,7 +16,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use gradguard_detectors::{diagnose_events_with, DiagnosisRules, LineError, OfflineOptions};
+use gradguard_core::Verdict;
+use gradguard_detectors::{
+    diagnose_events_report, run_summary, DiagnosisRules, LineError, OfflineOptions, RunFigures,
+};
 
 /// Arguments of `gradguard diagnose`.
 #[derive(Debug, Clone, Args)]
@@ -24,7 +29,11 @@ use gradguard_detectors::{diagnose_events_with, DiagnosisRules, LineError, Offli
 gradguard's own events.jsonl or one written by another framework), replays the detectors that \
 need no live weights, and prints the diagnosis: the verdict and the rule behind it, the checklist \
 of the signs of exploding gradients (first step, count, layer), where it started, and what to try. \
-Malformed lines are reported with their line number; the rest of the log is still diagnosed.\n\n\
+Malformed lines are reported with their line number; the rest of the log is still diagnosed. \
+Python's bare NaN, Infinity and -Infinity tokens are read as numbers.\n\n\
+Exit status: 0 when the log was diagnosed, whatever the verdict; 3 when lines were skipped and \
+the verdict would be healthy (the diagnosis is incomplete: a skipped line may hold the sign); \
+1 for an unreadable log, a log without a valid event, or any malformed line with --strict.\n\n\
 Example: gradguard diagnose runs/rnn-long-sequences/events.jsonl"
 )]
 pub struct DiagnoseArgs {
@@ -41,6 +50,9 @@ pub struct DiagnoseArgs {
     /// Fail (exit 1) when any line is malformed, instead of reporting it and going on.
     #[arg(long)]
     pub strict: bool,
+    /// Also write a summary.json for the log (steps = events read; figures only the log holds).
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<PathBuf>,
 }
 
 /// Runs `gradguard diagnose`: writes the diagnosis to `out` and the malformed-line warnings to
@@ -72,8 +84,9 @@ pub fn run(args: &DiagnoseArgs, out: &mut dyn Write, err: &mut dyn Write) -> Res
         detectors: None,
         rules: DiagnosisRules::default(),
     };
-    let (diagnosis, malformed) = diagnose_events_with(reader, options)
+    let report = diagnose_events_report(reader, options)
         .with_context(|| format!("cannot diagnose {shown}"))?;
+    let (diagnosis, malformed) = (&report.diagnosis, &report.malformed);
     if args.strict && !malformed.is_empty() {
         let list: Vec<String> = malformed
             .iter()
@@ -96,11 +109,36 @@ pub fn run(args: &DiagnoseArgs, out: &mut dyn Write, err: &mut dyn Write) -> Res
             serde_json::to_string_pretty(&value).context("cannot serialise the diagnosis")?;
         writeln!(out, "{text}").context("cannot write the diagnosis")?;
     } else {
-        for e in &malformed {
+        for e in malformed {
             writeln!(err, "warning: {shown}: {e} (line skipped)")
                 .context("cannot write to stderr")?;
         }
         write!(out, "{}", diagnosis.to_plain_words()).context("cannot write the diagnosis")?;
+    }
+    if let Some(path) = &args.summary {
+        let name = match args.events.file_stem() {
+            Some(stem) if args.events.as_os_str() != "-" => stem.to_string_lossy().into_owned(),
+            _ => "stdin".to_string(),
+        };
+        let figures = RunFigures {
+            name,
+            steps: report.events,
+            last_batch_loss: report.last_loss,
+            ..RunFigures::default()
+        };
+        let summary = run_summary(diagnosis, &figures, Vec::new());
+        let text =
+            serde_json::to_string_pretty(&summary).context("cannot serialise the summary")?;
+        gradguard_report::write_atomically(path, text.as_bytes())
+            .map_err(|e| crate::UserError(format!("cannot write the summary: {e}")))?;
+    }
+    if report.malformed_count > 0 && diagnosis.verdict == Verdict::Healthy {
+        return Err(crate::Incomplete(format!(
+            "{shown}: the diagnosis is incomplete: {} line(s) were skipped, and a skipped line \
+may hold a sign, so the run is not called healthy",
+            report.malformed_count
+        ))
+        .into());
     }
     Ok(())
 }
@@ -145,6 +183,7 @@ mod tests {
             json: false,
             no_replay: false,
             strict: false,
+            summary: None,
         };
         let (r, out, err) = run_on(args);
         r.unwrap();
@@ -159,6 +198,7 @@ mod tests {
             json: true,
             no_replay: false,
             strict: false,
+            summary: None,
         };
         let (r, out, _) = run_on(args);
         r.unwrap();
@@ -170,6 +210,7 @@ mod tests {
             json: false,
             no_replay: false,
             strict: true,
+            summary: None,
         };
         let (r, _, _) = run_on(args);
         let e = format!("{:#}", r.unwrap_err());
@@ -187,6 +228,7 @@ mod tests {
             json: false,
             no_replay: false,
             strict: false,
+            summary: None,
         };
         let e = format!("{:#}", run_on(args).0.unwrap_err());
         assert!(
@@ -199,6 +241,7 @@ mod tests {
             json: false,
             no_replay: false,
             strict: false,
+            summary: None,
         };
         let e = format!("{:#}", run_on(args).0.unwrap_err());
         assert!(
@@ -206,5 +249,66 @@ mod tests {
             "{e}"
         );
         let _ = std::fs::remove_file(path);
+    }
+
+    const HEALTHY_WITH_BAD_LINE: &str = concat!(
+        r#"{"step":1,"loss":2.0,"grad_norm":1.0,"layers":[{"name":"l.weight","grad_norm":1.0,"grad_max_abs":0.5,"weight_norm":2.0}]}"#,
+        "\n",
+        "not json\n",
+        r#"{"step":2,"loss":1.5,"grad_norm":0.9,"layers":[{"name":"l.weight","grad_norm":0.9,"grad_max_abs":0.5,"weight_norm":2.0}]}"#,
+        "\n"
+    );
+
+    #[test]
+    fn a_healthy_verdict_with_skipped_lines_is_incomplete_and_a_summary_is_written() {
+        let path = temp_log("incomplete", HEALTHY_WITH_BAD_LINE);
+        let summary = path.with_extension("summary.json");
+        let args = DiagnoseArgs {
+            events: path.clone(),
+            json: false,
+            no_replay: false,
+            strict: false,
+            summary: Some(summary.clone()),
+        };
+        let (r, out, _) = run_on(args);
+        assert!(out.starts_with("Verdict: healthy"), "{out}");
+        let e = r.unwrap_err();
+        assert!(e.downcast_ref::<crate::Incomplete>().is_some(), "{e:#}");
+        assert!(
+            e.to_string().contains("incomplete: 1 line(s) were skipped"),
+            "{e}"
+        );
+        let s: gradguard_core::RunSummary =
+            serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        assert_eq!(s.steps, 2);
+        assert_eq!(s.verdict, Verdict::Healthy);
+        assert_eq!(s.last_batch_loss, Some(1.5));
+        // The same log without the bad line: a complete healthy diagnosis.
+        let good: String = HEALTHY_WITH_BAD_LINE.replace("not json\n", "");
+        let path2 = temp_log("complete", &good);
+        let args = DiagnoseArgs {
+            events: path2.clone(),
+            json: false,
+            no_replay: false,
+            strict: false,
+            summary: None,
+        };
+        run_on(args).0.unwrap();
+        // Skipped lines beside an exploding verdict do not make it incomplete.
+        let path3 = temp_log("exploding-bad", LOG);
+        let args = DiagnoseArgs {
+            events: path3.clone(),
+            json: false,
+            no_replay: false,
+            strict: false,
+            summary: Some(summary.clone()),
+        };
+        run_on(args).0.unwrap();
+        let s: gradguard_core::RunSummary =
+            serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        assert_eq!(s.verdict, Verdict::Exploding);
+        for p in [path, path2, path3, summary] {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }

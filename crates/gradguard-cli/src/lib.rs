@@ -3,7 +3,7 @@
 //! What this crate is for: parsing arguments with clap, setting up `tracing`, and calling
 //! the pipeline; it maps errors to exit codes: 0 when the command completed (a run whose
 //! verdict is `exploding` completed: the diagnosis is the product), 1 for bad input (a spec,
-//! CSV, log or dump that cannot be used), 2 for usage errors.
+//! CSV, log or dump that cannot be used), 2 for usage errors, 3 when `diagnose` skipped lines and would otherwise call the run healthy.
 //!
 //! What it may depend on: gradguard-pipeline and, to make sure every plugin registration is
 //! linked into the binary, each plugin crate (detectors, remedies, report).
@@ -50,7 +50,7 @@ pub enum Command {
     /// Check a spec file without training: syntax, unknown keys, plugin kinds, sizes.
     ///
     /// Exit status 0 when valid, 1 when not (the error names the file, line and column or
-    /// key path, and what was expected), 2 for usage errors.
+    /// key path, and what was expected), 2 for usage errors, 3 when `diagnose` skipped lines and would otherwise call the run healthy.
     Check(check::CheckArgs),
     /// List every registered detector, remedy and reporter kind with its parameters.
     Plugins(plugins::PluginsArgs),
@@ -164,6 +164,34 @@ impl std::fmt::Display for UserError {
 
 impl std::error::Error for UserError {}
 
+/// A result that is printed but not complete (`diagnose` skipped lines and would call the run
+/// healthy): the message is printed and the exit status is 3.
+#[derive(Debug)]
+pub struct Incomplete(pub String);
+
+impl std::fmt::Display for Incomplete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Incomplete {}
+
+/// An error and its causes on one line, `outer: cause: ...`, leaving out a cause whose text the
+/// line already holds (errors such as `{path}: {source}` print their source themselves, and
+/// anyhow's `{:#}` would print it again: "No such file or directory" twice).
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !c.is_empty() && !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
+}
+
 /// Makes sure every built-in plugin crate is linked, so typetag's registrations are present.
 /// Returns the number of built-in kinds.
 pub fn link_plugins() -> usize {
@@ -257,12 +285,53 @@ pub fn main() -> ExitCode {
                 eprintln!("gradguard: {e}");
                 return ExitCode::from(u8::try_from(128 + sig).unwrap_or(130));
             }
+            if e.downcast_ref::<Incomplete>().is_some() {
+                eprintln!("gradguard: {e}");
+                return ExitCode::from(3);
+            }
             if e.downcast_ref::<UserError>().is_some() {
                 eprintln!("error: {e}");
             } else {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", error_text(&e));
             }
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod error_text_tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct WithPath {
+        path: String,
+        source: std::io::Error,
+    }
+
+    impl std::fmt::Display for WithPath {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}: {}", self.path, self.source)
+        }
+    }
+
+    impl std::error::Error for WithPath {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.source)
+        }
+    }
+
+    #[test]
+    fn a_cause_already_printed_is_not_repeated() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let e = anyhow::Error::new(WithPath {
+            path: "x.csv".into(),
+            source: io,
+        })
+        .context("cannot run");
+        let text = error_text(&e);
+        let reason = std::io::Error::from(std::io::ErrorKind::NotFound).to_string();
+        assert_eq!(text, format!("cannot run: x.csv: {reason}"));
+        assert_eq!(format!("{e:#}").matches(&reason).count(), 2, "{e:#}");
     }
 }

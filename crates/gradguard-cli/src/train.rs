@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use gradguard_core::{Diagnosis, Prescription};
+use gradguard_detectors::Risk;
 use gradguard_pipeline::compare::{
     cure_found, default_cures, parse_cures, run_compare, variants, CompareOptions, Comparison,
 };
@@ -121,6 +122,10 @@ pub struct CompareArgs {
     /// when it worked for every seed.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=MAX_SEEDS))]
     pub seeds: u64,
+    /// Print the comparison as JSON (what compare.json, written beside compare.html, holds)
+    /// instead of the table and ranking.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The most seeds `compare`, `verify` and `claims` accept (each is a full training run per
@@ -152,6 +157,31 @@ pub struct ProbeArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Exit 1 when the risk is at least this level (`medium` or `high`), to gate CI. The
+    /// report is printed first.
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub fail_on: Option<FailOn>,
+}
+
+/// The risk level at which `gradguard probe --fail-on` fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailOn {
+    /// Fail on a moderate or high risk.
+    #[value(alias = "moderate")]
+    Medium,
+    /// Fail on a high risk only.
+    High,
+}
+
+impl FailOn {
+    /// Whether `risk` reaches this level.
+    pub fn fails(self, risk: Risk) -> bool {
+        let at_least = match self {
+            FailOn::Medium => Risk::Moderate,
+            FailOn::High => Risk::High,
+        };
+        risk >= at_least
+    }
 }
 
 fn load(path: &Path) -> anyhow::Result<ExperimentSpec> {
@@ -454,12 +484,20 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         },
     )
     .map_err(interrupted)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&comparison.to_json())?);
+        return Ok(());
+    }
     println!("{}", comparison.table);
     if seeds.len() > 1 {
         println!("{}", seeds_note(&seeds));
     }
     print_ranking(&comparison);
-    println!("Report: {}", comparison.html.display());
+    println!(
+        "Report: {} (as JSON: {})",
+        comparison.html.display(),
+        comparison.json.display()
+    );
     Ok(())
 }
 
@@ -472,5 +510,34 @@ pub fn probe(args: &ProbeArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", report.to_plain_words());
     }
+    if let Some(level) = args.fail_on {
+        if level.fails(report.risk) {
+            return Err(UserError(format!(
+                "{}: the risk of explosion at initialisation is {} (--fail-on {})",
+                args.spec.display(),
+                report.risk.as_str(),
+                match level {
+                    FailOn::Medium => "medium",
+                    FailOn::High => "high",
+                }
+            ))
+            .into());
+        }
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod fail_on_tests {
+    use super::*;
+
+    #[test]
+    fn fail_on_thresholds() {
+        assert!(!FailOn::High.fails(Risk::Low));
+        assert!(!FailOn::High.fails(Risk::Moderate));
+        assert!(FailOn::High.fails(Risk::High));
+        assert!(!FailOn::Medium.fails(Risk::Low));
+        assert!(FailOn::Medium.fails(Risk::Moderate));
+        assert!(FailOn::Medium.fails(Risk::High));
+    }
 }

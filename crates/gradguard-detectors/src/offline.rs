@@ -2,7 +2,9 @@
 //! docs/EVENTS.md), gradguard's own or one written by another framework.
 //!
 //! Each line is parsed on its own: a malformed line is reported with its line number and
-//! skipped, and the rest of the log is still diagnosed. Blank lines are ignored.
+//! skipped, and the rest of the log is still diagnosed. Blank lines are ignored. The bare
+//! tokens `NaN`, `Infinity` and `-Infinity` that Python's `json.dumps` writes are read as the
+//! non-finite numbers they stand for ([`python_nonfinite_to_strings`]).
 //!
 //! **Replay.** Each event is turned back into an [`Observation`] without live weights
 //! ([`observation_parts_from_event`]) and the replay detectors (by default
@@ -174,11 +176,100 @@ fn describe_json_error(e: &serde_json::Error) -> String {
 /// tensors); a longer line stops reading with [`DiagnoseError::LineTooLong`].
 pub const MAX_LINE_BYTES: usize = 64 << 20;
 
+/// Replaces the bare tokens `NaN`, `Infinity` and `-Infinity` (Python's `json.dumps` writes
+/// them for non-finite floats) outside JSON strings by the strings `"NaN"`, `"inf"` and
+/// `"-inf"`, which gradguard's number fields accept. Text inside strings (keys and values,
+/// escapes included) is left as it is; a token is replaced only when it stands alone (not
+/// part of a longer word). Returns the text unchanged (borrowed) when it holds no such token.
+pub fn python_nonfinite_to_strings(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("NaN") && !text.contains("Infinity") {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len() + 16);
+    let (mut in_string, mut escaped) = (false, false);
+    let mut copied = 0usize;
+    let mut i = 0usize;
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            i += 1;
+            continue;
+        }
+        if b == b'"' {
+            in_string = true;
+            i += 1;
+            continue;
+        }
+        let before_ok = i == 0 || !word(bytes[i - 1]);
+        let mut replaced = false;
+        if before_ok {
+            for (token, with) in [
+                ("-Infinity", "\"-inf\""),
+                ("Infinity", "\"inf\""),
+                ("NaN", "\"NaN\""),
+            ] {
+                let end = i + token.len();
+                if bytes[i..].starts_with(token.as_bytes())
+                    && bytes.get(end).is_none_or(|&c| !word(c))
+                {
+                    out.push_str(&text[copied..i]);
+                    out.push_str(with);
+                    copied = end;
+                    i = end;
+                    replaced = true;
+                    break;
+                }
+            }
+        }
+        if !replaced {
+            i += 1;
+        }
+    }
+    out.push_str(&text[copied..]);
+    std::borrow::Cow::Owned(out)
+}
+
+/// What reading an events log gave: the diagnosis and what the log held.
+#[derive(Clone, Debug)]
+pub struct OfflineReport {
+    /// The diagnosis.
+    pub diagnosis: Diagnosis,
+    /// The malformed lines (at most [`MAX_LINE_ERRORS`] listed, then one entry counting the rest).
+    pub malformed: Vec<LineError>,
+    /// How many lines were malformed (all of them, listed or not).
+    pub malformed_count: usize,
+    /// How many events were read.
+    pub events: u64,
+    /// The last event's step.
+    pub last_step: u64,
+    /// The last event's loss.
+    pub last_loss: Option<f64>,
+}
+
 /// Diagnoses an events log with `options`. See the [module documentation](self).
 pub fn diagnose_events_with<R: BufRead>(
-    mut reader: R,
+    reader: R,
     options: OfflineOptions,
 ) -> Result<(Diagnosis, Vec<LineError>), DiagnoseError> {
+    let r = diagnose_events_report(reader, options)?;
+    Ok((r.diagnosis, r.malformed))
+}
+
+/// Diagnoses an events log with `options` and says what the log held (events read,
+/// malformed lines, the last step and loss). See the [module documentation](self).
+pub fn diagnose_events_report<R: BufRead>(
+    mut reader: R,
+    options: OfflineOptions,
+) -> Result<OfflineReport, DiagnoseError> {
     let mut diagnoser = Diagnoser::new(options.rules);
     let mut detectors = if options.replay {
         options.detectors.unwrap_or_else(crate::default_detectors)
@@ -191,6 +282,7 @@ pub fn diagnose_events_with<R: BufRead>(
     let mut buf = Vec::new();
     let mut line_no = 0usize;
     let mut events = 0u64;
+    let (mut last_step, mut last_loss) = (0u64, None);
     let mut stats = StepStats::default();
     let mut update = UpdateStats::default();
     let mut replayed: Vec<Finding> = Vec::new();
@@ -213,9 +305,8 @@ pub fn diagnose_events_with<R: BufRead>(
         let parsed = match std::str::from_utf8(&buf) {
             Err(e) => Err(format!("not UTF-8 text (byte {})", e.valid_up_to() + 1)),
             Ok(text) if text.trim().is_empty() => continue,
-            Ok(text) => {
-                serde_json::from_str::<Event>(text.trim()).map_err(|e| describe_json_error(&e))
-            }
+            Ok(text) => serde_json::from_str::<Event>(&python_nonfinite_to_strings(text.trim()))
+                .map_err(|e| describe_json_error(&e)),
         };
         let event = match parsed {
             Ok(e) => e,
@@ -235,6 +326,8 @@ pub fn diagnose_events_with<R: BufRead>(
             }
         };
         events += 1;
+        last_step = event.step;
+        last_loss = Some(event.loss);
         if detectors.is_empty() {
             diagnoser.observe_event(&event);
             continue;
@@ -277,12 +370,57 @@ pub fn diagnose_events_with<R: BufRead>(
             first_error,
         });
     }
-    Ok((diagnoser.finish(), errors))
+    Ok(OfflineReport {
+        diagnosis: diagnoser.finish(),
+        malformed: errors,
+        malformed_count: malformed,
+        events,
+        last_step,
+        last_loss,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python_tokens_become_strings_outside_json_strings_only() {
+        let line =
+            r#"{"NaN":"a NaN, Infinity \" NaN","loss":NaN,"x":[Infinity,-Infinity],"NaNa":1}"#;
+        assert_eq!(
+            python_nonfinite_to_strings(line),
+            r#"{"NaN":"a NaN, Infinity \" NaN","loss":"NaN","x":["inf","-inf"],"NaNa":1}"#
+        );
+        // Not a token on its own: left alone (serde_json then reports it).
+        assert_eq!(python_nonfinite_to_strings("[NaNx, xNaN]"), "[NaNx, xNaN]");
+        // Non-ASCII text outside strings (malformed JSON) is copied, never split.
+        assert_eq!(python_nonfinite_to_strings("[é NaN, ü]"), "[é \"NaN\", ü]");
+        assert!(matches!(
+            python_nonfinite_to_strings(r#"{"loss":1.0}"#),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        // An escaped backslash ends before the quote: the string closes there.
+        assert_eq!(
+            python_nonfinite_to_strings(r#"["\\",NaN]"#),
+            r#"["\\","NaN"]"#
+        );
+    }
+
+    #[test]
+    fn a_python_log_with_bare_nan_is_diagnosed() {
+        let log = concat!(
+            r#"{"step":1,"loss":2.0,"grad_norm":1.0,"layers":[{"name":"l.weight","grad_norm":1.0,"grad_max_abs":0.5,"weight_norm":2.0}]}"#,
+            "\n",
+            r#"{"step":2,"loss":NaN,"grad_norm":Infinity,"grad_nonfinite":1,"layers":[{"name":"l.weight","grad_norm":Infinity,"grad_max_abs":Infinity,"grad_nonfinite":1,"weight_norm":2.0}]}"#,
+            "\n"
+        );
+        let r = diagnose_events_report(log.as_bytes(), OfflineOptions::default()).unwrap();
+        assert!(r.malformed.is_empty(), "{:?}", r.malformed);
+        assert_eq!((r.events, r.last_step), (2, 2));
+        assert_eq!(r.diagnosis.verdict, gradguard_core::Verdict::Exploding);
+        assert_eq!(r.diagnosis.first_nonfinite_step, Some(2));
+    }
 
     #[test]
     fn an_endless_line_stops_reading_instead_of_growing() {

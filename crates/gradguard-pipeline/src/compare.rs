@@ -154,6 +154,8 @@ pub struct Comparison {
     pub ranked: Option<Diagnosis>,
     /// Where compare.html was written.
     pub html: PathBuf,
+    /// Where compare.json ([`Comparison::to_json`]) was written, beside compare.html.
+    pub json: PathBuf,
     /// The console table.
     pub table: String,
 }
@@ -331,14 +333,57 @@ pub fn run_compare(
     let html = out_dir.join("compare.html");
     render_compare_html(&shown, &opts.seeds, &html)?;
     let table = format_compare_table(&shown);
-    Ok(Comparison {
+    let comparison = Comparison {
         variants: shown,
         outcomes,
         measured,
         ranked,
         html,
+        json: out_dir.join("compare.json"),
         table,
-    })
+    };
+    let text = serde_json::to_string_pretty(&comparison.to_json()).map_err(|e| {
+        gradguard_core::ReportError::Other(format!("cannot serialise the comparison: {e}"))
+    })?;
+    gradguard_report::write_atomically(&comparison.json, format!("{text}\n").as_bytes())?;
+    Ok(comparison)
+}
+
+impl Comparison {
+    /// The comparison as JSON (what `compare --json` prints and compare.json holds): per
+    /// variant, its name, its cure's label (`null` for the spec as given), per seed the
+    /// verdict, `final_train_loss`, `final_test_loss`, `baseline_test_loss`,
+    /// `first_nonfinite_step` and `stopped_early`, and the evidence.
+    pub fn to_json(&self) -> serde_json::Value {
+        let variants: Vec<serde_json::Value> = self
+            .outcomes
+            .iter()
+            .map(|o| {
+                let seeds: Vec<serde_json::Value> = o
+                    .seeds
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "seed": s.seed,
+                            "verdict": s.summary.verdict,
+                            "final_train_loss": s.summary.final_train_loss,
+                            "final_test_loss": s.summary.final_test_loss,
+                            "baseline_test_loss": s.summary.baseline_test_loss,
+                            "first_nonfinite_step": s.summary.first_nonfinite_step,
+                            "stopped_early": s.stopped_early,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "name": o.name,
+                    "cure": o.cure.as_ref().map(Cure::label),
+                    "seeds": seeds,
+                    "evidence": o.evidence,
+                })
+            })
+            .collect();
+        serde_json::json!({ "variants": variants })
+    }
 }
 
 /// Whether some cure was healthy for every seed while `none` was not.

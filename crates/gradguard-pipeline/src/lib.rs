@@ -18,7 +18,9 @@ pub mod run;
 pub mod spec;
 pub mod spec_error;
 
-pub use run::{default_reporters, run_experiment, Interrupt, RunError, RunOptions, RunOutcome};
+pub use run::{
+    default_reporters, merge_reporters, run_experiment, Interrupt, RunError, RunOptions, RunOutcome,
+};
 pub use spec::ExperimentSpec;
 pub use spec_error::{load_file, parse_str, SpecError, SpecFormat};
 

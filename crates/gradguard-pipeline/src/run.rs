@@ -211,7 +211,7 @@ pub struct RunOutcome {
 /// withheld (gradients made non-finite by a remedy).
 pub const POST_REMEDY_CHECK: &str = "post_remedy_check";
 
-/// The reporters a run uses when its spec lists none.
+/// The standard reporters: console (when `console`), events.jsonl, summary.json, report.html.
 pub fn default_reporters(console: bool, quiet: bool, total_steps: u64) -> Vec<Box<dyn Reporter>> {
     let mut v: Vec<Box<dyn Reporter>> = Vec::new();
     if console {
@@ -223,6 +223,29 @@ pub fn default_reporters(console: bool, quiet: bool, total_steps: u64) -> Vec<Bo
     v.push(Box::new(SummaryReporter::default()));
     v.push(Box::new(HtmlReporter::default()));
     v
+}
+
+/// The defaults with the spec's reporters added: a spec reporter whose kind is among the
+/// defaults takes that default's place (so a spec can reconfigure it), any other is appended.
+pub fn merge_reporters(
+    defaults: Vec<Box<dyn Reporter>>,
+    listed: Vec<Box<dyn Reporter>>,
+) -> Vec<Box<dyn Reporter>> {
+    // Each default with whether a listed reporter already took its place.
+    let mut slots: Vec<(Box<dyn Reporter>, bool)> =
+        defaults.into_iter().map(|d| (d, false)).collect();
+    let mut extra = Vec::new();
+    for r in listed {
+        // Two listed reporters of a default kind: the first replaces it, the next is added.
+        match slots
+            .iter_mut()
+            .find(|(d, taken)| !*taken && d.typetag_name() == r.typetag_name())
+        {
+            Some(slot) => *slot = (r, true),
+            None => extra.push(r),
+        }
+    }
+    slots.into_iter().map(|(r, _)| r).chain(extra).collect()
 }
 
 struct Checkpoints {
@@ -267,10 +290,12 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
         spec.detectors.take().unwrap_or_else(default_detectors);
     let mut remedies = std::mem::take(&mut spec.remedies);
     let console = opts.console.unwrap_or(true);
-    let mut reporters = spec
-        .reporters
-        .take()
-        .unwrap_or_else(|| default_reporters(console, opts.quiet, trainer.planned_steps()));
+    let defaults = if spec.default_reporters {
+        default_reporters(console, opts.quiet, trainer.planned_steps())
+    } else {
+        Vec::new()
+    };
+    let mut reporters = merge_reporters(defaults, spec.reporters.take().unwrap_or_default());
     if !console {
         // An explicit "no console" (compare's variants) drops console reporters from specs too.
         reporters.retain(|r| r.typetag_name() != "console");
@@ -749,4 +774,48 @@ pub fn verify_prescriptions(
         }
     }
     Ok(Some(comparison))
+}
+
+#[cfg(test)]
+mod reporter_tests {
+    use super::*;
+
+    fn kinds(v: &[Box<dyn Reporter>]) -> Vec<String> {
+        v.iter().map(|r| r.typetag_name().to_string()).collect()
+    }
+
+    fn listed(json: &str) -> Vec<Box<dyn Reporter>> {
+        crate::link_plugins();
+        serde_json::from_str(json).expect("reporters")
+    }
+
+    #[test]
+    fn listed_reporters_add_to_and_replace_the_defaults() {
+        let merged = merge_reporters(
+            default_reporters(true, false, 10),
+            listed(r#"[{"kind":"tensorboard"},{"kind":"jsonl","flush_every":1}]"#),
+        );
+        assert_eq!(
+            kinds(&merged),
+            ["console", "jsonl", "summary", "html", "tensorboard"]
+        );
+        let jsonl = serde_json::to_value(&merged[1]).expect("json");
+        assert_eq!(jsonl["flush_every"], 1, "{jsonl}");
+    }
+
+    #[test]
+    fn listing_every_default_gives_no_duplicates() {
+        let merged = merge_reporters(
+            default_reporters(true, false, 10),
+            listed(
+                r#"[{"kind":"console"},{"kind":"jsonl"},{"kind":"summary"},{"kind":"html"},{"kind":"tensorboard"}]"#,
+            ),
+        );
+        assert_eq!(
+            kinds(&merged),
+            ["console", "jsonl", "summary", "html", "tensorboard"]
+        );
+        let only = merge_reporters(Vec::new(), listed(r#"[{"kind":"tensorboard"}]"#));
+        assert_eq!(kinds(&only), ["tensorboard"]);
+    }
 }

@@ -22,7 +22,9 @@
 //! ```
 //!
 //! `detectors` defaults to gradguard's default set when absent (an empty list means none);
-//! `remedies` defaults to none; `reporters` defaults to the standard outputs when absent.
+//! `remedies` defaults to none. The standard reporters (console, events.jsonl, summary.json,
+//! report.html) always run unless `default_reporters = false`; `reporters` adds to them, and a
+//! listed kind that is already among them replaces that default (to reconfigure it).
 //! Unknown keys are rejected everywhere.
 
 use std::path::Path;
@@ -58,9 +60,22 @@ pub struct ExperimentSpec {
     /// Remedies, applied in this order each step. Default: none.
     #[serde(default)]
     pub remedies: Vec<Box<dyn Remedy>>,
-    /// Reporters. Absent: the standard set (console, events.jsonl, summary.json, report.html).
+    /// Whether the standard reporters (console, events.jsonl, summary.json, report.html) run.
+    /// Default `true`; `false` leaves only the reporters listed in `reporters`.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub default_reporters: bool,
+    /// Reporters added to the standard set; a kind already in the standard set replaces that
+    /// default (e.g. `{ kind = "jsonl", flush_every = 1 }`). Absent or `[]`: only the defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reporters: Option<Vec<Box<dyn Reporter>>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl std::fmt::Debug for ExperimentSpec {

@@ -5,8 +5,9 @@
 //!
 //! Table columns: variant, verdict, first non-finite step, final train loss, final test
 //! loss, max gradient norm (before remedies), final weight norm (the global L2 norm of every
-//! weight and bias at the last step, which is where L1 and L2 penalties show), steps clipped
-//! (steps at which a remedy changed the gradients), wall time. A missing value is shown as `-` (e.g. a final loss
+//! weight and bias at the last step, which is where L1 and L2 penalties show), steps changed
+//! (steps at which any remedy changed the gradients: clipping, and also L1/L2 penalties,
+//! which change every step's gradients without clipping them), wall time. A missing value is shown as `-` (e.g. a final loss
 //! that was not finite, which `summary.json` records as null).
 
 use std::path::Path;
@@ -32,8 +33,9 @@ pub struct CompareVariant {
     pub weight_norm: Vec<(u64, f64)>,
     /// Global L2 norm of the weights at the last recorded step (`None` before any step).
     pub final_weight_norm: Option<f64>,
-    /// Steps at which a remedy changed the gradients.
-    pub steps_clipped: u64,
+    /// Steps at which any remedy changed the gradients (an action with `changed`): clipping
+    /// that cut the norm, and also penalties such as L1/L2, which never clip.
+    pub steps_changed: u64,
     /// Wall-clock time of the run, seconds.
     pub wall_time_s: f64,
 }
@@ -46,7 +48,7 @@ pub struct CompareRecorder {
     grad_norm: BoundedSeries,
     weight_norm: BoundedSeries,
     final_weight_norm: Option<f64>,
-    steps_clipped: u64,
+    steps_changed: u64,
 }
 
 impl CompareRecorder {
@@ -57,7 +59,7 @@ impl CompareRecorder {
             grad_norm: BoundedSeries::new(max_points),
             weight_norm: BoundedSeries::new(max_points),
             final_weight_norm: None,
-            steps_clipped: 0,
+            steps_changed: 0,
         }
     }
 
@@ -69,7 +71,7 @@ impl CompareRecorder {
         self.weight_norm.push(e.step, sum_sq.sqrt());
         self.final_weight_norm = Some(sum_sq.sqrt());
         if e.actions.iter().any(|a| a.changed) {
-            self.steps_clipped += 1;
+            self.steps_changed += 1;
         }
     }
 
@@ -87,7 +89,7 @@ impl CompareRecorder {
             grad_norm: all_points(&self.grad_norm),
             weight_norm: all_points(&self.weight_norm),
             final_weight_norm: self.final_weight_norm,
-            steps_clipped: self.steps_clipped,
+            steps_changed: self.steps_changed,
             wall_time_s,
         }
     }
@@ -148,7 +150,7 @@ pub fn format_compare_table(variants: &[CompareVariant]) -> String {
     headers.extend([
         "max grad norm",
         "final weight norm",
-        "steps clipped",
+        "steps changed",
         "wall time",
     ]);
     let rows: Vec<Vec<String>> = variants
@@ -169,7 +171,7 @@ pub fn format_compare_table(variants: &[CompareVariant]) -> String {
             row.extend([
                 crate::format_number(s.max_grad_norm),
                 dash(v.final_weight_norm.map(crate::format_number)),
-                v.steps_clipped.to_string(),
+                v.steps_changed.to_string(),
                 format!("{:.1} s", v.wall_time_s),
             ]);
             row
@@ -266,7 +268,7 @@ fn compare_html(variants: &[CompareVariant], seeds: &[u64]) -> Result<String, Re
                 )),
                 escape(&crate::format_number(s.max_grad_norm)),
                 escape(&dash(v.final_weight_norm.map(crate::format_number))),
-                v.steps_clipped.to_string(),
+                v.steps_changed.to_string(),
                 format!("{:.1} s", v.wall_time_s),
             ]
         })
@@ -281,7 +283,7 @@ fn compare_html(variants: &[CompareVariant], seeds: &[u64]) -> Result<String, Re
             "held-out vs constant predictor",
             "max grad norm",
             "final weight norm",
-            "steps clipped",
+            "steps changed",
             "wall time",
         ],
         &rows,
@@ -385,10 +387,10 @@ mod tests {
     }
 
     #[test]
-    fn recorder_counts_clipped_steps_and_keeps_nan() {
+    fn recorder_counts_changed_steps_and_keeps_nan() {
         let v = variants();
         // event(): a remedy changed the gradients whenever 0.5 * 1.5^step > 1, i.e. from step 2.
-        assert_eq!(v[0].steps_clipped, 29);
+        assert_eq!(v[0].steps_changed, 29);
         assert_eq!(v[0].loss.len(), 30);
         assert!(v[0].loss[19].1.is_nan() && v[0].loss[19].0 == 20);
         assert_eq!(v[0].final_weight_norm, Some(4.25f64.sqrt()));
@@ -411,7 +413,7 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert_eq!(
             lines[0],
-            "variant           verdict    first non-finite  train loss  held-out loss  vs constant  max grad norm  final weight norm  steps clipped  wall time"
+            "variant           verdict    first non-finite  train loss  held-out loss  vs constant  max grad norm  final weight norm  steps changed  wall time"
         );
         assert_eq!(
             lines[1],

@@ -68,6 +68,7 @@ pub(super) fn copy(id: &str, spec: &ExperimentSpec) -> Result<ExperimentSpec, Cl
 /// Only summary.json per run: the book reads the summaries, and the charts would cost more
 /// than the runs.
 pub(super) fn lean(spec: &mut ExperimentSpec) {
+    spec.default_reporters = false;
     spec.reporters = Some(vec![Box::new(SummaryReporter::default())]);
 }
 
