@@ -42,7 +42,7 @@
 //! Ranked from what was seen, each with its reason (see [`Diagnoser::finish`]); none for a
 //! healthy run. Advice about vanishing gradients (e.g. ReLU instead of sigmoid) is never
 //! prescribed from signs; it appears only when a measured comparison shows it helping
-//! ([`apply_measured_effects`]).
+//! ([`apply_evidence`]).
 
 use gradguard_core::{
     CellName, Cure, CureStatus, Diagnosis, Event, Evidence, Finding, Learning, Prescription,

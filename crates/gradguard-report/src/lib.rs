@@ -88,7 +88,7 @@ pub(crate) fn check_file_name(kind: &str, key: &str, file: &str) -> Result<(), R
 }
 
 /// Writes `bytes` to `path` atomically: to a temporary file unique to this process in the
-/// same directory ([`temp_path`]), synced, then renamed over `path`. A reader never sees a half-written file; on error the temporary
+/// same directory (`.<name>.<pid>.tmp`), synced, then renamed over `path`. A reader never sees a half-written file; on error the temporary
 /// file is removed and the error names the file that failed.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
     use std::io::Write;
