@@ -77,3 +77,18 @@ fn specs_beyond_the_memory_budget_are_refused_before_allocation() {
     let e = usage_error(&["check", "--max-memory", "lots", "x.toml"]);
     assert!(e.contains("expected a size such as 8GiB"), "{e}");
 }
+
+/// A mistyped demo or cure gets a suggestion.
+#[test]
+fn typos_get_a_suggestion() {
+    let out = Command::new(env!("CARGO_BIN_EXE_gradguard"))
+        .args(["demo", "deep-mpl"])
+        .output()
+        .expect("gradguard runs");
+    assert_eq!(out.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("unknown demo `deep-mpl` (did you mean `deep-mlp`?)"),
+        "{e}"
+    );
+}

@@ -350,8 +350,11 @@ pub fn demo_cmd(args: &DemoArgs, quiet: bool) -> anyhow::Result<()> {
         Some(name) => {
             let d = demo(name).ok_or_else(|| {
                 let names: Vec<&str> = DEMOS.iter().map(|d| d.name).collect();
+                let hint = gradguard_pipeline::cures::did_you_mean(name, names.iter().copied())
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
                 UserError(format!(
-                    "unknown demo `{name}`: expected one of {}",
+                    "unknown demo `{name}`{hint}: expected one of {}",
                     names.join(", ")
                 ))
             })?;
