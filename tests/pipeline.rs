@@ -763,18 +763,37 @@ fn prescriptions_only_name_cures_that_apply() {
     );
 }
 
+/// Writes `long.toml` in `dir`: a small MLP regression of 10^8 steps (the tests stop it),
+/// with `extra` appended (e.g. a remedy table).
+fn long_spec(dir: &Path, extra: &str) -> PathBuf {
+    let spec = dir.join("long.toml");
+    std::fs::write(
+        &spec,
+        format!("name = \"long\"\n[model]\nkind = \"mlp\"\nhidden = [16]\n[task]\nkind = \"regression\"\nn_features = 8\ntarget_scale = 0.01\n[train]\nsteps = 100000000\n{extra}"),
+    )
+    .expect("spec");
+    spec
+}
+
+/// Polls `ready` every 20 ms; fails with `what` after 60 s.
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Ctrl-C (SIGINT) or SIGTERM: the run finishes its step, writes every output (summary.json
 /// with `interrupted: true`, report.html, whole lines of events.jsonl), prints the diagnosis
 /// and exits 130 (143 for SIGTERM).
 #[test]
 fn a_signal_ends_the_run_with_every_output_written() {
     let dir = scratch("signal");
-    let spec = dir.join("long.toml");
-    std::fs::write(
-        &spec,
-        "name = \"long\"\n[model]\nkind = \"mlp\"\nhidden = [16]\n[task]\nkind = \"regression\"\nn_features = 8\ntarget_scale = 0.01\n[train]\nsteps = 100000000\n[[remedies]]\nkind = \"clip_global_norm\"\nmax_norm = 1.0\n",
-    )
-    .expect("spec");
+    let spec = long_spec(
+        &dir,
+        "[[remedies]]\nkind = \"clip_global_norm\"\nmax_norm = 1.0\n",
+    );
     for (signal, code) in [("-INT", 130), ("-TERM", 143)] {
         let out = dir.join(format!("out{signal}"));
         let child = Command::new(env!("CARGO_BIN_EXE_gradguard"))
@@ -788,14 +807,9 @@ fn a_signal_ends_the_run_with_every_output_written() {
             .expect("spawn");
         // Wait until the run has logged a few hundred steps.
         let events = out.join("events.jsonl");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while std::fs::metadata(&events).map(|m| m.len()).unwrap_or(0) < 20_000 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the run logged nothing"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        wait_until("the run logged nothing", || {
+            std::fs::metadata(&events).map(|m| m.len()).unwrap_or(0) >= 20_000
+        });
         let status = Command::new("kill")
             .arg(signal)
             .arg(child.id().to_string())
@@ -863,12 +877,7 @@ fn a_remedy_that_makes_gradients_non_finite_gets_its_update_withheld() {
 #[test]
 fn a_second_run_on_a_busy_directory_is_refused() {
     let dir = scratch("busy");
-    let spec = dir.join("long.toml");
-    std::fs::write(
-        &spec,
-        "name = \"long\"\n[model]\nkind = \"mlp\"\nhidden = [16]\n[task]\nkind = \"regression\"\nn_features = 8\ntarget_scale = 0.01\n[train]\nsteps = 100000000\n",
-    )
-    .expect("spec");
+    let spec = long_spec(&dir, "");
     let out = dir.join("out");
     let first = Command::new(env!("CARGO_BIN_EXE_gradguard"))
         .args(["-q", "run", "--no-verify"])
@@ -879,14 +888,9 @@ fn a_second_run_on_a_busy_directory_is_refused() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !out.join("events.jsonl").is_file() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the first run did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_until("the first run did not start", || {
+        out.join("events.jsonl").is_file()
+    });
     let second = Command::new(env!("CARGO_BIN_EXE_gradguard"))
         .args(["-q", "run", "--no-verify", "--steps", "3"])
         .arg(&spec)

@@ -37,7 +37,7 @@ use gradguard_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::util::{fmt_num, layer_prefix, require};
+use crate::util::{fmt_num, layer_prefix, positive, require};
 
 fn d_layer_factor() -> f64 {
     1.5
@@ -227,31 +227,10 @@ impl GradGrowthAcrossLayers {
 #[typetag::serde(name = "grad_growth_across_layers")]
 impl Detector for GradGrowthAcrossLayers {
     fn validate(&self) -> Result<(), String> {
-        let pos = |v: f64| v.is_finite() && v > 0.0;
-        require(
-            pos(self.layer_factor),
-            "layer_factor",
-            "a finite number > 0",
-            self.layer_factor,
-        )?;
-        require(
-            pos(self.layer_min_total),
-            "layer_min_total",
-            "a finite number > 0",
-            self.layer_min_total,
-        )?;
-        require(
-            pos(self.time_factor),
-            "time_factor",
-            "a finite number > 0",
-            self.time_factor,
-        )?;
-        require(
-            pos(self.time_min_total),
-            "time_min_total",
-            "a finite number > 0",
-            self.time_min_total,
-        )?;
+        positive("layer_factor", self.layer_factor)?;
+        positive("layer_min_total", self.layer_min_total)?;
+        positive("time_factor", self.time_factor)?;
+        positive("time_min_total", self.time_min_total)?;
         require(self.patience >= 1, "patience", "at least 1", self.patience)
     }
 

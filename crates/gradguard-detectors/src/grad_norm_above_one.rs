@@ -25,7 +25,7 @@ use gradguard_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::util::{fmt_num, require};
+use crate::util::{fmt_num, non_negative, require};
 
 /// Which tensors [`GradNormAboveOne`] watches.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,12 +102,7 @@ impl GradNormAboveOne {
 #[typetag::serde(name = "grad_norm_above_one")]
 impl Detector for GradNormAboveOne {
     fn validate(&self) -> Result<(), String> {
-        require(
-            self.threshold.is_finite() && self.threshold >= 0.0,
-            "threshold",
-            "a finite number >= 0",
-            self.threshold,
-        )?;
+        non_negative("threshold", self.threshold)?;
         require(self.patience >= 1, "patience", "at least 1", self.patience)
     }
 

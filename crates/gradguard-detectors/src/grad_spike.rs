@@ -29,7 +29,7 @@ use gradguard_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::util::{argmax_grad_norm, fmt_num, median_in_place, require};
+use crate::util::{argmax_grad_norm, fmt_num, median_in_place, non_negative, positive, require};
 
 fn d_window() -> usize {
     50
@@ -138,18 +138,8 @@ impl Detector for GradSpike {
             "between 1 and `window`",
             self.min_history,
         )?;
-        require(
-            self.z_threshold.is_finite() && self.z_threshold > 0.0,
-            "z_threshold",
-            "a finite number > 0",
-            self.z_threshold,
-        )?;
-        require(
-            self.min_ratio.is_finite() && self.min_ratio >= 0.0,
-            "min_ratio",
-            "a finite number >= 0",
-            self.min_ratio,
-        )
+        positive("z_threshold", self.z_threshold)?;
+        non_negative("min_ratio", self.min_ratio)
     }
 
     fn observe(&mut self, obs: &Observation<'_, '_>, findings: &mut Vec<Finding>) {

@@ -23,7 +23,7 @@ use gradguard_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::util::{fmt_num, require};
+use crate::util::{fmt_num, non_negative, positive, require};
 
 /// How a swing is measured.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,19 +185,9 @@ impl LossUnstable {
 #[typetag::serde(name = "loss_unstable")]
 impl Detector for LossUnstable {
     fn validate(&self) -> Result<(), String> {
-        require(
-            self.threshold.is_finite() && self.threshold > 0.0,
-            "threshold",
-            "a finite number > 0",
-            self.threshold,
-        )?;
+        positive("threshold", self.threshold)?;
         require(self.window >= 2, "window", "at least 2", self.window)?;
-        require(
-            self.floor_fraction.is_finite() && self.floor_fraction >= 0.0,
-            "floor_fraction",
-            "a finite number >= 0",
-            self.floor_fraction,
-        )
+        non_negative("floor_fraction", self.floor_fraction)
     }
 
     fn observe(&mut self, obs: &Observation<'_, '_>, findings: &mut Vec<Finding>) {

@@ -38,7 +38,7 @@ use gradguard_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::linalg::{gate_blocks, sigma_max, spectral_radius, Block, Scratch};
-use crate::util::{fmt_num, require};
+use crate::util::{fmt_num, positive, require};
 
 /// Relative margin above `threshold` before the detector fires: an orthogonal `W_hh` (radius
 /// exactly 1, the default recurrent init) stored in f32 and measured by power iteration can
@@ -156,12 +156,7 @@ impl RecurrentRadiusAboveOne {
 #[typetag::serde(name = "recurrent_radius_above_one")]
 impl Detector for RecurrentRadiusAboveOne {
     fn validate(&self) -> Result<(), String> {
-        require(
-            self.threshold.is_finite() && self.threshold > 0.0,
-            "threshold",
-            "a finite number > 0",
-            self.threshold,
-        )?;
+        positive("threshold", self.threshold)?;
         require(self.every >= 1, "every", "at least 1", self.every)?;
         require(
             self.iterations >= 1,

@@ -23,6 +23,16 @@ pub(crate) fn require(
     }
 }
 
+/// [`require`] for a parameter that must be a finite number > 0.
+pub(crate) fn positive(name: &str, v: f64) -> Result<(), String> {
+    require(v.is_finite() && v > 0.0, name, "a finite number > 0", v)
+}
+
+/// [`require`] for a parameter that must be a finite number >= 0.
+pub(crate) fn non_negative(name: &str, v: f64) -> Result<(), String> {
+    require(v.is_finite() && v >= 0.0, name, "a finite number >= 0", v)
+}
+
 /// The layer a tensor belongs to: its name up to the last `.` (`layers.0.bias` -> `layers.0`).
 pub(crate) fn layer_prefix(name: &str) -> &str {
     match name.rfind('.') {

@@ -25,7 +25,7 @@ use gradguard_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::util::{fmt_num, require, role_from_name};
+use crate::util::{fmt_num, positive, require, role_from_name};
 use gradguard_core::Role;
 
 fn d_threshold() -> f64 {
@@ -74,12 +74,7 @@ impl WeightsChangeLarge {
 #[typetag::serde(name = "weights_change_large")]
 impl Detector for WeightsChangeLarge {
     fn validate(&self) -> Result<(), String> {
-        require(
-            self.threshold.is_finite() && self.threshold > 0.0,
-            "threshold",
-            "a finite number > 0",
-            self.threshold,
-        )?;
+        positive("threshold", self.threshold)?;
         require(self.patience >= 1, "patience", "at least 1", self.patience)
     }
 

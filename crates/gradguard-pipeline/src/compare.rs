@@ -147,8 +147,6 @@ pub struct Comparison {
     pub variants: Vec<CompareVariant>,
     /// Per variant, every seed's outcome and the evidence.
     pub outcomes: Vec<VariantOutcome>,
-    /// The evidence of every variant with a cure, to rank prescriptions.
-    pub measured: Vec<MeasuredCure>,
     /// The diagnosis of the `none` variant's first seed, its prescriptions ranked by the
     /// measured evidence (when `none` ran).
     pub ranked: Option<Diagnosis>,
@@ -309,15 +307,7 @@ pub fn run_compare(
     for o in outcomes.iter_mut().filter(|o| o.cure.is_some()) {
         o.evidence.without_cure_vs_baseline = without;
     }
-    let measured: Vec<MeasuredCure> = outcomes
-        .iter()
-        .filter_map(|o| {
-            o.cure.as_ref().map(|c| MeasuredCure {
-                cure: c.clone(),
-                evidence: o.evidence.clone(),
-            })
-        })
-        .collect();
+    let measured = measured_cures(&outcomes);
     let ranked = none_diagnosis.map(|mut d| {
         apply_evidence(&mut d, &measured);
         for p in &mut d.prescriptions {
@@ -336,7 +326,6 @@ pub fn run_compare(
     let comparison = Comparison {
         variants: shown,
         outcomes,
-        measured,
         ranked,
         html,
         json: out_dir.join("compare.json"),
@@ -384,6 +373,19 @@ impl Comparison {
             .collect();
         serde_json::json!({ "variants": variants })
     }
+}
+
+/// The evidence of every variant with a cure, to rank prescriptions ([`apply_evidence`]).
+pub fn measured_cures(outcomes: &[VariantOutcome]) -> Vec<MeasuredCure> {
+    outcomes
+        .iter()
+        .filter_map(|o| {
+            o.cure.as_ref().map(|c| MeasuredCure {
+                cure: c.clone(),
+                evidence: o.evidence.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Whether some cure was healthy for every seed while `none` was not.

@@ -197,8 +197,6 @@ pub struct RunOutcome {
     pub out_dir: PathBuf,
     /// The run's curves and figures, for `compare`.
     pub variant: CompareVariant,
-    /// Held-out accuracy, for classification tasks.
-    pub test_accuracy: Option<f64>,
     /// Why the run ended early, if it did.
     pub stopped_early: Option<String>,
     /// The verification runs of the prescriptions, when they ran.
@@ -653,7 +651,6 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
         summary,
         out_dir,
         variant,
-        test_accuracy: evaluation.and_then(|e| e.accuracy),
         stopped_early,
         verification,
         interrupted,
@@ -763,7 +760,10 @@ pub fn verify_prescriptions(
             interrupt: interrupt.cloned(),
         },
     )?;
-    apply_evidence(diagnosis, &comparison.measured);
+    apply_evidence(
+        diagnosis,
+        &crate::compare::measured_cures(&comparison.outcomes),
+    );
     for p in &mut diagnosis.prescriptions {
         if p.evidence.seeds_run == 0 {
             p.evidence = Evidence::untested(format!(

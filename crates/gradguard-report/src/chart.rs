@@ -57,7 +57,9 @@ impl Line {
         let mut nonfinite = Vec::new();
         for &(step, v) in points {
             if v.is_finite() {
-                segments.last_mut().expect("never empty").push((step, v));
+                if let Some(segment) = segments.last_mut() {
+                    segment.push((step, v));
+                }
             } else {
                 nonfinite.push((step, v));
                 if !segments.last().is_none_or(Vec::is_empty) {

@@ -187,8 +187,9 @@ impl BoundedSeries {
                     pts[1] = None;
                 }
             }
-            let cur = out.last_mut().expect("never empty");
-            cur.extend(pts.into_iter().flatten());
+            if let Some(cur) = out.last_mut() {
+                cur.extend(pts.into_iter().flatten());
+            }
             if b.nonfinite > 0 && !out.last().is_none_or(Vec::is_empty) {
                 out.push(Vec::new());
             }
