@@ -87,8 +87,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for d in detectors.iter_mut() {
                 d.observe(&obs, &mut findings);
             }
-            let mut ctx = RemedyContext::new(step, loss_value, &mut view, &mut stats);
-            ctx.findings = &findings;
+            let mut ctx = RemedyContext::new(step, loss_value, &mut view, &mut stats)
+                .with_findings(&findings);
             (clip.apply(&mut ctx)?, norm_before)
         };
         for f in &findings {

@@ -386,6 +386,61 @@ pub fn scale_in_place(x: &mut [f32], c: f32) {
     }
 }
 
+/// Multiplies every value by `c` in place, in one read-and-write pass: the kernel every
+/// rescaling remedy uses (through [`crate::RemedyContext::scale_all`] and
+/// [`crate::RemedyContext::scale_param`]).
+///
+/// The product is taken in f32 when `c` is a normal f32 (or 0, 1, NaN: the IEEE rules
+/// apply, so `inf * 0` is NaN as in PyTorch); a coefficient below f32's smallest normal
+/// (1.2e-38, which happens when clipping a norm near 1e38 to 1) is applied in f64 so that
+/// no precision is lost to subnormal rounding. [`applied_factor`] says which factor that is.
+pub fn scale(x: &mut [f32], c: f64) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if matches!(active_build(), Build::Avx512 | Build::Avx2) {
+            // SAFETY: `active_build()` names an AVX build only when the CPU supports AVX2.
+            return unsafe { scale_avx2(x, c) };
+        }
+    }
+    scale_body(x, c)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn scale_avx2(x: &mut [f32], c: f64) {
+    scale_body(x, c)
+}
+
+#[inline(always)]
+fn scale_body(x: &mut [f32], c: f64) {
+    let c32 = c as f32;
+    if needs_f64(c) {
+        for v in x.iter_mut() {
+            *v = (*v as f64 * c) as f32;
+        }
+    } else {
+        for v in x.iter_mut() {
+            *v *= c32;
+        }
+    }
+}
+
+/// The f64 factor that [`scale`] really applies for `c` (f32-rounded when it multiplies in f32).
+pub fn applied_factor(c: f64) -> f64 {
+    if needs_f64(c) {
+        c
+    } else {
+        c as f32 as f64
+    }
+}
+
+/// Whether `c` loses precision (or range) as an f32 factor.
+#[inline]
+fn needs_f64(c: f64) -> bool {
+    let c32 = c as f32;
+    (c32 == 0.0 && c != 0.0) || c32.is_subnormal() || (c.is_finite() && !c32.is_finite())
+}
+
 /// Sets every non-finite value to 0 in place; returns how many were replaced.
 pub fn zero_nonfinite(x: &mut [f32]) -> usize {
     let mut n = 0;

@@ -30,6 +30,7 @@ pub mod observation;
 pub mod param;
 pub mod plugin;
 pub mod registry;
+pub mod remedy_context;
 pub mod sign;
 pub mod stats;
 
@@ -44,9 +45,9 @@ pub use event::{Event, LayerRecord};
 pub use observation::{Observation, Series, SeriesAxis};
 pub use param::{Param, ParamInfo, ParamView, Role, WeightStats};
 pub use plugin::{
-    CheckpointPolicy, Detector, Family, ParamDoc, PluginInfo, Remedy, RemedyContext, Reporter,
-    RunEnd, RunInfo,
+    CheckpointPolicy, Detector, Family, ParamDoc, PluginInfo, Remedy, Reporter, RunEnd, RunInfo,
 };
+pub use remedy_context::{ParamEdit, RemedyContext, TensorEdit};
 pub use sign::{Finding, Sign};
 pub use stats::{ParamStats, ParamUpdate, StepStats, UpdateStats};
 

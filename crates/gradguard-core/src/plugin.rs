@@ -21,9 +21,9 @@ use crate::diagnosis::{Diagnosis, RunSummary};
 use crate::error::{RemedyError, ReportError};
 use crate::event::Event;
 use crate::observation::Observation;
-use crate::param::{ParamInfo, ParamView};
+use crate::param::ParamInfo;
+use crate::remedy_context::RemedyContext;
 use crate::sign::Finding;
-use crate::stats::StepStats;
 
 /// Watches each step's [`Observation`] and reports what it sees as [`Finding`]s.
 ///
@@ -43,46 +43,6 @@ pub trait Detector: Send {
 
     /// Forgets all history (e.g. after a rollback restored earlier weights).
     fn reset(&mut self) {}
-}
-
-/// What a remedy sees and may change at one step.
-pub struct RemedyContext<'c, 'v> {
-    /// The step (optimiser updates counted from 1).
-    pub step: u64,
-    /// The step's training loss.
-    pub loss: f64,
-    /// The parameters; remedies edit `grads` in place.
-    pub view: &'c mut ParamView<'v>,
-    /// The step's statistics. A remedy that changes gradients keeps them true: analytically
-    /// ([`StepStats::scale_all`]) or by re-measuring ([`StepStats::remeasure_param`]).
-    pub stats: &'c mut StepStats,
-    /// What the detectors found at this step.
-    pub findings: &'c [Finding],
-    /// Penalty terms (L1/L2) added to the loss by remedies; reported beside the loss.
-    pub penalty: f64,
-    /// Set by a remedy when it changed any gradient this step (the loop clears it before
-    /// each remedy and counts the activations).
-    pub changed: bool,
-}
-
-impl<'c, 'v> RemedyContext<'c, 'v> {
-    /// A context for `step` with no findings.
-    pub fn new(
-        step: u64,
-        loss: f64,
-        view: &'c mut ParamView<'v>,
-        stats: &'c mut StepStats,
-    ) -> Self {
-        RemedyContext {
-            step,
-            loss,
-            view,
-            stats,
-            findings: &[],
-            penalty: 0.0,
-            changed: false,
-        }
-    }
 }
 
 /// How a remedy wants checkpoints kept so that it can ask for [`Action::Rollback`].

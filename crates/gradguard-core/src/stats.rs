@@ -106,14 +106,14 @@ impl StepStats {
                 s.name.push_str(p.name);
             }
             s.role = p.role;
-            Self::fill(s, p);
+            Self::fill_param(s, p);
         }
         self.refresh_totals();
     }
 
     /// Measures one tensor: its gradients always, its weights unless the view carries their
     /// statistics already ([`crate::Param::known_weight_stats`]).
-    fn fill(s: &mut ParamStats, p: &Param<'_>) {
+    pub(crate) fn fill_param(s: &mut ParamStats, p: &Param<'_>) {
         let (g, wsq, wbad) = match p.known_weight_stats {
             Some(w) => (slice_stats(p.grads), w.sum_sq, w.nonfinite),
             None => grad_and_weight_stats(p.grads, p.weights),
@@ -131,7 +131,7 @@ impl StepStats {
     /// cannot be tracked analytically), then refreshes the totals.
     pub fn remeasure_param(&mut self, index: usize, view: &ParamView<'_>) {
         if let (Some(s), Some(p)) = (self.params.get_mut(index), view.params().get(index)) {
-            Self::fill(s, p);
+            Self::fill_param(s, p);
         }
         self.refresh_totals();
     }

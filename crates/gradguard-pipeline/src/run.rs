@@ -386,8 +386,8 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
             }
             event = Event::from_stats(step, loss, &stats, last_update.as_ref());
             let grads_finite_before = stats.grads_finite() && stats.grad_norm.is_finite();
-            let mut ctx = RemedyContext::new(step, loss, &mut view, &mut stats);
-            ctx.findings = &findings;
+            let mut ctx =
+                RemedyContext::new(step, loss, &mut view, &mut stats).with_findings(&findings);
             if halting {
                 strongest = Action::Stop {
                     reason: "the weights are non-finite; training cannot recover".into(),
@@ -397,16 +397,17 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
                 if halting {
                     break;
                 }
-                ctx.changed = false;
+                ctx.take_changed();
                 match remedy.apply(&mut ctx) {
                     Ok(action) => {
-                        if ctx.changed || action != Action::Continue {
+                        let changed = ctx.changed();
+                        if changed || action != Action::Continue {
                             if action.severity() > strongest.severity() {
                                 strongest = action.clone();
                             }
                             actions.push(ActionRecord {
                                 remedy: name.clone(),
-                                changed: ctx.changed,
+                                changed,
                                 action,
                             });
                         }
@@ -428,19 +429,19 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
                     break;
                 }
             }
-            if ctx.penalty != 0.0 {
-                event.penalty = Some(ctx.penalty);
+            if ctx.penalty() != 0.0 {
+                event.penalty = Some(ctx.penalty());
             }
-            event.grad_norm_after = Some(ctx.stats.grad_norm);
+            event.grad_norm_after = Some(ctx.stats().grad_norm);
             // Re-check after the last remedy: gradients that were finite must not reach the
             // weights non-finite because a remedy (e.g. a huge penalty) made them so.
             let made_nonfinite = grads_finite_before
-                && (!ctx.stats.grads_finite() || !ctx.stats.grad_norm.is_finite());
+                && (!ctx.stats().grads_finite() || !ctx.stats().grad_norm.is_finite());
             if made_nonfinite && strongest.severity() < 2 {
                 strongest = Action::SkipStep {
                     reason: format!(
                         "the gradients were finite before the remedies and non-finite after them (norm {}): the update is withheld",
-                        ctx.stats.grad_norm
+                        ctx.stats().grad_norm
                     ),
                 };
                 actions.push(ActionRecord {

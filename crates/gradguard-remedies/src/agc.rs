@@ -30,6 +30,7 @@
 
 use gradguard_core::{
     describe_plugin, Action, Family, ParamDoc, PluginInfo, Remedy, RemedyContext, RemedyError,
+    TensorEdit,
 };
 use serde::{Deserialize, Serialize};
 
@@ -93,14 +94,14 @@ impl Remedy for Agc {
             return Ok(action);
         }
         let propagate = self.on_nonfinite == NonFinitePolicy::Propagate;
-        for i in 0..ctx.view.len() {
+        let (eps, clip_factor) = (self.eps, self.clip_factor);
+        ctx.edit_each(|_, p| {
             let mut touched = false;
             {
-                let p = &mut ctx.view.params_mut()[i];
                 let n = p.grads.len();
                 let rows = units(p.shape);
                 if n == 0 || rows == 0 {
-                    continue;
+                    return TensorEdit::Keep;
                 }
                 let len = n / rows;
                 for (g, w) in p
@@ -113,12 +114,8 @@ impl Remedy for Agc {
                     if !wn.is_finite() && !propagate {
                         continue;
                     }
-                    let wn_eps = if wn.is_nan() || wn > self.eps {
-                        wn
-                    } else {
-                        self.eps
-                    };
-                    let max = self.clip_factor * wn_eps;
+                    let wn_eps = if wn.is_nan() || wn > eps { wn } else { eps };
+                    let max = clip_factor * wn_eps;
                     if gn < max {
                         continue;
                     }
@@ -131,10 +128,11 @@ impl Remedy for Agc {
                 }
             }
             if touched {
-                ctx.stats.remeasure_param(i, ctx.view);
-                ctx.changed = true;
+                TensorEdit::Edited
+            } else {
+                TensorEdit::Keep
             }
-        }
+        });
         Ok(Action::Continue)
     }
 }

@@ -153,7 +153,7 @@ impl Remedy for AutoClip {
         if let Some(action) = apply_policy("autoclip", self.on_nonfinite, ctx)? {
             return Ok(action);
         }
-        let total = ctx.stats.grad_norm;
+        let total = ctx.stats().grad_norm;
         if total.is_finite() {
             self.push(total);
         }

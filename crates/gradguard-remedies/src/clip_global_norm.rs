@@ -27,7 +27,6 @@ use gradguard_core::{
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::kernels::{applied_factor, scale};
 use crate::nonfinite::{apply_policy, ensure_at_least, ensure_stats_match, NonFinitePolicy};
 
 /// PyTorch's epsilon added to the total norm.
@@ -132,25 +131,14 @@ pub fn total_norm(stats: &gradguard_core::StepStats, norm_type: NormType) -> f64
 }
 
 /// Scales every gradient by `coef = max_norm / (total + 1e-6)` when it is below 1 (or NaN,
-/// under `propagate`), keeping the statistics true and setting `ctx.changed`. Returns the
+/// under `propagate`), through [`RemedyContext::scale_all`] (which keeps the statistics true). Returns the
 /// factor applied (1 when nothing was written). Shared by `autoclip` and `zclip`.
 pub fn clip_to_norm(ctx: &mut RemedyContext<'_, '_>, max_norm: f64, total: f64) -> f64 {
     let coef = max_norm / (total + TORCH_EPS);
     if !(coef < 1.0 || coef.is_nan()) {
         return 1.0;
     }
-    for p in ctx.view.iter_mut() {
-        scale(p.grads, coef);
-    }
-    if ctx.stats.grads_finite() && coef.is_finite() {
-        ctx.stats.scale_all(applied_factor(coef));
-    } else {
-        for i in 0..ctx.view.len() {
-            ctx.stats.remeasure_param(i, ctx.view);
-        }
-    }
-    ctx.changed = true;
-    applied_factor(coef)
+    ctx.scale_all(coef)
 }
 
 #[typetag::serde(name = "clip_global_norm")]
@@ -166,7 +154,7 @@ impl Remedy for ClipGlobalNorm {
         if let Some(action) = apply_policy("clip_global_norm", self.on_nonfinite, ctx)? {
             return Ok(action);
         }
-        let total = total_norm(ctx.stats, self.norm_type);
+        let total = total_norm(ctx.stats(), self.norm_type);
         clip_to_norm(ctx, self.max_norm, total);
         Ok(Action::Continue)
     }

@@ -19,10 +19,10 @@
 
 use gradguard_core::{
     describe_plugin, Action, Family, ParamDoc, PluginInfo, Remedy, RemedyContext, RemedyError,
+    TensorEdit,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::kernels::{applied_factor, scale};
 use crate::nonfinite::{apply_policy, ensure_at_least, ensure_stats_match, NonFinitePolicy};
 
 /// Per-tensor norm clipping, Keras `clipnorm` semantics (see the module doc).
@@ -60,31 +60,17 @@ impl Remedy for ClipNorm {
             return Ok(action);
         }
         let c = self.max_norm;
-        let mut remeasure = false;
-        for (i, p) in ctx.view.iter_mut().enumerate() {
-            let s = &mut ctx.stats.params[i];
+        ctx.edit_each(|s, _| {
             let n = s.grad_norm;
             // max(n, c) that keeps NaN (Keras under propagate).
             let denom = if n.is_nan() || n > c { n } else { c };
             let f = c / denom;
             if f < 1.0 || f.is_nan() {
-                scale(p.grads, f);
-                if s.grad_nonfinite == 0 && f.is_finite() {
-                    ctx.stats.scale_param(i, applied_factor(f));
-                } else {
-                    remeasure = true;
-                }
-                ctx.changed = true;
+                TensorEdit::Scale(f)
+            } else {
+                TensorEdit::Keep
             }
-        }
-        if remeasure {
-            for i in 0..ctx.view.len() {
-                if ctx.stats.params[i].grad_nonfinite > 0 {
-                    ctx.stats.remeasure_param(i, ctx.view);
-                }
-            }
-        }
-        ctx.stats.refresh_totals();
+        });
         Ok(Action::Continue)
     }
 

@@ -17,6 +17,7 @@
 
 use gradguard_core::{
     describe_plugin, Action, Family, ParamDoc, PluginInfo, Remedy, RemedyContext, RemedyError,
+    TensorEdit,
 };
 use serde::{Deserialize, Serialize};
 
@@ -58,20 +59,14 @@ impl Remedy for ClipValue {
             return Ok(action);
         }
         let v = self.clip_value as f32;
-        for (i, p) in ctx.view.iter_mut().enumerate() {
-            let s = &mut ctx.stats.params[i];
+        ctx.edit_each(|s, p| {
             // grad_max_abs ignores NaN; a tensor holding NaN only passes NaN through (propagate).
             if s.grad_max_abs <= v as f64 {
-                continue;
+                TensorEdit::Keep
+            } else {
+                TensorEdit::Measured(clamp_measure(p.grads, v))
             }
-            let m = clamp_measure(p.grads, v);
-            s.grad_sum_sq = m.sum_sq;
-            s.grad_norm = m.sum_sq.sqrt();
-            s.grad_max_abs = m.max_abs as f64;
-            s.grad_nonfinite = m.nonfinite;
-            ctx.changed = true;
-        }
-        ctx.stats.refresh_totals();
+        });
         Ok(Action::Continue)
     }
 

@@ -660,7 +660,7 @@ pub fn apply(
         let before = stats.grad_norm;
         let mut ctx = RemedyContext::new(1, 0.0, view, &mut stats);
         let r = remedy.apply(&mut ctx);
-        let (changed, penalty) = (ctx.changed, ctx.penalty);
+        let (changed, penalty) = (ctx.changed(), ctx.penalty());
         r.map(|action| (action, changed, penalty, before, stats.grad_norm))
     })??;
     let (action, changed, penalty, norm_before, norm_after) = outcome;

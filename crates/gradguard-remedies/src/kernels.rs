@@ -7,7 +7,7 @@
 //! true without a second read pass.
 
 use gradguard_core::kernels::SliceStats;
-pub use gradguard_core::kernels::{slice_stats, zero_nonfinite};
+pub use gradguard_core::kernels::{applied_factor, scale, slice_stats, zero_nonfinite};
 
 const LANES: usize = 8;
 
@@ -57,16 +57,6 @@ macro_rules! multiversion {
             $body($($arg),*)
         }
     };
-}
-
-multiversion! {
-    /// Multiplies every value by `c` in place, in one read-and-write pass.
-    ///
-    /// The product is taken in f32 when `c` is a normal f32 (or 0, 1, NaN: the IEEE rules
-    /// apply, so `inf * 0` is NaN as in PyTorch); a coefficient below f32's smallest normal
-    /// (1.2e-38, which happens when clipping a norm near 1e38 to 1) is applied in f64 so that
-    /// no precision is lost to subnormal rounding.
-    pub fn scale / scale_avx2 => scale_body(x: &mut [f32], c: f64) -> ()
 }
 
 /// Clamps every value to `[-limit, limit]` in place and returns the statistics of the result,
@@ -193,37 +183,6 @@ impl Acc {
             nonfinite: self.bad.iter().map(|&b| b as usize).sum(),
         }
     }
-}
-
-// Portable body of the kernel of the same name without `_body` (see `multiversion!`).
-#[inline(always)]
-fn scale_body(x: &mut [f32], c: f64) {
-    let c32 = c as f32;
-    if needs_f64(c) {
-        for v in x.iter_mut() {
-            *v = (*v as f64 * c) as f32;
-        }
-    } else {
-        for v in x.iter_mut() {
-            *v *= c32;
-        }
-    }
-}
-
-/// The f64 factor that [`scale`] really applies for `c` (f32-rounded when it multiplies in f32).
-pub fn applied_factor(c: f64) -> f64 {
-    if needs_f64(c) {
-        c
-    } else {
-        c as f32 as f64
-    }
-}
-
-/// Whether `c` loses precision (or range) as an f32 factor.
-#[inline]
-fn needs_f64(c: f64) -> bool {
-    let c32 = c as f32;
-    (c32 == 0.0 && c != 0.0) || c32.is_subnormal() || (c.is_finite() && !c32.is_finite())
 }
 
 // Portable body of the kernel of the same name without `_body` (see `multiversion!`).
@@ -503,7 +462,8 @@ mod tests {
             let mut c1 = g.clone();
             let mut c2 = g.clone();
             scale(&mut c1, 0.37);
-            scale_body(&mut c2, 0.37);
+            // the portable loop, as `scale` writes it for a normal f32 factor
+            c2.iter_mut().for_each(|v| *v *= 0.37f64 as f32);
             proptest::prop_assert_eq!(bits(&c1), bits(&c2));
         }
     }

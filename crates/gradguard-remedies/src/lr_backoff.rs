@@ -63,22 +63,22 @@ impl Remedy for LrBackoff {
 
     fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
         self.validate()?;
-        let Some(first) = ctx.findings.first() else {
+        let Some(first) = ctx.findings().first() else {
             return Ok(Action::Continue);
         };
         if let Some(last) = self.last {
-            if ctx.step < last.saturating_add(self.cooldown) && ctx.step >= last {
+            if ctx.step() < last.saturating_add(self.cooldown) && ctx.step() >= last {
                 return Ok(Action::Continue);
             }
         }
-        self.last = Some(ctx.step);
+        self.last = Some(ctx.step());
         Ok(Action::ScaleLr {
             factor: self.factor,
             reason: format!(
                 "{} ({} finding(s) at step {})",
                 first.sign,
-                ctx.findings.len(),
-                ctx.step
+                ctx.findings().len(),
+                ctx.step()
             ),
         })
     }
@@ -110,10 +110,8 @@ mod tests {
         let mut view = d.view();
         let mut stats = StepStats::measure(&view);
         let f = [Finding::new(Sign::GradSpike, step, None, 9.0, 3.0, "spike")];
-        let mut ctx = RemedyContext::new(step, 1.0, &mut view, &mut stats);
-        if finding {
-            ctx.findings = &f;
-        }
+        let shown: &[Finding] = if finding { &f } else { &[] };
+        let mut ctx = RemedyContext::new(step, 1.0, &mut view, &mut stats).with_findings(shown);
         r.apply(&mut ctx).unwrap()
     }
 

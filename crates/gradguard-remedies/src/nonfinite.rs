@@ -6,7 +6,7 @@
 //! `clip_grad_value_` lets NaN through. gradguard makes the choice explicit with
 //! `on_nonfinite`, and its default never lets a non-finite value reach the weights.
 
-use gradguard_core::{Action, RemedyContext, RemedyError};
+use gradguard_core::{Action, RemedyContext, RemedyError, TensorEdit};
 use serde::{Deserialize, Serialize};
 
 use crate::kernels::zero_nonfinite;
@@ -44,13 +44,13 @@ impl NonFinitePolicy {
 
 /// Errors when the context's statistics do not describe its view (one entry per tensor).
 pub fn ensure_stats_match(kind: &str, ctx: &RemedyContext<'_, '_>) -> Result<(), RemedyError> {
-    if ctx.stats.params.len() != ctx.view.len() {
+    if ctx.stats().params.len() != ctx.view().len() {
         return Err(RemedyError::Invalid {
             remedy: kind.to_string(),
             message: format!(
                 "the step statistics describe {} tensor(s) but the view holds {}; measure the view first",
-                ctx.stats.params.len(),
-                ctx.view.len()
+                ctx.stats().params.len(),
+                ctx.view().len()
             ),
         });
     }
@@ -72,17 +72,17 @@ pub fn ensure_at_least(kind: &str, name: &str, value: f64, min: f64) -> Result<(
 ///
 /// Returns `Ok(Some(action))` when the remedy must return that action now (skip), `Ok(None)`
 /// when it should go on clipping (finite gradients, `zero` after zeroing, or `propagate`), and
-/// `Err` for `error`. With `zero`, the zeroed tensors are re-measured and `ctx.changed` is set.
+/// `Err` for `error`. With `zero`, the zeroed tensors are re-measured (through the context).
 pub fn apply_policy(
     kind: &str,
     policy: NonFinitePolicy,
     ctx: &mut RemedyContext<'_, '_>,
 ) -> Result<Option<Action>, RemedyError> {
-    if ctx.stats.grads_finite() {
+    if ctx.stats().grads_finite() {
         return Ok(None);
     }
     let (tensor, count) = ctx
-        .stats
+        .stats()
         .first_nonfinite_grad()
         .map(|p| (p.name.clone(), p.grad_nonfinite))
         .unwrap_or_default();
@@ -90,23 +90,23 @@ pub fn apply_policy(
         NonFinitePolicy::SkipStep => Ok(Some(Action::SkipStep {
             reason: format!(
                 "{kind}: {} non-finite gradient value(s), first in `{tensor}` ({count})",
-                ctx.stats.grad_nonfinite
+                ctx.stats().grad_nonfinite
             ),
         })),
         NonFinitePolicy::Error => Err(RemedyError::NonFinite {
             remedy: kind.to_string(),
-            step: ctx.step,
+            step: ctx.step(),
             tensor,
             count,
         }),
         NonFinitePolicy::Zero => {
-            for i in 0..ctx.view.len() {
-                if ctx.stats.params[i].grad_nonfinite > 0 {
-                    zero_nonfinite(ctx.view.params_mut()[i].grads);
-                    ctx.stats.remeasure_param(i, ctx.view);
+            ctx.edit_each(|s, p| {
+                if s.grad_nonfinite == 0 {
+                    return TensorEdit::Keep;
                 }
-            }
-            ctx.changed = true;
+                zero_nonfinite(p.grads);
+                TensorEdit::Edited
+            });
             Ok(None)
         }
         NonFinitePolicy::Propagate => Ok(None),
@@ -156,14 +156,14 @@ mod tests {
                 }
                 "zero" => {
                     assert!(r.unwrap().is_none());
-                    assert!(ctx.changed);
-                    assert_eq!(ctx.stats.grad_nonfinite, 0);
-                    assert_eq!(ctx.stats.grad_sum_sq, 1.0 + 4.0 + 16.0);
-                    assert_eq!(ctx.view.params()[1].grads, &[0.0, 4.0, 0.0]);
+                    assert!(ctx.changed());
+                    assert_eq!(ctx.stats().grad_nonfinite, 0);
+                    assert_eq!(ctx.stats().grad_sum_sq, 1.0 + 4.0 + 16.0);
+                    assert_eq!(ctx.view().params()[1].grads, &[0.0, 4.0, 0.0]);
                 }
                 _ => {
                     assert!(r.unwrap().is_none());
-                    assert!(!ctx.changed);
+                    assert!(!ctx.changed());
                 }
             }
         }

@@ -6,7 +6,7 @@
 //! `recurrent_weight`: Keras' `kernel_regularizer` and `recurrent_regularizer`). Biases and
 //! other tensors (norm scales, embeddings) are left out unless `include_bias = true`.
 //! Its gradient is added to the gradients: `g += l1 * sign(w) + 2 * l2 * w` (sign(0) = 0, as
-//! TensorFlow's gradient of `abs`). The penalty value is added to `ctx.penalty`, which the
+//! TensorFlow's gradient of `abs`). The penalty value is added with `ctx.add_penalty`, which the
 //! loop reports beside the loss.
 //!
 //! One pass per penalised tensor adds the gradient and measures the result; the L2 value is
@@ -21,6 +21,7 @@
 
 use gradguard_core::{
     describe_plugin, Action, Family, ParamDoc, PluginInfo, Remedy, RemedyContext, RemedyError,
+    TensorEdit,
 };
 use serde::{Deserialize, Serialize};
 
@@ -47,21 +48,15 @@ pub fn apply_penalty(
         return Ok(0.0);
     }
     let mut penalty = 0.0;
-    for (i, p) in ctx.view.iter_mut().enumerate() {
+    ctx.edit_each(|s, p| {
         if !(p.role.is_weight() || include_bias) || p.grads.is_empty() {
-            continue;
+            return TensorEdit::Keep;
         }
-        let s = &mut ctx.stats.params[i];
         let (m, sum_abs) = add_penalty_grad(p.grads, p.weights, l1 as f32, l2 as f32);
         penalty += l1 * sum_abs + l2 * s.weight_sum_sq;
-        s.grad_sum_sq = m.sum_sq;
-        s.grad_norm = m.sum_sq.sqrt();
-        s.grad_max_abs = m.max_abs as f64;
-        s.grad_nonfinite = m.nonfinite;
-        ctx.changed = true;
-    }
-    ctx.stats.refresh_totals();
-    ctx.penalty += penalty;
+        TensorEdit::Measured(m)
+    });
+    ctx.add_penalty(penalty);
     Ok(penalty)
 }
 

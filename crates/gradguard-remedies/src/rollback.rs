@@ -102,15 +102,15 @@ impl Remedy for Rollback {
 
     fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
         self.validate()?;
-        let why = if !ctx.loss.is_finite() {
-            Some(format!("loss is {}", ctx.loss))
-        } else if let Some(p) = ctx.stats.first_nonfinite_grad() {
+        let why = if !ctx.loss().is_finite() {
+            Some(format!("loss is {}", ctx.loss()))
+        } else if let Some(p) = ctx.stats().first_nonfinite_grad() {
             Some(format!(
                 "{} non-finite gradient value(s) in `{}`",
                 p.grad_nonfinite, p.name
             ))
         } else {
-            ctx.findings
+            ctx.findings()
                 .iter()
                 .find(|f| f.sign.is_decisive())
                 .map(|f| format!("{}: {}", f.sign, f.message))
@@ -168,8 +168,7 @@ mod tests {
             .into_iter()
             .map(|s| Finding::new(s, 1, None, 1.0, 0.0, "seen"))
             .collect();
-        let mut ctx = RemedyContext::new(1, loss, &mut view, &mut stats);
-        ctx.findings = &f;
+        let mut ctx = RemedyContext::new(1, loss, &mut view, &mut stats).with_findings(&f);
         r.apply(&mut ctx).unwrap()
     }
 

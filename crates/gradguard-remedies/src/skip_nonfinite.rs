@@ -63,22 +63,22 @@ impl SkipNonfinite {
 #[typetag::serde(name = "skip_nonfinite")]
 impl Remedy for SkipNonfinite {
     fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
-        let loss_bad = !ctx.loss.is_finite();
-        if !loss_bad && ctx.stats.grads_finite() {
+        let loss_bad = !ctx.loss().is_finite();
+        if !loss_bad && ctx.stats().grads_finite() {
             self.consecutive = 0;
             return Ok(Action::Continue);
         }
         let what = if loss_bad {
-            format!("loss is {}", ctx.loss)
+            format!("loss is {}", ctx.loss())
         } else {
             let (name, n) = ctx
-                .stats
+                .stats()
                 .first_nonfinite_grad()
                 .map(|p| (p.name.as_str(), p.grad_nonfinite))
                 .unwrap_or(("?", 0));
             format!(
                 "{} non-finite gradient value(s), first in `{name}` ({n})",
-                ctx.stats.grad_nonfinite
+                ctx.stats().grad_nonfinite
             )
         };
         if self.consecutive >= self.max_consecutive {

@@ -139,7 +139,7 @@ impl Remedy for SkipSpike {
 
     fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
         self.validate()?;
-        let (loss, norm) = (ctx.loss, ctx.stats.grad_norm);
+        let (loss, norm) = (ctx.loss(), ctx.stats().grad_norm);
         if !loss.is_finite() || !norm.is_finite() {
             return Ok(Action::SkipStep {
                 reason: format!("non-finite loss ({loss}) or gradient norm ({norm})"),

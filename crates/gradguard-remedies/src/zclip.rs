@@ -121,7 +121,7 @@ impl Remedy for ZClip {
         if let Some(action) = apply_policy("zclip", self.on_nonfinite, ctx)? {
             return Ok(action);
         }
-        let n = ctx.stats.grad_norm;
+        let n = ctx.stats().grad_norm;
         let s = &mut self.state;
         if !n.is_finite() {
             // Only under `propagate`: PyTorch's clip to max_grad_norm spreads the NaN/inf; the

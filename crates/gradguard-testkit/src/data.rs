@@ -149,7 +149,7 @@ pub fn run_remedy<R: Remedy + ?Sized>(
     let mut stats = StepStats::measure(&view);
     let mut ctx = RemedyContext::new(step, loss, &mut view, &mut stats);
     let result = remedy.apply(&mut ctx);
-    let (penalty, changed) = (ctx.penalty, ctx.changed);
+    let (penalty, changed) = (ctx.penalty(), ctx.changed());
     let infos = view.infos();
     Outcome {
         result,

@@ -5,8 +5,9 @@
 //!
 //! - [`assert_remedy_invariants`]: for any remedy. Finite gradients in give finite gradients
 //!   out; names, shapes and lengths are unchanged; the step statistics the remedy leaves
-//!   behind match a fresh measurement (a remedy must keep them true); `ctx.changed` is set
-//!   whenever a gradient changed.
+//!   behind match a fresh measurement (the context's edit methods keep them true; a remedy
+//!   that writes gradients behind their back, e.g. returning `TensorEdit::Keep` after writing,
+//!   fails here); the context marks a change whenever a gradient changed.
 //! - [`assert_guards_nonfinite`]: for a remedy that promises never to pass non-finite
 //!   gradients on (gradguard's clipping remedies under `on_nonfinite = "skip_step"` or
 //!   `"error"`): it errors, withholds the update, or leaves only finite gradients.
@@ -38,15 +39,11 @@
 //! #[typetag::serde(name = "doc_halve_above")]
 //! impl Remedy for HalveAbove {
 //!     fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
-//!         if !ctx.stats.grads_finite() {
+//!         if !ctx.stats().grads_finite() {
 //!             return Ok(Action::SkipStep { reason: "non-finite gradients".into() });
 //!         }
-//!         if ctx.stats.grad_norm > self.limit {
-//!             for p in ctx.view.iter_mut() {
-//!                 p.grads.iter_mut().for_each(|g| *g *= 0.5);
-//!             }
-//!             ctx.stats.scale_all(0.5); // keep the statistics true
-//!             ctx.changed = true;
+//!         if ctx.stats().grad_norm > self.limit {
+//!             ctx.scale_all(0.5); // scales, keeps the statistics true, marks the change
 //!         }
 //!         Ok(Action::Continue)
 //!     }

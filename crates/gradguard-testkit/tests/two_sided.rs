@@ -5,7 +5,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use gradguard_core::{Action, Remedy, RemedyContext, RemedyError};
+use gradguard_core::{Action, Remedy, RemedyContext, RemedyError, TensorEdit};
 use gradguard_testkit::{
     assert_global_norm_clip, assert_per_tensor_clip, assert_value_clip, check_global_norm_clip,
     check_per_tensor_clip, check_value_clip, expected_global_clip_norm, OwnedParams,
@@ -23,14 +23,10 @@ struct GlobalClip {
 #[typetag::serde(name = "testkit_selftest_global")]
 impl Remedy for GlobalClip {
     fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
-        let coef = self.max_norm / (ctx.stats.grad_norm + 1e-6);
+        let coef = self.max_norm / (ctx.stats().grad_norm + 1e-6);
         if coef < 1.0 {
             let f = coef.powf(self.power) as f32;
-            for p in ctx.view.iter_mut() {
-                p.grads.iter_mut().for_each(|g| *g *= f);
-            }
-            ctx.stats.scale_all(f as f64);
-            ctx.changed = true;
+            ctx.scale_all(f as f64);
         }
         Ok(Action::Continue)
     }
@@ -46,16 +42,15 @@ struct PerTensorClip {
 #[typetag::serde(name = "testkit_selftest_per_tensor")]
 impl Remedy for PerTensorClip {
     fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
-        for (i, p) in ctx.view.iter_mut().enumerate() {
-            let n = ctx.stats.params[i].grad_norm;
-            if n > self.c {
-                let f = (self.c / n).powf(self.power) as f32;
-                p.grads.iter_mut().for_each(|g| *g *= f);
-                ctx.stats.scale_param(i, f as f64);
-                ctx.changed = true;
+        let (c, power) = (self.c, self.power);
+        ctx.edit_each(|s, _| {
+            let n = s.grad_norm;
+            if n > c {
+                TensorEdit::Scale((c / n).powf(power) as f32 as f64)
+            } else {
+                TensorEdit::Keep
             }
-        }
-        ctx.stats.refresh_totals();
+        });
         Ok(Action::Continue)
     }
 }
@@ -72,19 +67,15 @@ struct ValueClip {
 impl Remedy for ValueClip {
     fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
         let lim = (self.v * self.k) as f32;
-        let mut changed = Vec::new();
-        for (i, p) in ctx.view.iter_mut().enumerate() {
+        ctx.edit_each(|_, p| {
             let before: Vec<u32> = p.grads.iter().map(|g| g.to_bits()).collect();
             p.grads.iter_mut().for_each(|g| *g = g.clamp(-lim, lim));
             if p.grads.iter().map(|g| g.to_bits()).ne(before) {
-                changed.push(i);
+                TensorEdit::Edited
+            } else {
+                TensorEdit::Keep
             }
-        }
-        for &i in &changed {
-            ctx.stats.remeasure_param(i, ctx.view);
-            ctx.changed = true;
-        }
-        ctx.stats.refresh_totals();
+        });
         Ok(Action::Continue)
     }
 }
@@ -199,4 +190,29 @@ fn value_clip_is_two_sided() {
     assert_value_clip(correct);
     rejected(|| assert_value_clip(|v| ValueClip { v, k: 0.99 }));
     rejected(|| assert_value_clip(|v| ValueClip { v, k: 1.01 }));
+}
+
+/// Writes the gradients inside `edit_each` but says it kept them: the statistics the step
+/// leaves behind no longer describe the gradients.
+#[derive(Serialize, Deserialize)]
+struct LiesAboutItsEdit;
+
+#[typetag::serde(name = "testkit_selftest_liar")]
+impl Remedy for LiesAboutItsEdit {
+    fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
+        ctx.edit_each(|_, p| {
+            p.grads.iter_mut().for_each(|g| *g *= 0.5);
+            TensorEdit::Keep
+        });
+        Ok(Action::Continue)
+    }
+}
+
+#[test]
+fn a_remedy_that_desynchronises_the_statistics_is_caught() {
+    let e = gradguard_testkit::check_remedy_invariants(&mut LiesAboutItsEdit, &data())
+        .expect_err("a remedy that edits behind the statistics must fail");
+    assert!(e.contains("changed") || e.contains("stat"), "{e}");
+    let msg = rejected(|| gradguard_testkit::assert_remedy_invariants(|| LiesAboutItsEdit));
+    assert!(!msg.is_empty());
 }
