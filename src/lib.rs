@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | [`core`] | gradguard-core | parameter views, step statistics, signs, findings, the plugin traits |
 //! | [`detectors`] | gradguard-detectors | one detector per sign, the diagnosis |
+//! | [`engine`] | gradguard-engine | the Guard: one step of gradguard for any training loop |
 //! | [`remedies`] | gradguard-remedies | clipping, adaptive clipping, penalties, guards |
 //! | [`report`] | gradguard-report | console, JSON lines, summary.json, HTML, TensorBoard |
 //! | [`models`] | gradguard-models | dfdx MLP / RNN / LSTM / GRU, tasks, optimisers |
@@ -18,6 +19,7 @@
 
 pub use gradguard_core as core;
 pub use gradguard_detectors as detectors;
+pub use gradguard_engine as engine;
 pub use gradguard_models as models;
 pub use gradguard_pipeline as pipeline;
 pub use gradguard_remedies as remedies;
@@ -32,6 +34,7 @@ pub mod prelude {
         Action, Detector, Diagnosis, Event, Family, Finding, Observation, ParamView, Remedy,
         RemedyContext, Reporter, Role, Sign, StepStats, UpdateStats, Verdict,
     };
+    pub use gradguard_engine::{Decision, Guard, StepInput, TrainingHost};
     pub use gradguard_pipeline::ExperimentSpec;
 }
 

@@ -27,7 +27,5 @@ pub use spec_error::{load_file, parse_str, SpecError, SpecFormat};
 /// Names every plugin crate so their typetag registrations are linked into any binary that
 /// uses the pipeline. Returns the number of built-in kinds.
 pub fn link_plugins() -> usize {
-    gradguard_detectors::builtin_kinds().len()
-        + gradguard_remedies::builtin_kinds().len()
-        + gradguard_report::builtin_kinds().len()
+    gradguard_engine::link_plugins()
 }

@@ -1,17 +1,17 @@
-//! The training loop: one step flows as DESIGN.md describes.
+//! The training loop: the dfdx [`Trainer`] drives a [`Guard`] (gradguard-engine), one step
+//! as DESIGN.md describes.
 //!
 //! ```text
 //! batch -> forward -> loss -> backward          (Trainer::step_gradients)
 //! ParamView over the model's buffers            (Trainer::view, zero-copy)
-//! StepStats::measure_into                       (ONE fused pass, shared by everything below)
-//! every Detector -> Findings                    (spec order)
-//! every Remedy, in spec order -> Action         (may edit gradients in place, keeps stats true)
-//! strongest action: Stop > Rollback > SkipStep > ScaleLr > Continue
-//! optimiser update -> UpdateStats               (unless withheld)
-//! Event -> Diagnoser and every Reporter
+//! Guard::step                                   (statistics in one pass, detectors, remedies in
+//!                                                spec order, the strongest action)
+//! optimiser update -> UpdateStats               (Trainer::apply_update, unless withheld)
+//! Guard::after_update                           (rollback/snapshots via TrainerHost, the event
+//!                                                to the diagnosis and every reporter)
 //! end: evaluation of the whole training set and the held-out set against the best
 //!      constant predictor (did it learn?), Diagnosis, prescriptions that apply to the spec,
-//!      verification of the top prescriptions (when asked), RunSummary -> Reporter::finish
+//!      verification of the top prescriptions (when asked), Guard::finish_with -> reporters
 //! ```
 //!
 //! Before the first step the run probes itself at initialisation ([`probe_trainer`]: a few
@@ -27,17 +27,15 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use std::collections::VecDeque;
+
 use gradguard_core::{
-    Action, ActionRecord, CheckpointPolicy, Detector, Diagnosis, Event, Evidence, Finding,
-    Learning, Observation, RemedyContext, RemedyError, ReportError, Reporter, RunEnd, RunInfo,
-    RunSummary, StepStats, UpdateStats, Verdict,
+    Detector, Diagnosis, Evidence, Learning, RemedyError, ReportError, RunInfo, RunSummary, Verdict,
 };
-use gradguard_detectors::{apply_evidence, default_detectors, run_summary, Diagnoser, RunFigures};
+use gradguard_detectors::{apply_evidence, default_detectors, RunFigures};
+use gradguard_engine::{Guard, GuardError, HostError, StepInput, TrainingHost};
 use gradguard_models::{ModelError, Snapshot, Trainer};
-use gradguard_report::{
-    compare::CompareRecorder, CompareVariant, ConsoleReporter, HtmlReporter, JsonlReporter,
-    SummaryReporter,
-};
+use gradguard_report::{compare::CompareRecorder, CompareVariant};
 
 use crate::compare::{run_compare, variants, CompareError, CompareOptions, Comparison};
 use crate::cures;
@@ -65,6 +63,9 @@ pub enum RunError {
     /// Another run holds the output directory.
     #[error("{0}")]
     Busy(String),
+    /// The Guard could not go on (a checkpoint request failed).
+    #[error(transparent)]
+    Guard(GuardError),
 }
 
 /// The name of the lock file a run holds in its output directory.
@@ -205,68 +206,51 @@ pub struct RunOutcome {
     pub interrupted: Option<i32>,
 }
 
-/// The name under which the loop's own check after the last remedy records the update it
-/// withheld (gradients made non-finite by a remedy).
-pub const POST_REMEDY_CHECK: &str = "post_remedy_check";
+pub use gradguard_engine::{default_reporters, merge_reporters, POST_REMEDY_CHECK};
 
-/// The standard reporters: console (when `console`), events.jsonl, summary.json, report.html.
-pub fn default_reporters(console: bool, quiet: bool, total_steps: u64) -> Vec<Box<dyn Reporter>> {
-    let mut v: Vec<Box<dyn Reporter>> = Vec::new();
-    if console {
-        let mut c = ConsoleReporter::default().with_total_steps(total_steps);
-        c.quiet = quiet;
-        v.push(Box::new(c));
-    }
-    v.push(Box::new(JsonlReporter::default()));
-    v.push(Box::new(SummaryReporter::default()));
-    v.push(Box::new(HtmlReporter::default()));
-    v
+/// The dfdx trainer as the Guard's [`TrainingHost`]: snapshots are in-memory copies of the
+/// weights and optimiser state, kept in a ring.
+struct TrainerHost<'a> {
+    trainer: &'a mut Trainer,
+    ring: &'a mut VecDeque<Snapshot>,
 }
 
-/// The defaults with the spec's reporters added: a spec reporter whose kind is among the
-/// defaults takes that default's place (so a spec can reconfigure it), any other is appended.
-pub fn merge_reporters(
-    defaults: Vec<Box<dyn Reporter>>,
-    listed: Vec<Box<dyn Reporter>>,
-) -> Vec<Box<dyn Reporter>> {
-    // Each default with whether a listed reporter already took its place.
-    let mut slots: Vec<(Box<dyn Reporter>, bool)> =
-        defaults.into_iter().map(|d| (d, false)).collect();
-    let mut extra = Vec::new();
-    for r in listed {
-        // Two listed reporters of a default kind: the first replaces it, the next is added.
-        match slots
-            .iter_mut()
-            .find(|(d, taken)| !*taken && d.typetag_name() == r.typetag_name())
-        {
-            Some(slot) => *slot = (r, true),
-            None => extra.push(r),
-        }
-    }
-    slots.into_iter().map(|(r, _)| r).chain(extra).collect()
-}
-
-struct Checkpoints {
-    policy: CheckpointPolicy,
-    ring: std::collections::VecDeque<Snapshot>,
-}
-
-impl Checkpoints {
-    fn new(policy: CheckpointPolicy) -> Self {
-        Checkpoints {
-            policy,
-            ring: std::collections::VecDeque::new(),
-        }
-    }
-    fn keep(&mut self, snap: Snapshot) {
-        self.ring.push_back(snap);
-        while self.ring.len() > self.policy.keep.max(1) {
+impl TrainingHost for TrainerHost<'_> {
+    fn snapshot(&mut self, keep: usize) -> Result<(), HostError> {
+        self.ring.push_back(self.trainer.snapshot());
+        while self.ring.len() > keep.max(1) {
             self.ring.pop_front();
         }
+        Ok(())
+    }
+
+    fn restore_newest(&mut self) -> Result<Option<u64>, HostError> {
+        match self.ring.back() {
+            Some(snap) => {
+                self.trainer.restore(snap)?;
+                Ok(Some(snap.steps_done()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn skip_batches(&mut self, n: u64) {
+        self.trainer.skip_batches(n);
     }
 }
 
-/// Runs `spec` to completion: trains, watches, cures and reports.
+impl From<GuardError> for RunError {
+    fn from(e: GuardError) -> Self {
+        match e {
+            GuardError::Report(e) => RunError::Report(e),
+            other => RunError::Guard(other),
+        }
+    }
+}
+
+/// Runs `spec` to completion: trains, watches, cures and reports. The loop is the dfdx
+/// [`Trainer`] driving a [`Guard`]: the trainer computes gradients and applies updates, the
+/// Guard does everything gradguard adds to a step.
 pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     let started = Instant::now();
     let seed = opts.seed.unwrap_or(spec.seed);
@@ -284,9 +268,8 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
     let _lock = lock_run_dir(&out_dir)?;
     let mut trainer = Trainer::new(&spec.model, &spec.task, &spec.train, seed)?;
     let initial = probe_trainer(&mut trainer, spec.model.is_recurrent(), 3)?;
-    let mut detectors: Vec<Box<dyn Detector>> =
-        spec.detectors.take().unwrap_or_else(default_detectors);
-    let mut remedies = std::mem::take(&mut spec.remedies);
+    let detectors: Vec<Box<dyn Detector>> = spec.detectors.take().unwrap_or_else(default_detectors);
+    let remedies = std::mem::take(&mut spec.remedies);
     let console = opts.console.unwrap_or(true);
     let defaults = if spec.default_reporters {
         default_reporters(console, opts.quiet, trainer.planned_steps())
@@ -298,43 +281,29 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
         // An explicit "no console" (compare's variants) drops console reporters from specs too.
         reporters.retain(|r| r.typetag_name() != "console");
     }
-    let clip_threshold = remedies.iter().find_map(|r| r.clip_threshold());
-    let mut checkpoints = remedies
-        .iter()
-        .find_map(|r| r.checkpoint_policy())
-        .map(Checkpoints::new);
+    let mut guard = Guard::new(detectors, remedies, reporters);
+    guard.set_initial_growth(initial_growth(&initial, spec.model.is_recurrent()));
+    let mut ring = VecDeque::new();
     let info = RunInfo {
         name: spec.name.clone(),
         seed,
         out_dir: out_dir.clone(),
         params: trainer.param_infos(),
-        clip_threshold,
+        clip_threshold: None,
     };
-    for r in reporters.iter_mut() {
-        r.start(&info)?;
-    }
-    let remedy_names: Vec<String> = remedies
-        .iter()
-        .map(|r| r.typetag_name().to_string())
-        .collect();
-
+    guard.start(
+        info,
+        &mut TrainerHost {
+            trainer: &mut trainer,
+            ring: &mut ring,
+        },
+    )?;
     write_spec(&original, &out_dir, seed);
-    let mut diagnoser = Diagnoser::default();
-    diagnoser.set_initial_growth(initial_growth(&initial, spec.model.is_recurrent()));
     let mut recorder = CompareRecorder::new(gradguard_report::BoundedSeries::DEFAULT_CAPACITY);
-    let mut stats = StepStats::default();
-    let mut findings: Vec<Finding> = Vec::new();
-    let mut last_update: Option<UpdateStats> = None;
-    let mut lr_scale = 1.0f64;
     let mut last_loss = f64::NAN;
     let mut stopped_early: Option<String> = None;
     let mut pending_error: Option<RunError> = None;
     let planned = trainer.planned_steps();
-    let mut halting = false;
-
-    if let Some(cp) = checkpoints.as_mut() {
-        cp.keep(trainer.snapshot());
-    }
 
     let mut interrupted: Option<i32> = None;
     while !trainer.finished() {
@@ -354,208 +323,61 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
                 break;
             }
         };
-        let step = trainer.steps_done();
-        let loss = step_info.loss;
-        last_loss = loss;
-        let series = trainer.series();
-        let mut actions: Vec<ActionRecord> = Vec::new();
-        let mut strongest = Action::Continue;
-        let mut event;
-        {
-            let mut view = match trainer.view() {
-                Ok(v) => v,
+        last_loss = step_info.loss;
+        let input = StepInput {
+            step: trainer.steps_done(),
+            loss: step_info.loss,
+            epoch: Some(step_info.position.epoch + 1),
+            lr: Some(trainer.lr()),
+            series: trainer.series(),
+        };
+        let decision = match trainer.view() {
+            Ok(mut view) => guard.step(input, &mut view),
+            Err(e) => {
+                pending_error = Some(e.into());
+                break;
+            }
+        };
+        let update = if decision.apply {
+            match trainer.apply_update(decision.lr_scale) {
+                Ok(u) => Some(u),
                 Err(e) => {
                     pending_error = Some(e.into());
                     break;
                 }
-            };
-            stats.measure_into(&view);
-            findings.clear();
-            {
-                let obs = Observation {
-                    step,
-                    loss,
-                    stats: &stats,
-                    update: last_update.as_ref(),
-                    view: Some(&view),
-                    series: &series,
-                };
-                for d in detectors.iter_mut() {
-                    d.observe(&obs, &mut findings);
-                }
             }
-            event = Event::from_stats(step, loss, &stats, last_update.as_ref());
-            let grads_finite_before = stats.grads_finite() && stats.grad_norm.is_finite();
-            let mut ctx =
-                RemedyContext::new(step, loss, &mut view, &mut stats).with_findings(&findings);
-            if halting {
-                strongest = Action::Stop {
-                    reason: "the weights are non-finite; training cannot recover".into(),
-                };
-            }
-            for (remedy, name) in remedies.iter_mut().zip(&remedy_names) {
-                if halting {
-                    break;
-                }
-                ctx.take_changed();
-                match remedy.apply(&mut ctx) {
-                    Ok(action) => {
-                        let changed = ctx.changed();
-                        if changed || action != Action::Continue {
-                            if action.severity() > strongest.severity() {
-                                strongest = action.clone();
-                            }
-                            actions.push(ActionRecord {
-                                remedy: name.clone(),
-                                changed,
-                                action,
-                            });
-                        }
-                    }
-                    Err(e) => {
-                        strongest = Action::Stop {
-                            reason: e.to_string(),
-                        };
-                        actions.push(ActionRecord {
-                            remedy: name.clone(),
-                            changed: false,
-                            action: strongest.clone(),
-                        });
-                        pending_error = Some(e.into());
-                        break;
-                    }
-                }
-                if matches!(strongest, Action::Stop { .. }) {
-                    break;
-                }
-            }
-            if ctx.penalty() != 0.0 {
-                event.penalty = Some(ctx.penalty());
-            }
-            event.grad_norm_after = Some(ctx.stats().grad_norm);
-            // Re-check after the last remedy: gradients that were finite must not reach the
-            // weights non-finite because a remedy (e.g. a huge penalty) made them so.
-            let made_nonfinite = grads_finite_before
-                && (!ctx.stats().grads_finite() || !ctx.stats().grad_norm.is_finite());
-            if made_nonfinite && strongest.severity() < 2 {
-                strongest = Action::SkipStep {
-                    reason: format!(
-                        "the gradients were finite before the remedies and non-finite after them (norm {}): the update is withheld",
-                        ctx.stats().grad_norm
-                    ),
-                };
-                actions.push(ActionRecord {
-                    remedy: POST_REMEDY_CHECK.to_string(),
-                    changed: false,
-                    action: strongest.clone(),
-                });
+        } else {
+            trainer.skip();
+            None
+        };
+        if let Some(e) = decision.error {
+            pending_error = Some(e.into());
+        }
+        let end = guard.after_update(
+            update,
+            &mut TrainerHost {
+                trainer: &mut trainer,
+                ring: &mut ring,
+            },
+        );
+        match end {
+            Ok(end) => stopped_early = stopped_early.or(end.stop),
+            Err(e) => {
+                pending_error.get_or_insert(e.into());
             }
         }
-        event.epoch = Some(step_info.position.epoch + 1);
-        event.series = series;
-        event.findings = findings.clone();
-        event.lr = Some(trainer.lr() * lr_scale);
-
-        match &strongest {
-            Action::Continue | Action::ScaleLr { .. } => {
-                if let Action::ScaleLr { factor, .. } = strongest {
-                    if factor.is_finite() && factor > 0.0 {
-                        lr_scale *= factor;
-                        event.lr = Some(trainer.lr() * lr_scale);
-                    }
-                }
-                match trainer.apply_update(lr_scale) {
-                    Ok(u) => last_update = Some(u),
-                    Err(e) => {
-                        pending_error = Some(e.into());
-                        break;
-                    }
-                }
-            }
-            Action::SkipStep { .. } => {
-                trainer.skip();
-                event.applied = false;
-                last_update = None;
-            }
-            Action::Rollback { reason } => {
-                trainer.skip();
-                event.applied = false;
-                last_update = None;
-                match checkpoints
-                    .as_ref()
-                    .and_then(|c| c.ring.back().cloned().map(|s| (s, c.policy)))
-                {
-                    Some((snap, policy)) => {
-                        if let Err(e) = trainer.restore(&snap) {
-                            pending_error = Some(e.into());
-                            break;
-                        }
-                        trainer.skip_batches(policy.skip_batches);
-                        for d in detectors.iter_mut() {
-                            d.reset();
-                        }
-                        tracing::info!(
-                            "step {step}: rolled back to step {} ({reason})",
-                            snap.steps_done()
-                        );
-                    }
-                    None => {
-                        stopped_early = Some(format!(
-                            "step {step}: rollback asked ({reason}) but no checkpoint is kept"
-                        ));
-                    }
-                }
-            }
-            Action::Stop { reason } => {
-                trainer.skip();
-                event.applied = false;
-                stopped_early = Some(if halting {
-                    format!("step {step}: {reason}")
-                } else {
-                    format!("step {step}: stopped by a remedy: {reason}")
-                });
-            }
-        }
-        event.actions = actions;
-
-        let weights_broken = last_update
-            .as_ref()
-            .map(|u| u.params.iter().any(|p| p.weight_nonfinite > 0))
-            .unwrap_or(false)
-            && event.applied;
-        if event.applied {
-            if let Some(cp) = checkpoints.as_mut() {
-                let every = cp.policy.every.max(1);
-                if !weights_broken
-                    && loss.is_finite()
-                    && stats.grads_finite()
-                    && trainer.steps_done() % every == 0
-                {
-                    cp.keep(trainer.snapshot());
-                }
-            }
-        }
-
-        diagnoser.observe_event(&event);
-        recorder.push(&event);
-        for r in reporters.iter_mut() {
-            if let Err(e) = r.event(&event) {
-                pending_error = Some(e.into());
-            }
+        if let Some(event) = guard.last_event() {
+            recorder.push(event);
         }
         if pending_error.is_some() || stopped_early.is_some() {
             break;
         }
-        if opts.stop_when_beyond_saving && diagnoser.beyond_saving() {
+        if opts.stop_when_beyond_saving && guard.beyond_saving() {
             stopped_early = Some(format!(
-                "step {step}: a decisive sign made a healthy verdict impossible (verification stops such a run)"
+                "step {}: a decisive sign made a healthy verdict impossible (verification stops such a run)",
+                trainer.steps_done()
             ));
             break;
-        }
-        if weights_broken {
-            // Observe one more step (the detectors then see the non-finite weights and name
-            // the tensor), then stop: nothing can be learnt from non-finite weights.
-            halting = true;
         }
     }
 
@@ -572,13 +394,13 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
     };
     let baseline = trainer.baseline();
     if let (Some(b), Some(e)) = (&baseline, &train_evaluation) {
-        diagnoser.set_learning(Learning {
+        guard.set_learning(Learning {
             final_train_loss: e.loss,
             baseline_loss: b.train_loss,
             margin: Learning::DEFAULT_MARGIN,
         });
     }
-    let mut diagnosis = diagnoser.finish();
+    let mut diagnosis = guard.diagnose();
     // Never prescribe what cannot be run on this spec.
     diagnosis
         .prescriptions
@@ -625,23 +447,11 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
         train_accuracy: train_evaluation.and_then(|e| e.accuracy),
         test_accuracy: evaluation.and_then(|e| e.accuracy),
     };
-    let summary = run_summary(&diagnosis, &figures, diagnoser.remedy_activations());
-    let end = RunEnd {
-        diagnosis: &diagnosis,
-        summary: &summary,
-    };
-    let mut finish_error = None;
-    for r in reporters.iter_mut() {
-        if let Err(e) = r.finish(&end) {
-            finish_error.get_or_insert(e);
-        }
-    }
+    let finished = guard.finish_with(&diagnosis, &figures);
     if let Some(e) = pending_error {
         return Err(e);
     }
-    if let Some(e) = finish_error {
-        return Err(e.into());
-    }
+    let summary = finished?;
     let variant = recorder.finish(
         spec.name.clone(),
         summary.clone(),
@@ -780,6 +590,7 @@ pub fn verify_prescriptions(
 #[cfg(test)]
 mod reporter_tests {
     use super::*;
+    use gradguard_core::Reporter;
 
     fn kinds(v: &[Box<dyn Reporter>]) -> Vec<String> {
         v.iter().map(|r| r.typetag_name().to_string()).collect()

@@ -1,0 +1,529 @@
+//! [`Guard`]: one training step as a library.
+
+use gradguard_core::{
+    Action, ActionRecord, CheckpointPolicy, Detector, Diagnosis, Event, Finding, Learning,
+    Observation, ParamView, Remedy, RemedyContext, RemedyError, ReportError, Reporter, RunEnd,
+    RunInfo, RunSummary, Series, StepStats, UpdateStats,
+};
+use gradguard_detectors::{default_detectors, run_summary, Diagnoser, InitialGrowth, RunFigures};
+
+use crate::host::{HostError, TrainingHost};
+
+/// The name under which the Guard's own check after the last remedy records the update it
+/// withheld (gradients made non-finite by a remedy).
+pub const POST_REMEDY_CHECK: &str = "post_remedy_check";
+
+/// Why the Guard could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    /// A reporter failed (the error names the file). The step was still recorded by the
+    /// diagnosis and by every other reporter.
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    /// The training loop failed a checkpoint request (snapshot or restore).
+    #[error("the training loop could not {what}: {source}")]
+    Host {
+        /// What was asked: `take a snapshot` or `restore a snapshot`.
+        what: &'static str,
+        /// The loop's error.
+        source: HostError,
+    },
+    /// The Guard was driven out of order (e.g. `after_update` without `step`).
+    #[error("the Guard was driven out of order: {0}")]
+    Order(&'static str),
+}
+
+/// What the training loop tells the Guard about a step besides its gradients.
+#[derive(Clone, Debug, Default)]
+pub struct StepInput {
+    /// The step: optimiser updates counted from 1, attempted ones included.
+    pub step: u64,
+    /// The step's training loss (may be NaN or infinite).
+    pub loss: f64,
+    /// The epoch, counted from 1, if the loop has epochs.
+    pub epoch: Option<u64>,
+    /// The loop's learning rate before the Guard's own scaling ([`Decision::lr_scale`]).
+    pub lr: Option<f64>,
+    /// Extra norms the model measured (per time step or per layer), for the growth detectors.
+    pub series: Vec<Series>,
+}
+
+/// What the Guard decided for one step. The loop then applies the update (scaled by
+/// `lr_scale`) when [`Decision::apply`], or leaves the weights alone, and calls
+/// [`Guard::after_update`] either way.
+#[derive(Debug)]
+pub struct Decision {
+    /// The strongest action of the remedies: Stop > Rollback > SkipStep > ScaleLr > Continue.
+    pub action: Action,
+    /// Whether to apply the update (Continue or ScaleLr).
+    pub apply: bool,
+    /// The factor to multiply the loop's learning rate by for this update (the product of
+    /// every ScaleLr so far; 1 when none).
+    pub lr_scale: f64,
+    /// The global gradient norm before the remedies.
+    pub grad_norm_before: f64,
+    /// The global gradient norm after the remedies (what the update will use).
+    pub grad_norm_after: f64,
+    /// The error of a remedy that stopped the run (`on_nonfinite = "error"`), if one did; the
+    /// action is then Stop.
+    pub error: Option<RemedyError>,
+}
+
+impl Decision {
+    /// Whether the run must end after this step (the action is Stop).
+    pub fn stop(&self) -> bool {
+        matches!(self.action, Action::Stop { .. })
+    }
+}
+
+/// How a step ended, from [`Guard::after_update`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepEnd {
+    /// Why the run must end here, if it must (a remedy stopped it, a rollback had no
+    /// snapshot, or the weights stayed non-finite).
+    pub stop: Option<String>,
+    /// The update count the weights were rolled back to, when a rollback happened.
+    pub rolled_back_to: Option<u64>,
+}
+
+/// One step of gradguard as a library: measure, detect, remedy, resolve the action, record the
+/// event, diagnose. Any training loop drives it; it knows no framework.
+///
+/// ```text
+/// guard.start(info, host)                          reporters start; first snapshot if a remedy may roll back
+/// per step:
+///   d = guard.step(input, &mut view)               statistics (one pass), detectors, remedies (in order)
+///   if d.apply { update with lr * d.lr_scale }     the loop's optimiser; gradients as the remedies left them
+///   guard.after_update(update_stats, host)         rollback/snapshots through the host, the event recorded
+///   stop when the StepEnd says so
+/// guard.finish(figures)                            Diagnosis; summary.json, report.html, flushes
+/// ```
+///
+/// Statistics the loop already measured reach the Guard through the view
+/// ([`gradguard_core::Param::known_weight_stats`]): the statistics pass then skips them.
+pub struct Guard {
+    detectors: Vec<Box<dyn Detector>>,
+    remedies: Vec<Box<dyn Remedy>>,
+    remedy_names: Vec<String>,
+    reporters: Vec<Box<dyn Reporter>>,
+    diagnoser: Diagnoser,
+    checkpoints: Option<CheckpointPolicy>,
+    stats: StepStats,
+    findings: Vec<Finding>,
+    last_update: Option<UpdateStats>,
+    lr_scale: f64,
+    /// The weights became non-finite: the next step observes them, then the run stops.
+    halting: bool,
+    /// The step between [`Guard::step`] and [`Guard::after_update`].
+    open: Option<OpenStep>,
+    last_event: Option<Event>,
+    last_loss: f64,
+    started: bool,
+}
+
+struct OpenStep {
+    event: Event,
+    action: Action,
+    base_lr: Option<f64>,
+}
+
+impl Default for Guard {
+    /// Every built-in detector, no remedy, no reporter.
+    fn default() -> Self {
+        Guard::new(default_detectors(), Vec::new(), Vec::new())
+    }
+}
+
+impl Guard {
+    /// A Guard over these plugins (in the order given: detectors see each step in order, then
+    /// remedies act in order).
+    pub fn new(
+        detectors: Vec<Box<dyn Detector>>,
+        remedies: Vec<Box<dyn Remedy>>,
+        reporters: Vec<Box<dyn Reporter>>,
+    ) -> Self {
+        let remedy_names = remedies
+            .iter()
+            .map(|r| r.typetag_name().to_string())
+            .collect();
+        let checkpoints = remedies.iter().find_map(|r| r.checkpoint_policy());
+        Guard {
+            detectors,
+            remedies,
+            remedy_names,
+            reporters,
+            diagnoser: Diagnoser::default(),
+            checkpoints,
+            stats: StepStats::default(),
+            findings: Vec::new(),
+            last_update: None,
+            lr_scale: 1.0,
+            halting: false,
+            open: None,
+            last_event: None,
+            last_loss: f64::NAN,
+            started: false,
+        }
+    }
+
+    /// Every built-in detector with these remedies and reporters (`None`: the defaults of
+    /// [`crate::default_reporters`] without a console).
+    pub fn with_remedies(
+        remedies: Vec<Box<dyn Remedy>>,
+        reporters: Option<Vec<Box<dyn Reporter>>>,
+    ) -> Self {
+        let reporters = reporters.unwrap_or_else(|| crate::default_reporters(false, false, 0));
+        Guard::new(default_detectors(), remedies, reporters)
+    }
+
+    /// The growth the probe at initialisation measured, which the diagnosis may blame.
+    pub fn set_initial_growth(&mut self, growth: InitialGrowth) {
+        self.diagnoser.set_initial_growth(growth);
+    }
+
+    /// Whether the run learned (the final loss against the best constant predictor's), for
+    /// the diagnosis' `not_learning` verdict.
+    pub fn set_learning(&mut self, learning: Learning) {
+        self.diagnoser.set_learning(learning);
+    }
+
+    /// The global-norm threshold of the first remedy that clips to one (for charts).
+    pub fn clip_threshold(&self) -> Option<f64> {
+        self.remedies.iter().find_map(|r| r.clip_threshold())
+    }
+
+    /// The checkpoints the first remedy that may roll back asks the loop to keep.
+    pub fn checkpoint_policy(&self) -> Option<CheckpointPolicy> {
+        self.checkpoints
+    }
+
+    /// The reporters (e.g. to drop console ones before [`Guard::start`]).
+    pub fn reporters_mut(&mut self) -> &mut Vec<Box<dyn Reporter>> {
+        &mut self.reporters
+    }
+
+    /// Starts the reporters, and takes the first snapshot when a remedy may roll back.
+    /// `info.clip_threshold` is filled from the remedies when it is `None`.
+    pub fn start(
+        &mut self,
+        mut info: RunInfo,
+        host: &mut dyn TrainingHost,
+    ) -> Result<(), GuardError> {
+        if info.clip_threshold.is_none() {
+            info.clip_threshold = self.clip_threshold();
+        }
+        for r in self.reporters.iter_mut() {
+            r.start(&info)?;
+        }
+        if let Some(policy) = self.checkpoints {
+            host.snapshot(policy.keep.max(1))
+                .map_err(|source| GuardError::Host {
+                    what: "take a snapshot",
+                    source,
+                })?;
+        }
+        self.started = true;
+        Ok(())
+    }
+
+    /// One step, before the update: measures `view` (one fused pass), runs every detector,
+    /// then every remedy (which may edit the gradients in `view` in place), and resolves the
+    /// strongest action. Remedies whose gradients were finite before them but not after
+    /// (e.g. a huge penalty) get the update withheld ([`POST_REMEDY_CHECK`]).
+    pub fn step(&mut self, input: StepInput, view: &mut ParamView<'_>) -> Decision {
+        let StepInput {
+            step,
+            loss,
+            epoch,
+            lr,
+            series,
+        } = input;
+        self.last_loss = loss;
+        self.stats.measure_into(view);
+        self.findings.clear();
+        {
+            let obs = Observation {
+                step,
+                loss,
+                stats: &self.stats,
+                update: self.last_update.as_ref(),
+                view: Some(view),
+                series: &series,
+            };
+            for d in self.detectors.iter_mut() {
+                d.observe(&obs, &mut self.findings);
+            }
+        }
+        let mut event = Event::from_stats(step, loss, &self.stats, self.last_update.as_ref());
+        let grad_norm_before = self.stats.grad_norm;
+        let grads_finite_before = self.stats.grads_finite() && grad_norm_before.is_finite();
+        let mut actions: Vec<ActionRecord> = Vec::new();
+        let mut strongest = Action::Continue;
+        let mut error = None;
+        let mut ctx =
+            RemedyContext::new(step, loss, view, &mut self.stats).with_findings(&self.findings);
+        if self.halting {
+            strongest = Action::Stop {
+                reason: "the weights are non-finite; training cannot recover".into(),
+            };
+        } else {
+            for (remedy, name) in self.remedies.iter_mut().zip(&self.remedy_names) {
+                ctx.take_changed();
+                match remedy.apply(&mut ctx) {
+                    Ok(action) => {
+                        let changed = ctx.changed();
+                        if changed || action != Action::Continue {
+                            if action.severity() > strongest.severity() {
+                                strongest = action.clone();
+                            }
+                            actions.push(ActionRecord {
+                                remedy: name.clone(),
+                                changed,
+                                action,
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        strongest = Action::Stop {
+                            reason: e.to_string(),
+                        };
+                        actions.push(ActionRecord {
+                            remedy: name.clone(),
+                            changed: false,
+                            action: strongest.clone(),
+                        });
+                        error = Some(e);
+                        break;
+                    }
+                }
+                if matches!(strongest, Action::Stop { .. }) {
+                    break;
+                }
+            }
+        }
+        if ctx.penalty() != 0.0 {
+            event.penalty = Some(ctx.penalty());
+        }
+        let after = ctx.stats();
+        let grad_norm_after = after.grad_norm;
+        event.grad_norm_after = Some(grad_norm_after);
+        // Gradients that were finite must not reach the weights non-finite because a remedy
+        // (e.g. a huge penalty) made them so.
+        let made_nonfinite =
+            grads_finite_before && (!after.grads_finite() || !grad_norm_after.is_finite());
+        if made_nonfinite && strongest.severity() < 2 {
+            strongest = Action::SkipStep {
+                reason: format!(
+                    "the gradients were finite before the remedies and non-finite after them (norm {grad_norm_after}): the update is withheld"
+                ),
+            };
+            actions.push(ActionRecord {
+                remedy: POST_REMEDY_CHECK.to_string(),
+                changed: false,
+                action: strongest.clone(),
+            });
+        }
+        if let Action::ScaleLr { factor, .. } = strongest {
+            if factor.is_finite() && factor > 0.0 {
+                self.lr_scale *= factor;
+            }
+        }
+        event.epoch = epoch;
+        event.series = series;
+        event.findings = self.findings.clone();
+        event.lr = lr.map(|lr| lr * self.lr_scale);
+        event.actions = actions;
+        let apply = matches!(strongest, Action::Continue | Action::ScaleLr { .. });
+        event.applied = apply;
+        self.open = Some(OpenStep {
+            event,
+            action: strongest.clone(),
+            base_lr: lr,
+        });
+        Decision {
+            action: strongest,
+            apply,
+            lr_scale: self.lr_scale,
+            grad_norm_before,
+            grad_norm_after,
+            error,
+        }
+    }
+
+    /// Ends the step: takes what the update did (`None` when it was withheld), carries out a
+    /// rollback or a snapshot through `host`, and records the event with the diagnosis and
+    /// every reporter. A reporter's error is returned after every other reporter saw the
+    /// event.
+    pub fn after_update(
+        &mut self,
+        update: Option<UpdateStats>,
+        host: &mut dyn TrainingHost,
+    ) -> Result<StepEnd, GuardError> {
+        let OpenStep {
+            mut event,
+            action,
+            base_lr,
+        } = self.open.take().ok_or(GuardError::Order(
+            "after_update() without a step() before it",
+        ))?;
+        let step = event.step;
+        let mut end = StepEnd::default();
+        if !event.applied {
+            self.last_update = None;
+        } else {
+            self.last_update = update;
+            event.lr = base_lr.map(|lr| lr * self.lr_scale);
+        }
+        let mut host_error = None;
+        match &action {
+            Action::Rollback { reason } => match self.checkpoints {
+                Some(policy) => match host.restore_newest() {
+                    Ok(Some(to)) => {
+                        host.skip_batches(policy.skip_batches);
+                        for d in self.detectors.iter_mut() {
+                            d.reset();
+                        }
+                        tracing::info!("step {step}: rolled back to step {to} ({reason})");
+                        end.rolled_back_to = Some(to);
+                    }
+                    Ok(None) => {
+                        end.stop = Some(format!(
+                            "step {step}: rollback asked ({reason}) but no checkpoint is kept"
+                        ));
+                    }
+                    Err(source) => {
+                        end.stop = Some(format!("step {step}: the rollback failed: {source}"));
+                        host_error = Some(GuardError::Host {
+                            what: "restore a snapshot",
+                            source,
+                        });
+                    }
+                },
+                None => {
+                    end.stop = Some(format!(
+                        "step {step}: rollback asked ({reason}) but no checkpoint is kept"
+                    ));
+                }
+            },
+            Action::Stop { reason } => {
+                end.stop = Some(if self.halting {
+                    format!("step {step}: {reason}")
+                } else {
+                    format!("step {step}: stopped by a remedy: {reason}")
+                });
+            }
+            _ => {}
+        }
+        let weights_broken = event.applied
+            && self
+                .last_update
+                .as_ref()
+                .is_some_and(|u| u.params.iter().any(|p| p.weight_nonfinite > 0));
+        if event.applied && host_error.is_none() {
+            if let Some(policy) = self.checkpoints {
+                let every = policy.every.max(1);
+                if !weights_broken
+                    && event.loss.is_finite()
+                    && self.stats.grads_finite()
+                    && step % every == 0
+                {
+                    if let Err(source) = host.snapshot(policy.keep.max(1)) {
+                        host_error = Some(GuardError::Host {
+                            what: "take a snapshot",
+                            source,
+                        });
+                    }
+                }
+            }
+        }
+        self.diagnoser.observe_event(&event);
+        let mut report_error = None;
+        for r in self.reporters.iter_mut() {
+            if let Err(e) = r.event(&event) {
+                report_error.get_or_insert(e);
+            }
+        }
+        self.last_event = Some(event);
+        if weights_broken {
+            // Observe one more step (the detectors then see the non-finite weights and name
+            // the tensor), then stop: nothing can be learnt from non-finite weights.
+            self.halting = true;
+        }
+        if let Some(e) = host_error {
+            return Err(e);
+        }
+        if let Some(e) = report_error {
+            return Err(e.into());
+        }
+        Ok(end)
+    }
+
+    /// The event of the last completed step.
+    pub fn last_event(&self) -> Option<&Event> {
+        self.last_event.as_ref()
+    }
+
+    /// What the detectors found at the last step.
+    pub fn findings(&self) -> &[Finding] {
+        &self.findings
+    }
+
+    /// The last step's statistics (after the remedies).
+    pub fn stats(&self) -> &StepStats {
+        &self.stats
+    }
+
+    /// The last step's loss.
+    pub fn last_loss(&self) -> f64 {
+        self.last_loss
+    }
+
+    /// Steps recorded so far.
+    pub fn steps(&self) -> u64 {
+        self.diagnoser.steps()
+    }
+
+    /// Whether a decisive sign already makes a healthy verdict impossible.
+    pub fn beyond_saving(&self) -> bool {
+        self.diagnoser.beyond_saving()
+    }
+
+    /// The diagnosis of the steps so far.
+    pub fn diagnose(&self) -> Diagnosis {
+        self.diagnoser.finish()
+    }
+
+    /// Ends the run with `diagnosis` (from [`Guard::diagnose`], possibly edited by the caller,
+    /// e.g. with verified evidence): builds the summary from it and `figures`, and finishes
+    /// every reporter (summary.json, report.html, flushes). Every reporter is finished even
+    /// when one fails; the first error is returned.
+    pub fn finish_with(
+        &mut self,
+        diagnosis: &Diagnosis,
+        figures: &RunFigures,
+    ) -> Result<RunSummary, GuardError> {
+        let summary = run_summary(diagnosis, figures, self.diagnoser.remedy_activations());
+        let end = RunEnd {
+            diagnosis,
+            summary: &summary,
+        };
+        let mut first = None;
+        for r in self.reporters.iter_mut() {
+            if let Err(e) = r.finish(&end) {
+                first.get_or_insert(e);
+            }
+        }
+        match first {
+            Some(e) => Err(e.into()),
+            None => Ok(summary),
+        }
+    }
+
+    /// Ends the run: the diagnosis of every step, with the reporters finished (see
+    /// [`Guard::finish_with`]).
+    pub fn finish(mut self, figures: &RunFigures) -> Result<Diagnosis, GuardError> {
+        let diagnosis = self.diagnose();
+        self.finish_with(&diagnosis, figures)?;
+        Ok(diagnosis)
+    }
+}
