@@ -914,8 +914,9 @@ fn a_second_run_on_a_busy_directory_is_refused() {
     let status = first.wait_with_output().expect("wait").status;
     assert_eq!(status.code(), Some(130));
     // The lock went with the process: the directory takes a new run.
+    // (--overwrite: the directory holds the first run's outputs, see issue 13's rule.)
     let third = Command::new(env!("CARGO_BIN_EXE_gradguard"))
-        .args(["-q", "run", "--no-verify", "--steps", "3"])
+        .args(["-q", "run", "--no-verify", "--overwrite", "--steps", "3"])
         .arg(&spec)
         .arg("--out")
         .arg(&out)
@@ -1053,4 +1054,81 @@ fn compare_json_prints_the_comparison_and_compare_json_is_written() {
         }
         assert!(var["evidence"]["status"].is_string(), "{var}");
     }
+}
+
+/// Reruns never overwrite or mix: without --out every run gets its own directory under
+/// runs/<name>/ with `latest` pointing at the newest; --out on a used directory is refused
+/// unless --overwrite.
+#[test]
+fn each_rerun_gets_its_own_directory_and_a_used_out_is_refused() {
+    let dir = scratch("rerun");
+    let spec = dir.join("tiny.toml");
+    std::fs::write(
+        &spec,
+        "name = \"tiny\"\n[model]\nkind = \"mlp\"\nhidden = [4]\n[task]\nkind = \"regression\"\nn_features = 2\nn_samples = 64\n[train]\nsteps = 3\n",
+    )
+    .expect("spec");
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_gradguard"))
+            .current_dir(&dir)
+            .args(["-q", "run", "--no-verify"])
+            .arg(&spec)
+            .args(extra)
+            .output()
+            .expect("run")
+    };
+    for _ in 0..2 {
+        let res = run(&[]);
+        assert_eq!(
+            res.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+    }
+    let root = dir.join("runs/tiny");
+    let mut runs: Vec<String> = std::fs::read_dir(&root)
+        .expect("runs/tiny")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "latest")
+        .collect();
+    runs.sort();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    for r in &runs {
+        assert_eq!(summary(&root.join(r)).steps, 3);
+    }
+    let latest = std::fs::canonicalize(root.join("latest")).expect("latest");
+    assert_eq!(
+        latest,
+        std::fs::canonicalize(root.join(&runs[1])).expect("newest")
+    );
+
+    let out = dir.join("out");
+    assert_eq!(run(&["--out", "out"]).status.code(), Some(0));
+    let res = run(&["--out", "out"]);
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is not empty") && stderr.contains("--overwrite"),
+        "{stderr}"
+    );
+    assert!(
+        out.join("events.jsonl").is_file(),
+        "the refused run touched nothing"
+    );
+    let res = run(&["--out", "out", "--overwrite", "--steps", "2"]);
+    assert_eq!(
+        res.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert_eq!(summary(&out).steps, 2);
+    let lines = std::fs::read_to_string(out.join("events.jsonl")).expect("events");
+    assert_eq!(
+        lines.lines().count(),
+        2,
+        "no line of the earlier run is left"
+    );
 }

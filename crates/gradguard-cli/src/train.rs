@@ -20,9 +20,13 @@ use crate::UserError;
 pub struct RunArgs {
     /// The spec file (.toml or .json).
     pub spec: PathBuf,
-    /// Output directory (default `runs/<spec name>`).
+    /// Output directory, used as it is (refused when not empty, unless --overwrite). Default:
+    /// a fresh `runs/<spec name>/<UTC time>`, with `runs/<spec name>/latest` pointing at it.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Let --out name a directory that holds an earlier run: its outputs are deleted first.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Seed (overrides the spec's).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -90,9 +94,13 @@ pub struct DemoArgs {
     /// List the demos.
     #[arg(long)]
     pub list: bool,
-    /// Output directory (default `runs/demo`).
+    /// Output directory, used as it is (refused when not empty, unless --overwrite). Default:
+    /// a fresh `runs/demo/<UTC time>`, with `runs/demo/latest` pointing at it.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Let --out name a directory that holds an earlier run: its outputs are deleted first.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Seed (overrides the demo's).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -109,9 +117,14 @@ pub struct CompareArgs {
     /// structural cures that apply to the model.
     #[arg(long, value_delimiter = ',')]
     pub with: Vec<String>,
-    /// Output directory (default `runs/<spec name>-compare`).
+    /// Output directory, used as it is (refused when not empty, unless --overwrite). Default:
+    /// a fresh `runs/<spec name>-compare/<UTC time>`, with `latest` beside it.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Let --out name a directory that holds an earlier comparison: its outputs are deleted
+    /// first.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Seed (the same for every variant; overrides the spec's).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -207,11 +220,30 @@ fn finish_line(outcome: &RunOutcome) {
     }
 }
 
+/// The directory a command writes to: `--out` as given (refused when it holds files, unless
+/// `--overwrite`), or a fresh one under `default_root` (see [`gradguard_pipeline::out_dir`]).
+fn output_dir(out: Option<&Path>, overwrite: bool, default_root: &Path) -> anyhow::Result<PathBuf> {
+    use gradguard_pipeline::out_dir::{claim_dir, fresh_run_dir, OutDirError};
+    let claimed = match out {
+        Some(dir) => claim_dir(dir, overwrite).map(|()| dir.to_path_buf()),
+        None => fresh_run_dir(default_root),
+    };
+    claimed.map_err(|e| match e {
+        OutDirError::NotEmpty { .. } => UserError(e.to_string()).into(),
+        other => anyhow::Error::from(other),
+    })
+}
+
 /// `gradguard run`.
 pub fn run(args: &RunArgs, quiet: bool) -> anyhow::Result<()> {
     let spec = load(&args.spec)?;
+    let out = output_dir(
+        args.out.as_deref(),
+        args.overwrite,
+        &PathBuf::from("runs").join(&spec.name),
+    )?;
     let opts = RunOptions {
-        out_dir: args.out.clone(),
+        out_dir: Some(out),
         seed: args.seed,
         steps: args.steps,
         console: None,
@@ -342,24 +374,27 @@ pub fn demo_cmd(args: &DemoArgs, quiet: bool) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let out_root = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs").join("demo"));
-    match &args.name {
-        Some(name) => {
-            let d = demo(name).ok_or_else(|| {
-                let names: Vec<&str> = DEMOS.iter().map(|d| d.name).collect();
-                let hint = gradguard_pipeline::cures::did_you_mean(name, names.iter().copied())
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
-                UserError(format!(
-                    "unknown demo `{name}`{hint}: expected one of {}",
-                    names.join(", ")
-                ))
-            })?;
-            demo_and_compare(d, &out_root, args.seed, quiet, false)
-        }
+    // The demo is named before anything is written.
+    let named = match &args.name {
+        Some(name) => Some(demo(name).ok_or_else(|| {
+            let names: Vec<&str> = DEMOS.iter().map(|d| d.name).collect();
+            let hint = gradguard_pipeline::cures::did_you_mean(name, names.iter().copied())
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            UserError(format!(
+                "unknown demo `{name}`{hint}: expected one of {}",
+                names.join(", ")
+            ))
+        })?),
+        None => None,
+    };
+    let out_root = output_dir(
+        args.out.as_deref(),
+        args.overwrite,
+        &PathBuf::from("runs").join("demo"),
+    )?;
+    match named {
+        Some(d) => demo_and_compare(d, &out_root, args.seed, quiet, false),
         None => tour(&out_root, args.seed, quiet),
     }
 }
@@ -469,10 +504,11 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     } else {
         parse_cures(&args.with).map_err(|e| UserError(e.to_string()))?
     };
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-compare", spec.name)));
+    let out = output_dir(
+        args.out.as_deref(),
+        args.overwrite,
+        &PathBuf::from("runs").join(format!("{}-compare", spec.name)),
+    )?;
     let vs = variants(&spec, &cures).map_err(|e| UserError(e.to_string()))?;
     let first = args.seed.unwrap_or(spec.seed);
     let seeds: Vec<u64> = (first..first.saturating_add(args.seeds.max(1))).collect();

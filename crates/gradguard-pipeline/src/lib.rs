@@ -13,6 +13,7 @@ pub mod claims;
 pub mod compare;
 pub mod cures;
 pub mod demos;
+pub mod out_dir;
 pub mod probe;
 pub mod run;
 pub mod spec;

@@ -63,6 +63,9 @@ pub enum RunError {
     /// Another run holds the output directory.
     #[error("{0}")]
     Busy(String),
+    /// The run's directory could not be made or used.
+    #[error(transparent)]
+    OutDir(#[from] crate::out_dir::OutDirError),
     /// The Guard could not go on (a checkpoint request failed).
     #[error(transparent)]
     Guard(GuardError),
@@ -169,7 +172,9 @@ impl Default for VerifyOptions {
 /// How to run a spec.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
-    /// Output directory (default `runs/<spec name>`).
+    /// Output directory, written as it is (the caller checked it, see
+    /// [`crate::out_dir::claim_dir`]); `None`: a fresh directory `runs/<spec name>/<UTC time>`
+    /// ([`crate::out_dir::fresh_run_dir`]).
     pub out_dir: Option<PathBuf>,
     /// Overrides the spec's seed.
     pub seed: Option<u64>,
@@ -258,10 +263,11 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
         spec.train.steps = Some(steps);
         spec.train.epochs = None;
     }
-    let out_dir = opts
-        .out_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs").join(&spec.name));
+    // A run without a directory gets a fresh one of its own: reruns never overwrite or mix.
+    let out_dir = match &opts.out_dir {
+        Some(dir) => dir.clone(),
+        None => crate::out_dir::fresh_run_dir(&PathBuf::from("runs").join(&spec.name))?,
+    };
     // The spec as given, for deciding which cures apply and for verification.
     let original = spec.try_clone()?;
     // Held to the end of the run: no second run writes into the same directory.
