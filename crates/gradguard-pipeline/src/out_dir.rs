@@ -65,9 +65,17 @@ fn is_output(name: &str) -> bool {
         || (name.starts_with('.') && name.ends_with(".tmp"))
 }
 
+/// Whether `path` is a directory gradguard wrote a run or comparison into (a demo's
+/// sub-directories): it holds the run lock or one of [`OUTPUT_FILES`].
+fn holds_a_run(path: &Path) -> bool {
+    path.is_dir()
+        && (path.join(LOCK_FILE).exists() || OUTPUT_FILES.iter().any(|f| path.join(f).exists()))
+}
+
 /// Makes `dir` ready for a run that the user pointed at it (`--out`): creates it when missing;
 /// refuses it when it holds anything besides the run lock, unless `overwrite`, which deletes
-/// gradguard's own outputs there first (files of other names are left alone).
+/// gradguard's own outputs there first: its files, and sub-directories holding a run (a
+/// demo's); files and directories of other names are left alone.
 pub fn claim_dir(dir: &Path, overwrite: bool) -> Result<(), OutDirError> {
     if !dir.exists() {
         return std::fs::create_dir_all(dir).map_err(io(dir));
@@ -99,7 +107,8 @@ pub fn claim_dir(dir: &Path, overwrite: bool) -> Result<(), OutDirError> {
             sample,
         });
     }
-    for name in entries.iter().filter(|n| is_output(n)) {
+    let ours = |name: &String| is_output(name) || holds_a_run(&dir.join(name));
+    for name in entries.iter().filter(|n| ours(n)) {
         let path = dir.join(name);
         let removed = if path.is_dir() {
             std::fs::remove_dir_all(&path)
@@ -230,6 +239,9 @@ mod tests {
         std::fs::write(dir.join("events.out.tfevents.1.host"), "").expect("tb");
         std::fs::create_dir_all(dir.join("verify/clip")).expect("verify");
         std::fs::write(dir.join("notes.txt"), "mine").expect("notes");
+        std::fs::create_dir_all(dir.join("demo-run")).expect("demo run");
+        std::fs::write(dir.join("demo-run/summary.json"), "{}").expect("summary");
+        std::fs::create_dir_all(dir.join("photos")).expect("photos");
         let e = claim_dir(&dir, false).expect_err("not empty").to_string();
         assert!(
             e.contains("is not empty") && e.contains("--overwrite") && e.contains("events.jsonl"),
@@ -239,6 +251,14 @@ mod tests {
         assert!(!dir.join("events.jsonl").exists());
         assert!(!dir.join("events.out.tfevents.1.host").exists());
         assert!(!dir.join("verify").exists());
+        assert!(
+            !dir.join("demo-run").exists(),
+            "a run's sub-directory is gradguard's"
+        );
+        assert!(
+            dir.join("photos").is_dir(),
+            "other directories are left alone"
+        );
         assert_eq!(
             std::fs::read_to_string(dir.join("notes.txt")).expect("kept"),
             "mine"
