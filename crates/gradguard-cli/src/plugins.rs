@@ -28,6 +28,17 @@ pub struct ListedPlugin {
     pub params: Vec<ParamDoc>,
     /// A complete set of parameters (TOML inline-table body).
     pub example: String,
+    /// Other frameworks' names a spec may use for this kind, with where each comes from.
+    pub aliases: Vec<ListedAlias>,
+}
+
+/// Another name for a kind ([`gradguard_core::KindAlias`]).
+#[derive(Debug, Serialize)]
+pub struct ListedAlias {
+    /// The name.
+    pub alias: String,
+    /// Where it comes from.
+    pub origin: String,
 }
 
 /// Every kind registered with typetag, with its description where one was submitted.
@@ -41,6 +52,14 @@ pub fn list() -> Vec<ListedPlugin> {
                 summary: info.map(|i| i.summary.to_string()).unwrap_or_default(),
                 params: info.map(|i| i.params.to_vec()).unwrap_or_default(),
                 example: info.map(|i| i.example.to_string()).unwrap_or_default(),
+                aliases: gradguard_core::alias::aliases()
+                    .into_iter()
+                    .filter(|a| a.family == family && a.kind == kind)
+                    .map(|a| ListedAlias {
+                        alias: a.alias.to_string(),
+                        origin: a.origin.to_string(),
+                    })
+                    .collect(),
                 kind,
             });
         }
@@ -67,6 +86,9 @@ pub fn render_text(plugins: &[ListedPlugin]) -> String {
                 &p.summary
             };
             let _ = writeln!(s, "  {:<28} {}", p.kind, summary);
+            for a in &p.aliases {
+                let _ = writeln!(s, "      also read as `{}`: {}", a.alias, a.origin);
+            }
             for param in &p.params {
                 let default = match param.default {
                     Some(d) => format!("= {d}"),

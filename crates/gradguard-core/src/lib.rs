@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod action;
+pub mod alias;
 pub mod cure;
 pub mod diagnosis;
 pub mod error;
@@ -35,6 +36,7 @@ pub mod sign;
 pub mod stats;
 
 pub use action::{Action, ActionRecord};
+pub use alias::KindAlias;
 pub use cure::{CellName, Cure};
 pub use diagnosis::{
     CureStatus, Diagnosis, Evidence, Learning, Prescription, RunSummary, SignSummary,

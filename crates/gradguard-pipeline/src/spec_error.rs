@@ -101,17 +101,100 @@ fn explain(message: &str) -> String {
     // typetag already lists the registered kinds ("expected one of `a`, `b`"); when nothing is
     // registered it says "there are no variants", which usually means a plugin crate was not linked.
     if message.contains("there are no variants") {
-        format!(
+        return format!(
             "{message} (no plugin of this family is registered: the binary must reference the crate that defines it)"
-        )
-    } else {
-        message.to_string()
+        );
+    }
+    match suggestion(message) {
+        Some(s) => format!("{message} (did you mean `{s}`?)"),
+        None => message.to_string(),
     }
 }
 
+/// For serde's "unknown variant `x`, expected one of `a`, `b`" and "unknown field `x`,
+/// expected ..." messages: the expected name closest to `x` (edit distance), if one is close.
+fn suggestion(message: &str) -> Option<String> {
+    let rest = ["unknown variant `", "unknown field `"]
+        .iter()
+        .find_map(|m| message.split_once(m).map(|(_, r)| r))?;
+    let (given, rest) = rest.split_once('`')?;
+    let (_, expected) = rest.split_once("expected")?;
+    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    crate::cures::did_you_mean(given, candidates.iter().copied()).map(str::to_string)
+}
+
+/// When `error` is about an unknown kind that a plugin declared as an alias of its own
+/// (`clip_grad_norm` for `clip_global_norm`, see [`gradguard_core::alias`]), the text with
+/// that one occurrence replaced by the kind; `None` otherwise.
+fn rewrite_alias(text: &str, error: &SpecError) -> Option<String> {
+    let (_, rest) = error.message.split_once("unknown variant `")?;
+    let (given, _) = rest.split_once('`')?;
+    let alias = gradguard_core::alias::resolve_any_alias(given)?;
+    let line = error.line?;
+    let column = error.column.unwrap_or(1);
+    // The error's position, as a byte offset (the token starts there in TOML errors, and ends
+    // there in JSON ones): the nearest quoted occurrence of the alias around it is replaced.
+    let line_start: usize = text
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum();
+    let at = line_start
+        + text[line_start..]
+            .chars()
+            .take(column.saturating_sub(1))
+            .map(char::len_utf8)
+            .sum::<usize>();
+    let mut best: Option<(usize, usize)> = None; // (distance, offset of the token)
+    for quote in ['"', '\''] {
+        let token = format!("{quote}{given}{quote}");
+        for (offset, _) in text.match_indices(&token) {
+            let d = offset.abs_diff(at).min((offset + token.len()).abs_diff(at));
+            if best.is_none_or(|(bd, _)| d < bd) {
+                best = Some((d, offset));
+            }
+        }
+    }
+    let (_, offset) = best?;
+    tracing::info!(
+        "{}: reading kind `{given}` ({}) as `{}`",
+        error.file.display(),
+        alias.origin,
+        alias.kind
+    );
+    Some(format!(
+        "{}\"{}\"{}",
+        &text[..offset],
+        alias.kind,
+        &text[offset + given.len() + 2..]
+    ))
+}
+
 /// Parses `text` as `T` in `format`; errors name `file`, the line and column and the key path.
-/// Unknown keys are rejected wherever the types say `deny_unknown_fields`.
+/// Unknown keys are rejected wherever the types say `deny_unknown_fields`; an unknown kind or
+/// field close to a known one gets a "did you mean" suggestion. Kinds that a plugin declared
+/// as aliases (other frameworks' names with the same semantics, e.g. PyTorch's
+/// `clip_grad_norm`) are read as the plugin's kind.
 pub fn parse_str<T: DeserializeOwned>(
+    text: &str,
+    format: SpecFormat,
+    file: &Path,
+) -> Result<T, SpecError> {
+    let mut text = std::borrow::Cow::Borrowed(text);
+    // Each pass resolves one alias; a spec cannot hold more plugin tables than this bounds.
+    for _ in 0..256 {
+        match parse_once(&text, format, file) {
+            Err(e) => match rewrite_alias(&text, &e) {
+                Some(rewritten) => text = std::borrow::Cow::Owned(rewritten),
+                None => return Err(e),
+            },
+            ok => return ok,
+        }
+    }
+    parse_once(&text, format, file)
+}
+
+fn parse_once<T: DeserializeOwned>(
     text: &str,
     format: SpecFormat,
     file: &Path,
@@ -350,5 +433,92 @@ mod tests {
         assert_eq!(line_column("ab\ncd", 4), (2, 2));
         assert_eq!(line_column("é\nx", 3), (2, 1));
         assert_eq!(line_column("", 10), (1, 1));
+    }
+
+    fn remedies(text: &str, format: SpecFormat) -> Result<Vec<serde_json::Value>, SpecError> {
+        #[derive(Deserialize)]
+        struct Spec {
+            remedies: Vec<Box<dyn gradguard_core::Remedy>>,
+        }
+        crate::link_plugins();
+        let spec: Spec = parse_str(text, format, Path::new("aliases.spec"))?;
+        Ok(spec
+            .remedies
+            .iter()
+            .map(|r| serde_json::to_value(r).expect("json"))
+            .collect())
+    }
+
+    #[test]
+    fn other_frameworks_names_are_read_as_the_kinds_they_alias() {
+        let toml = r#"
+[[remedies]]
+kind = "clip_grad_value"
+clip_value = 0.5
+[[remedies]]
+kind = 'clipnorm'
+max_norm = 2.0
+[[remedies]]
+kind = "clip_grad_norm"
+max_norm = 1.0
+norm_type = "inf"
+[[remedies]]
+kind = "global_clipnorm"
+max_norm = 3.0
+"#;
+        let got = remedies(toml, SpecFormat::Toml).expect("aliases resolve");
+        let kinds: Vec<&str> = got
+            .iter()
+            .map(|v| v["kind"].as_str().expect("kind"))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "clip_value",
+                "clip_norm",
+                "clip_global_norm",
+                "clip_global_norm"
+            ]
+        );
+        assert_eq!(got[0]["clip_value"], 0.5);
+        assert_eq!(got[1]["max_norm"], 2.0);
+        assert_eq!(got[2]["norm_type"], "inf");
+        assert_eq!(got[3]["max_norm"], 3.0);
+        let json = r#"{"remedies": [{"kind": "clipvalue", "clip_value": 1.5},
+                                    {"kind":"clip_grad_norm","max_norm":1.0}]}"#;
+        let got = remedies(json, SpecFormat::Json).expect("aliases resolve");
+        assert_eq!(got[0]["kind"], "clip_value");
+        assert_eq!(got[0]["clip_value"], 1.5);
+        assert_eq!(got[1]["kind"], "clip_global_norm");
+    }
+
+    #[test]
+    fn a_near_miss_kind_or_field_gets_a_suggestion() {
+        let e = remedies(
+            "[[remedies]]\nkind = \"clip_globl_norm\"\n",
+            SpecFormat::Toml,
+        )
+        .expect_err("typo");
+        assert!(
+            e.message.contains("did you mean `clip_global_norm`?"),
+            "{e}"
+        );
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = remedies(
+            "[[remedies]]\nkind = \"clip_global_norm\"\nmax_nrom = 1.0\n",
+            SpecFormat::Toml,
+        )
+        .expect_err("typo");
+        assert!(e.message.contains("did you mean `max_norm`?"), "{e}");
+        // Nothing close: no suggestion.
+        let e = remedies("[[remedies]]\nkind = \"zzzzzzzzzz\"\n", SpecFormat::Toml)
+            .expect_err("unknown");
+        assert!(!e.message.contains("did you mean"), "{e}");
+        let got = remedies(
+            "[[remedies]]\nkind = \"clipnorm\"\nmax_norm = 1.0\n",
+            SpecFormat::Toml,
+        )
+        .expect("alias");
+        assert_eq!(got[0]["kind"], "clip_norm");
     }
 }

@@ -22,7 +22,8 @@
 //! - `on_nonfinite = "skip_step"`: see [`NonFinitePolicy`].
 
 use gradguard_core::{
-    describe_plugin, Action, Family, ParamDoc, PluginInfo, Remedy, RemedyContext, RemedyError,
+    describe_alias, describe_plugin, Action, Family, KindAlias, ParamDoc, PluginInfo, Remedy,
+    RemedyContext, RemedyError,
 };
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -178,6 +179,20 @@ describe_plugin!(PluginInfo {
         },
     ],
     example: "max_norm = 1.0",
+});
+
+describe_alias!(KindAlias {
+    family: Family::Remedy,
+    alias: "clip_grad_norm",
+    kind: "clip_global_norm",
+    origin: "PyTorch's torch.nn.utils.clip_grad_norm_ (same formula, max_norm and norm_type)",
+});
+
+describe_alias!(KindAlias {
+    family: Family::Remedy,
+    alias: "global_clipnorm",
+    kind: "clip_global_norm",
+    origin: "Keras' optimizer argument global_clipnorm (the global L2 norm)",
 });
 
 #[cfg(test)]

@@ -18,8 +18,8 @@
 //! - `on_nonfinite = "skip_step"`: see [`NonFinitePolicy`].
 
 use gradguard_core::{
-    describe_plugin, Action, Family, ParamDoc, PluginInfo, Remedy, RemedyContext, RemedyError,
-    TensorEdit,
+    describe_alias, describe_plugin, Action, Family, KindAlias, ParamDoc, PluginInfo, Remedy,
+    RemedyContext, RemedyError, TensorEdit,
 };
 use serde::{Deserialize, Serialize};
 
@@ -93,6 +93,13 @@ describe_plugin!(PluginInfo {
         },
     ],
     example: "max_norm = 1.0",
+});
+
+describe_alias!(KindAlias {
+    family: Family::Remedy,
+    alias: "clipnorm",
+    kind: "clip_norm",
+    origin: "Keras' optimizer argument clipnorm (each tensor clipped on its own)",
 });
 
 #[cfg(test)]

@@ -16,8 +16,8 @@
 //! - `on_nonfinite = "skip_step"`: see [`NonFinitePolicy`].
 
 use gradguard_core::{
-    describe_plugin, Action, Family, ParamDoc, PluginInfo, Remedy, RemedyContext, RemedyError,
-    TensorEdit,
+    describe_alias, describe_plugin, Action, Family, KindAlias, ParamDoc, PluginInfo, Remedy,
+    RemedyContext, RemedyError, TensorEdit,
 };
 use serde::{Deserialize, Serialize};
 
@@ -89,6 +89,20 @@ describe_plugin!(PluginInfo {
         },
     ],
     example: "clip_value = 0.5",
+});
+
+describe_alias!(KindAlias {
+    family: Family::Remedy,
+    alias: "clip_grad_value",
+    kind: "clip_value",
+    origin: "PyTorch's torch.nn.utils.clip_grad_value_ (clamp to [-clip_value, clip_value])",
+});
+
+describe_alias!(KindAlias {
+    family: Family::Remedy,
+    alias: "clipvalue",
+    kind: "clip_value",
+    origin: "Keras' optimizer argument clipvalue",
 });
 
 #[cfg(test)]
