@@ -16,10 +16,41 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use gradguard_core::Reporter;
 use gradguard_core::Verdict;
 use gradguard_detectors::{
-    diagnose_events_report, run_summary, DiagnosisRules, LineError, OfflineOptions, RunFigures,
+    diagnose_events_observed, run_summary, DiagnosisRules, LineError, OfflineOptions, RunFigures,
 };
+
+/// The report page for `--html PATH`: an HTML reporter writing PATH, started for a run named
+/// after the log.
+fn start_page(path: &std::path::Path, name: &str) -> Result<gradguard_report::HtmlReporter> {
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .ok_or_else(|| {
+            crate::UserError(format!(
+                "{}: expected a file name for --html",
+                path.display()
+            ))
+        })?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut page = gradguard_report::HtmlReporter::default();
+    page.file = file;
+    let info = gradguard_core::RunInfo {
+        name: name.to_string(),
+        seed: 0,
+        out_dir: dir,
+        params: Vec::new(),
+        clip_threshold: None,
+    };
+    page.start(&info)
+        .map_err(|e| crate::UserError(format!("cannot write {}: {e}", path.display())))?;
+    Ok(page)
+}
 
 /// Arguments of `gradguard diagnose`.
 #[derive(Debug, Clone, Args)]
@@ -53,6 +84,10 @@ pub struct DiagnoseArgs {
     /// Also write a summary.json for the log (steps = events read; figures only the log holds).
     #[arg(long, value_name = "FILE")]
     pub summary: Option<PathBuf>,
+    /// Also write a report page for the log (the charts and diagnosis a run's report.html
+    /// shows).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 /// Runs `gradguard diagnose`: writes the diagnosis to `out` and the malformed-line warnings to
@@ -84,8 +119,23 @@ pub fn run(args: &DiagnoseArgs, out: &mut dyn Write, err: &mut dyn Write) -> Res
         detectors: None,
         rules: DiagnosisRules::default(),
     };
-    let report = diagnose_events_report(reader, options)
-        .with_context(|| format!("cannot diagnose {shown}"))?;
+    let name = match args.events.file_stem() {
+        Some(stem) if args.events.as_os_str() != "-" => stem.to_string_lossy().into_owned(),
+        _ => "stdin".to_string(),
+    };
+    let mut page = match &args.html {
+        Some(path) => Some(start_page(path, &name)?),
+        None => None,
+    };
+    let mut page_error = None;
+    let report = diagnose_events_observed(reader, options, |event| {
+        if let Some(p) = page.as_mut() {
+            if let Err(e) = p.event(event) {
+                page_error.get_or_insert(e);
+            }
+        }
+    })
+    .with_context(|| format!("cannot diagnose {shown}"))?;
     let (diagnosis, malformed) = (&report.diagnosis, &report.malformed);
     if args.strict && !malformed.is_empty() {
         let list: Vec<String> = malformed
@@ -115,18 +165,25 @@ pub fn run(args: &DiagnoseArgs, out: &mut dyn Write, err: &mut dyn Write) -> Res
         }
         write!(out, "{}", diagnosis.to_plain_words()).context("cannot write the diagnosis")?;
     }
+    let figures = RunFigures {
+        name,
+        steps: report.events,
+        last_batch_loss: report.last_loss,
+        ..RunFigures::default()
+    };
+    let summary = run_summary(diagnosis, &figures, Vec::new());
+    if let (Some(mut p), Some(path)) = (page, &args.html) {
+        let end = gradguard_core::RunEnd {
+            diagnosis,
+            summary: &summary,
+        };
+        if let Some(e) = page_error.take() {
+            return Err(crate::UserError(format!("cannot write {}: {e}", path.display())).into());
+        }
+        p.finish(&end)
+            .map_err(|e| crate::UserError(format!("cannot write {}: {e}", path.display())))?;
+    }
     if let Some(path) = &args.summary {
-        let name = match args.events.file_stem() {
-            Some(stem) if args.events.as_os_str() != "-" => stem.to_string_lossy().into_owned(),
-            _ => "stdin".to_string(),
-        };
-        let figures = RunFigures {
-            name,
-            steps: report.events,
-            last_batch_loss: report.last_loss,
-            ..RunFigures::default()
-        };
-        let summary = run_summary(diagnosis, &figures, Vec::new());
         let text =
             serde_json::to_string_pretty(&summary).context("cannot serialise the summary")?;
         gradguard_report::write_atomically(path, text.as_bytes())
@@ -184,6 +241,7 @@ mod tests {
             no_replay: false,
             strict: false,
             summary: None,
+            html: None,
         };
         let (r, out, err) = run_on(args);
         r.unwrap();
@@ -199,6 +257,7 @@ mod tests {
             no_replay: false,
             strict: false,
             summary: None,
+            html: None,
         };
         let (r, out, _) = run_on(args);
         r.unwrap();
@@ -211,6 +270,7 @@ mod tests {
             no_replay: false,
             strict: true,
             summary: None,
+            html: None,
         };
         let (r, _, _) = run_on(args);
         let e = format!("{:#}", r.unwrap_err());
@@ -229,6 +289,7 @@ mod tests {
             no_replay: false,
             strict: false,
             summary: None,
+            html: None,
         };
         let e = format!("{:#}", run_on(args).0.unwrap_err());
         assert!(
@@ -242,6 +303,7 @@ mod tests {
             no_replay: false,
             strict: false,
             summary: None,
+            html: None,
         };
         let e = format!("{:#}", run_on(args).0.unwrap_err());
         assert!(
@@ -269,6 +331,7 @@ mod tests {
             no_replay: false,
             strict: false,
             summary: Some(summary.clone()),
+            html: None,
         };
         let (r, out, _) = run_on(args);
         assert!(out.starts_with("Verdict: healthy"), "{out}");
@@ -292,6 +355,7 @@ mod tests {
             no_replay: false,
             strict: false,
             summary: None,
+            html: None,
         };
         run_on(args).0.unwrap();
         // Skipped lines beside an exploding verdict do not make it incomplete.
@@ -302,12 +366,41 @@ mod tests {
             no_replay: false,
             strict: false,
             summary: Some(summary.clone()),
+            html: None,
         };
         run_on(args).0.unwrap();
         let s: gradguard_core::RunSummary =
             serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
         assert_eq!(s.verdict, Verdict::Exploding);
         for p in [path, path2, path3, summary] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    #[test]
+    fn html_writes_the_report_page_of_any_log() {
+        let path = temp_log("page", LOG);
+        let page = path.with_extension("report.html");
+        let args = DiagnoseArgs {
+            events: path.clone(),
+            json: false,
+            no_replay: false,
+            strict: false,
+            summary: None,
+            html: Some(page.clone()),
+        };
+        let (r, out, _) = run_on(args);
+        r.expect("diagnosed");
+        assert!(out.starts_with("Verdict: exploding"), "{out}");
+        let html = std::fs::read_to_string(&page).expect("the page was written");
+        assert!(html.contains("<svg"), "the page draws the log's curves");
+        assert!(
+            html.to_lowercase().contains("exploding"),
+            "the page states the verdict"
+        );
+        // Step 3's non-finite gradient, replayed from the log, is on the page.
+        assert!(html.contains("grad_nonfinite") || html.contains("loss_nonfinite"));
+        for p in [path, page] {
             let _ = std::fs::remove_file(p);
         }
     }

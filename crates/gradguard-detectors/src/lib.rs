@@ -59,8 +59,9 @@ pub use loss_nonfinite::LossNonfinite;
 pub use loss_not_converging::LossNotConverging;
 pub use loss_unstable::{LossUnstable, UnstableMode};
 pub use offline::{
-    diagnose_events, diagnose_events_report, diagnose_events_with, observation_parts_from_event,
-    python_nonfinite_to_strings, DiagnoseError, LineError, OfflineOptions, OfflineReport,
+    diagnose_events, diagnose_events_observed, diagnose_events_report, diagnose_events_with,
+    observation_parts_from_event, python_nonfinite_to_strings, DiagnoseError, LineError,
+    OfflineOptions, OfflineReport,
 };
 pub use probe::{probe, Growth, ProbeInput, ProbeReport, RecurrentMatrix, RecurrentReport, Risk};
 pub use recurrent_radius_above_one::RecurrentRadiusAboveOne;

@@ -267,8 +267,18 @@ pub fn diagnose_events_with<R: BufRead>(
 /// Diagnoses an events log with `options` and says what the log held (events read,
 /// malformed lines, the last step and loss). See the [module documentation](self).
 pub fn diagnose_events_report<R: BufRead>(
+    reader: R,
+    options: OfflineOptions,
+) -> Result<OfflineReport, DiagnoseError> {
+    diagnose_events_observed(reader, options, |_| {})
+}
+
+/// [`diagnose_events_report`], handing every event read (with the replayed findings merged
+/// in) to `on_event` as it goes, e.g. to a reporter that draws the run's report.html.
+pub fn diagnose_events_observed<R: BufRead>(
     mut reader: R,
     options: OfflineOptions,
+    mut on_event: impl FnMut(&Event),
 ) -> Result<OfflineReport, DiagnoseError> {
     let mut diagnoser = Diagnoser::new(options.rules);
     let mut detectors = if options.replay {
@@ -330,6 +340,7 @@ pub fn diagnose_events_report<R: BufRead>(
         last_loss = Some(event.loss);
         if detectors.is_empty() {
             diagnoser.observe_event(&event);
+            on_event(&event);
             continue;
         }
         let has_update = observation_parts_from_event(&event, &mut stats, &mut update);
@@ -348,10 +359,12 @@ pub fn diagnose_events_report<R: BufRead>(
         });
         if replayed.is_empty() {
             diagnoser.observe_event(&event);
+            on_event(&event);
         } else {
             let mut merged = event;
             merged.findings.append(&mut replayed);
             diagnoser.observe_event(&merged);
+            on_event(&merged);
         }
     }
     if malformed > MAX_LINE_ERRORS {
