@@ -84,6 +84,11 @@ pub struct DiagnoseArgs {
     /// Also write a summary.json for the log (steps = events read; figures only the log holds).
     #[arg(long, value_name = "FILE")]
     pub summary: Option<PathBuf>,
+    /// For a TensorBoard log (a `*tfevents*` file, or a directory of them): which tags hold
+    /// the loss (`loss=TAG`), the global gradient norm (`grad_norm=TAG`) and the per-tensor
+    /// norms (`layers=PREFIX`); repeatable. Default: the conventions of docs/EVENTS.md.
+    #[arg(long = "tag", value_name = "KIND=TAG")]
+    pub tags: Vec<String>,
     /// Also write a report page for the log (the charts and diagnosis a run's report.html
     /// shows).
     #[arg(long, value_name = "FILE")]
@@ -94,7 +99,17 @@ pub struct DiagnoseArgs {
 /// `err`.
 pub fn run(args: &DiagnoseArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
     let shown = args.events.display().to_string();
-    let reader: Box<dyn BufRead> = if args.events.as_os_str() == "-" {
+    let reader: Box<dyn BufRead> = if crate::tb_log::is_tensorboard(&args.events) {
+        // A TensorBoard log: its scalars become the same events a JSON-lines log holds.
+        let tags = crate::tb_log::TagChoice::parse(&args.tags)?;
+        let events = crate::tb_log::read_tensorboard(&args.events, &tags)?;
+        let mut text = Vec::new();
+        for e in &events {
+            serde_json::to_writer(&mut text, e).context("cannot serialise an event")?;
+            text.push(b'\n');
+        }
+        Box::new(std::io::Cursor::new(text))
+    } else if args.events.as_os_str() == "-" {
         Box::new(BufReader::new(std::io::stdin()))
     } else {
         let file = File::open(&args.events)
@@ -242,6 +257,7 @@ mod tests {
             strict: false,
             summary: None,
             html: None,
+            tags: Vec::new(),
         };
         let (r, out, err) = run_on(args);
         r.unwrap();
@@ -258,6 +274,7 @@ mod tests {
             strict: false,
             summary: None,
             html: None,
+            tags: Vec::new(),
         };
         let (r, out, _) = run_on(args);
         r.unwrap();
@@ -271,6 +288,7 @@ mod tests {
             strict: true,
             summary: None,
             html: None,
+            tags: Vec::new(),
         };
         let (r, _, _) = run_on(args);
         let e = format!("{:#}", r.unwrap_err());
@@ -290,6 +308,7 @@ mod tests {
             strict: false,
             summary: None,
             html: None,
+            tags: Vec::new(),
         };
         let e = format!("{:#}", run_on(args).0.unwrap_err());
         assert!(
@@ -304,6 +323,7 @@ mod tests {
             strict: false,
             summary: None,
             html: None,
+            tags: Vec::new(),
         };
         let e = format!("{:#}", run_on(args).0.unwrap_err());
         assert!(
@@ -332,6 +352,7 @@ mod tests {
             strict: false,
             summary: Some(summary.clone()),
             html: None,
+            tags: Vec::new(),
         };
         let (r, out, _) = run_on(args);
         assert!(out.starts_with("Verdict: healthy"), "{out}");
@@ -356,6 +377,7 @@ mod tests {
             strict: false,
             summary: None,
             html: None,
+            tags: Vec::new(),
         };
         run_on(args).0.unwrap();
         // Skipped lines beside an exploding verdict do not make it incomplete.
@@ -367,6 +389,7 @@ mod tests {
             strict: false,
             summary: Some(summary.clone()),
             html: None,
+            tags: Vec::new(),
         };
         run_on(args).0.unwrap();
         let s: gradguard_core::RunSummary =
@@ -388,6 +411,7 @@ mod tests {
             strict: false,
             summary: None,
             html: Some(page.clone()),
+            tags: Vec::new(),
         };
         let (r, out, _) = run_on(args);
         r.expect("diagnosed");

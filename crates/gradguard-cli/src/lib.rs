@@ -15,6 +15,7 @@ pub mod claims;
 pub mod diagnose;
 pub mod grads;
 pub mod plugins;
+pub mod tb_log;
 pub mod train;
 
 use std::process::ExitCode;
