@@ -6,6 +6,7 @@
 //!
 //! | module | crate | for |
 //! |---|---|---|
+//! | [`cli`] | gradguard-cli | the command line, as a library call (`cli::main`) for binaries with your own plugins |
 //! | [`core`] | gradguard-core | parameter views, step statistics, signs, findings, the plugin traits |
 //! | [`detectors`] | gradguard-detectors | one detector per sign, the diagnosis |
 //! | [`engine`] | gradguard-engine | the Guard: one step of gradguard for any training loop |
@@ -17,6 +18,7 @@
 
 #![warn(missing_docs)]
 
+pub use gradguard_cli as cli;
 pub use gradguard_core as core;
 pub use gradguard_detectors as detectors;
 pub use gradguard_engine as engine;
@@ -59,3 +61,8 @@ pub fn builtin_kinds() -> Vec<(Family, &'static str)> {
     );
     v
 }
+
+/// The README's Rust snippets, compiled and run as doc tests (so they stay true).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
