@@ -404,22 +404,16 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
                             if action.severity() > strongest.severity() {
                                 strongest = action.clone();
                             }
-                            actions.push(ActionRecord {
-                                remedy: name.clone(),
-                                changed: ctx.changed,
-                                action,
-                            });
+                            let caps = remedy.capabilities();
+                            actions.push(ActionRecord::new(name, &caps, ctx.changed, action));
                         }
                     }
                     Err(e) => {
                         strongest = Action::Stop {
                             reason: e.to_string(),
                         };
-                        actions.push(ActionRecord {
-                            remedy: name.clone(),
-                            changed: false,
-                            action: strongest.clone(),
-                        });
+                        let caps = remedy.capabilities();
+                        actions.push(ActionRecord::new(name, &caps, false, strongest.clone()));
                         pending_error = Some(e.into());
                         break;
                     }
@@ -443,11 +437,12 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
                         ctx.stats.grad_norm
                     ),
                 };
-                actions.push(ActionRecord {
-                    remedy: POST_REMEDY_CHECK.to_string(),
-                    changed: false,
-                    action: strongest.clone(),
-                });
+                actions.push(ActionRecord::new(
+                    POST_REMEDY_CHECK,
+                    &Default::default(),
+                    false,
+                    strongest.clone(),
+                ));
             }
         }
         event.epoch = Some(step_info.position.epoch + 1);
