@@ -1,6 +1,9 @@
 //! Every built-in plugin kind is registered, described, and deserialises from TOML and JSON.
 
-use gradguard::core::registry::{plugin_info, registered_kinds, undescribed_kinds};
+use gradguard::core::registry::{
+    plugin_info, plugin_infos, registered_kinds, registry_mismatches, typetag_kinds,
+    undescribed_kinds,
+};
 use gradguard::core::{Detector, Family, Remedy, Reporter};
 
 fn toml_body(kind: &str, example: &str) -> String {
@@ -87,4 +90,30 @@ fn unknown_kind_lists_the_known_ones() {
         .unwrap_or_default();
     assert!(err.contains("clip_globl_norm"), "{err}");
     assert!(err.contains("clip_global_norm"), "{err}");
+}
+
+/// The listing comes from the describe_plugin! entries; typetag's own list (read back from its
+/// error text) must be exactly the same, and every listed kind must load from its example.
+#[test]
+fn listed_kinds_are_exactly_what_typetag_deserialises() {
+    let _ = gradguard::builtin_kinds();
+    assert!(
+        registry_mismatches().is_empty(),
+        "{:#?}",
+        registry_mismatches()
+    );
+    for family in Family::ALL {
+        assert_eq!(registered_kinds(family), typetag_kinds(family));
+    }
+    for info in plugin_infos() {
+        let text = toml_body(info.kind, info.example);
+        let loaded = match info.family {
+            Family::Detector => toml::from_str::<Box<dyn Detector>>(&text).map(|_| ()),
+            Family::Remedy => toml::from_str::<Box<dyn Remedy>>(&text).map(|_| ()),
+            Family::Reporter => toml::from_str::<Box<dyn Reporter>>(&text).map(|_| ()),
+        };
+        if let Err(e) = loaded {
+            panic!("`{}` is listed but does not load: {e}\n{text}", info.kind);
+        }
+    }
 }

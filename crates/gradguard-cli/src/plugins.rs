@@ -41,7 +41,8 @@ pub struct ListedAlias {
     pub origin: String,
 }
 
-/// Every kind registered with typetag, with its description where one was submitted.
+/// Every kind described with `describe_plugin!` (the registry's own entries; the
+/// registration tests check typetag deserialises exactly these), with its description.
 pub fn list() -> Vec<ListedPlugin> {
     let mut out = Vec::new();
     for family in Family::ALL {

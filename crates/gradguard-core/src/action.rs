@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::capability::{ClipScope, RemedyCapabilities};
+
 /// A remedy's request. The loop honours the strongest one of a step:
 /// `Stop` > `Rollback` > `SkipStep` > `ScaleLr` > `Continue`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -70,9 +72,32 @@ pub struct ActionRecord {
     pub remedy: String,
     /// Whether the remedy changed the gradients this step (e.g. it clipped).
     pub changed: bool,
+    /// Which gradients the remedy bounds, when it declares itself a clipping remedy
+    /// ([`RemedyCapabilities::clips`]). Absent from the JSON when it does not, and in logs
+    /// written before the field existed (read as `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clips: Option<ClipScope>,
     /// What it asked for.
     #[serde(flatten)]
     pub action: Action,
+}
+
+impl ActionRecord {
+    /// The record of `remedy` (its kind) with what it declares of itself, whether it changed
+    /// the gradients, and what it asked for.
+    pub fn new(
+        remedy: impl Into<String>,
+        capabilities: &RemedyCapabilities,
+        changed: bool,
+        action: Action,
+    ) -> Self {
+        ActionRecord {
+            remedy: remedy.into(),
+            changed,
+            clips: capabilities.clips,
+            action,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -92,11 +117,7 @@ mod tests {
             reason: String::new()
         }
         .withholds_update());
-        let rec = ActionRecord {
-            remedy: "skip_nonfinite".into(),
-            changed: false,
-            action: skip,
-        };
+        let rec = ActionRecord::new("skip_nonfinite", &RemedyCapabilities::NONE, false, skip);
         let json = serde_json::to_string(&rec).unwrap();
         assert_eq!(
             json,
@@ -104,5 +125,21 @@ mod tests {
         );
         let back: ActionRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(back, rec);
+    }
+
+    #[test]
+    fn a_clipping_record_says_its_scope_and_old_records_still_parse() {
+        let caps = RemedyCapabilities::NONE.clipping(ClipScope::GlobalNorm);
+        let rec = ActionRecord::new("clip_global_norm", &caps, true, Action::Continue);
+        let json = serde_json::to_string(&rec).unwrap();
+        assert_eq!(
+            json,
+            r#"{"remedy":"clip_global_norm","changed":true,"clips":"global_norm","action":"continue"}"#
+        );
+        assert_eq!(serde_json::from_str::<ActionRecord>(&json).unwrap(), rec);
+        let old: ActionRecord =
+            serde_json::from_str(r#"{"remedy":"clip_norm","changed":true,"action":"continue"}"#)
+                .unwrap();
+        assert_eq!(old.clips, None);
     }
 }

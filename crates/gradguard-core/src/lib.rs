@@ -12,7 +12,8 @@
 //!   [`RunSummary`]: what detectors see and say, what remedies ask for, what reporters record.
 //! - The plugin traits [`Detector`], [`Remedy`] and [`Reporter`], each
 //!   `#[typetag::serde(tag = "kind")]`, plus [`PluginInfo`] descriptions and the
-//!   [`registry`] helpers that list every registered kind.
+//!   [`registry`] helpers that list every described kind; [`RemedyCapabilities`], what a
+//!   remedy declares it is (clips and its [`ClipScope`], reads weights, penalises).
 //!
 //! What it may depend on: nothing of gradguard's, and no deep-learning framework (no dfdx).
 //! Only serde, typetag, inventory and thiserror.
@@ -21,6 +22,7 @@
 
 pub mod action;
 pub mod alias;
+pub mod capability;
 pub mod cure;
 pub mod diagnosis;
 pub mod error;
@@ -37,6 +39,7 @@ pub mod stats;
 
 pub use action::{Action, ActionRecord};
 pub use alias::KindAlias;
+pub use capability::{ClipScope, RemedyCapabilities};
 pub use cure::{CellName, Cure};
 pub use diagnosis::{
     CureStatus, Diagnosis, Evidence, Learning, Prescription, RunSummary, SignSummary,

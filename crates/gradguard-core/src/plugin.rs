@@ -5,6 +5,8 @@
 //!    errors; `#[serde(default = ...)]` for parameters with defaults).
 //! 2. Implement the trait with `#[typetag::serde(name = "my_kind")]` on the `impl` block. Your
 //!    crate needs `typetag` and `serde` as dependencies.
+//!    For a remedy, declare what it is with [`Remedy::capabilities`] (it clips, and which
+//!    gradients; it reads the weights; it adds a penalty).
 //! 3. Describe it with [`describe_plugin!`](crate::describe_plugin) so `gradguard plugins`
 //!    lists it (a test in gradguard fails for a built-in kind without a description).
 //! 4. Make sure the final binary references your crate: typetag registers kinds with
@@ -17,6 +19,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::action::Action;
+use crate::capability::RemedyCapabilities;
 use crate::diagnosis::{Diagnosis, RunSummary};
 use crate::error::{RemedyError, ReportError};
 use crate::event::Event;
@@ -70,6 +73,16 @@ pub trait Remedy: Send {
     /// with its key path instead of failing mid-run. Default: nothing to check.
     fn validate(&self) -> Result<(), RemedyError> {
         Ok(())
+    }
+
+    /// What this remedy is: whether it clips and which gradients it bounds, whether it reads
+    /// the weights, whether it adds a penalty. The loop copies it onto every
+    /// [`ActionRecord`](crate::ActionRecord), so the diagnosis knows a clipping remedy by what
+    /// it declares, not by its kind's name. Default: nothing declared. A remedy that clips or
+    /// reads weights should say so, e.g.
+    /// `RemedyCapabilities::NONE.clipping(ClipScope::GlobalNorm)`.
+    fn capabilities(&self) -> RemedyCapabilities {
+        RemedyCapabilities::NONE
     }
 
     /// The global-norm threshold this remedy clips to, if it has one (for charts).

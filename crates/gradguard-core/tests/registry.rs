@@ -1,6 +1,8 @@
 //! The registry sees plugins registered with typetag, and their descriptions.
 
-use gradguard_core::registry::{plugin_info, registered_kinds, undescribed_kinds};
+use gradguard_core::registry::{
+    plugin_info, registered_kinds, registry_mismatches, typetag_kinds, undescribed_kinds,
+};
 use gradguard_core::{
     describe_plugin, Detector, Family, Finding, Observation, ParamDoc, PluginInfo, Sign,
 };
@@ -64,4 +66,24 @@ fn spec_rejects_unknown_fields_and_uses_defaults() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(err.contains("unknown field `limt`"), "{err}");
+}
+
+#[test]
+fn listing_comes_from_descriptions_and_agrees_with_typetag() {
+    assert_eq!(
+        registered_kinds(Family::Detector),
+        typetag_kinds(Family::Detector)
+    );
+    assert!(
+        registry_mismatches().is_empty(),
+        "{:?}",
+        registry_mismatches()
+    );
+    // Every description's example deserialises through typetag.
+    for kind in registered_kinds(Family::Detector) {
+        let info = plugin_info(Family::Detector, &kind).unwrap();
+        let (key, value) = info.example.split_once(" = ").unwrap();
+        let json = format!(r#"{{"kind":"{kind}","{key}":{value}}}"#);
+        serde_json::from_str::<Box<dyn Detector>>(&json).unwrap();
+    }
 }

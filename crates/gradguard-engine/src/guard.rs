@@ -276,22 +276,16 @@ impl Guard {
                             if action.severity() > strongest.severity() {
                                 strongest = action.clone();
                             }
-                            actions.push(ActionRecord {
-                                remedy: name.clone(),
-                                changed,
-                                action,
-                            });
+                            let caps = remedy.capabilities();
+                            actions.push(ActionRecord::new(name, &caps, changed, action));
                         }
                     }
                     Err(e) => {
                         strongest = Action::Stop {
                             reason: e.to_string(),
                         };
-                        actions.push(ActionRecord {
-                            remedy: name.clone(),
-                            changed: false,
-                            action: strongest.clone(),
-                        });
+                        let caps = remedy.capabilities();
+                        actions.push(ActionRecord::new(name, &caps, false, strongest.clone()));
                         error = Some(e);
                         break;
                     }
@@ -317,11 +311,12 @@ impl Guard {
                     "the gradients were finite before the remedies and non-finite after them (norm {grad_norm_after}): the update is withheld"
                 ),
             };
-            actions.push(ActionRecord {
-                remedy: POST_REMEDY_CHECK.to_string(),
-                changed: false,
-                action: strongest.clone(),
-            });
+            actions.push(ActionRecord::new(
+                POST_REMEDY_CHECK,
+                &Default::default(),
+                false,
+                strongest.clone(),
+            ));
         }
         if let Action::ScaleLr { factor, .. } = strongest {
             if factor.is_finite() && factor > 0.0 {

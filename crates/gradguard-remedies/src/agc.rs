@@ -29,8 +29,8 @@
 //! - `on_nonfinite = "skip_step"`: see [`NonFinitePolicy`].
 
 use gradguard_core::{
-    describe_plugin, Action, Family, ParamDoc, PluginInfo, Remedy, RemedyContext, RemedyError,
-    TensorEdit,
+    describe_plugin, Action, ClipScope, Family, ParamDoc, PluginInfo, Remedy, RemedyCapabilities,
+    RemedyContext, RemedyError, TensorEdit,
 };
 use serde::{Deserialize, Serialize};
 
@@ -81,6 +81,13 @@ pub fn units(shape: &[usize]) -> usize {
 
 #[typetag::serde(name = "agc")]
 impl Remedy for Agc {
+    /// It bounds each unit against its weights' norm, so it reads the weights.
+    fn capabilities(&self) -> RemedyCapabilities {
+        RemedyCapabilities::NONE
+            .clipping(ClipScope::PerUnit)
+            .reading_weights()
+    }
+
     fn validate(&self) -> Result<(), RemedyError> {
         ensure_at_least("agc", "clip_factor", self.clip_factor, f64::MIN_POSITIVE)?;
         ensure_at_least("agc", "eps", self.eps, 0.0)?;

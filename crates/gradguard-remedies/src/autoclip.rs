@@ -20,7 +20,8 @@
 //! - `on_nonfinite = "skip_step"`: see [`NonFinitePolicy`].
 
 use gradguard_core::{
-    describe_plugin, Action, Family, ParamDoc, PluginInfo, Remedy, RemedyContext, RemedyError,
+    describe_plugin, Action, ClipScope, Family, ParamDoc, PluginInfo, Remedy, RemedyCapabilities,
+    RemedyContext, RemedyError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -133,6 +134,11 @@ impl AutoClip {
 
 #[typetag::serde(name = "autoclip")]
 impl Remedy for AutoClip {
+    /// It bounds the global norm.
+    fn capabilities(&self) -> RemedyCapabilities {
+        RemedyCapabilities::NONE.clipping(ClipScope::GlobalNorm)
+    }
+
     fn validate(&self) -> Result<(), RemedyError> {
         ensure_at_least("autoclip", "percentile", self.percentile, 0.0)?;
         if self.percentile > 100.0 || self.history == 0 {

@@ -22,8 +22,8 @@
 //! - `on_nonfinite = "skip_step"`: see [`NonFinitePolicy`].
 
 use gradguard_core::{
-    describe_alias, describe_plugin, Action, Family, KindAlias, ParamDoc, PluginInfo, Remedy,
-    RemedyContext, RemedyError,
+    describe_alias, describe_plugin, Action, ClipScope, Family, KindAlias, ParamDoc, PluginInfo,
+    Remedy, RemedyCapabilities, RemedyContext, RemedyError,
 };
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -144,6 +144,11 @@ pub fn clip_to_norm(ctx: &mut RemedyContext<'_, '_>, max_norm: f64, total: f64) 
 
 #[typetag::serde(name = "clip_global_norm")]
 impl Remedy for ClipGlobalNorm {
+    /// It bounds the global norm.
+    fn capabilities(&self) -> RemedyCapabilities {
+        RemedyCapabilities::NONE.clipping(ClipScope::GlobalNorm)
+    }
+
     fn validate(&self) -> Result<(), RemedyError> {
         ensure_at_least("clip_global_norm", "max_norm", self.max_norm, 0.0)?;
         Ok(())

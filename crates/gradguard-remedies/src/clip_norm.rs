@@ -18,8 +18,8 @@
 //! - `on_nonfinite = "skip_step"`: see [`NonFinitePolicy`].
 
 use gradguard_core::{
-    describe_alias, describe_plugin, Action, Family, KindAlias, ParamDoc, PluginInfo, Remedy,
-    RemedyContext, RemedyError, TensorEdit,
+    describe_alias, describe_plugin, Action, ClipScope, Family, KindAlias, ParamDoc, PluginInfo,
+    Remedy, RemedyCapabilities, RemedyContext, RemedyError, TensorEdit,
 };
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +48,11 @@ impl ClipNorm {
 
 #[typetag::serde(name = "clip_norm")]
 impl Remedy for ClipNorm {
+    /// It bounds each tensor's norm.
+    fn capabilities(&self) -> RemedyCapabilities {
+        RemedyCapabilities::NONE.clipping(ClipScope::PerTensor)
+    }
+
     fn validate(&self) -> Result<(), RemedyError> {
         ensure_at_least("clip_norm", "max_norm", self.max_norm, f64::MIN_POSITIVE)?;
         Ok(())

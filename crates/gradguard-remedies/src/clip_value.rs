@@ -16,8 +16,8 @@
 //! - `on_nonfinite = "skip_step"`: see [`NonFinitePolicy`].
 
 use gradguard_core::{
-    describe_alias, describe_plugin, Action, Family, KindAlias, ParamDoc, PluginInfo, Remedy,
-    RemedyContext, RemedyError, TensorEdit,
+    describe_alias, describe_plugin, Action, ClipScope, Family, KindAlias, ParamDoc, PluginInfo,
+    Remedy, RemedyCapabilities, RemedyContext, RemedyError, TensorEdit,
 };
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +47,11 @@ impl ClipValue {
 
 #[typetag::serde(name = "clip_value")]
 impl Remedy for ClipValue {
+    /// It bounds each value.
+    fn capabilities(&self) -> RemedyCapabilities {
+        RemedyCapabilities::NONE.clipping(ClipScope::PerValue)
+    }
+
     fn validate(&self) -> Result<(), RemedyError> {
         ensure_at_least("clip_value", "clip_value", self.clip_value, 0.0)?;
         Ok(())

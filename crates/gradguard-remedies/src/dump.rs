@@ -574,9 +574,6 @@ pub fn report(grads: &mut GradDump, params: Option<&GradDump>) -> Result<DumpRep
     })
 }
 
-/// Remedy kinds that read the weights, so `apply` refuses them without params.
-pub const NEEDS_WEIGHTS: &[&str] = &["agc", "l1", "l2", "l1_l2"];
-
 /// Parses a remedy spec: inline JSON (starting with `{`), or the path of a JSON or TOML file
 /// (TOML when it ends in `.toml`). Returns the kind and the remedy.
 pub fn parse_remedy(spec: &str) -> Result<(String, Box<dyn Remedy>), DumpError> {
@@ -643,14 +640,15 @@ pub struct ApplyReport {
 }
 
 /// Runs `remedy` (of `kind`) once on the dump, as step 1 with loss 0. Errors when the remedy
-/// needs weights and `params` is `None`, when it fails, or when it withholds the update.
+/// needs weights ([`RemedyCapabilities::needs_weights`](gradguard_core::RemedyCapabilities))
+/// and `params` is `None`, when it fails, or when it withholds the update.
 pub fn apply(
     kind: &str,
     remedy: &mut dyn Remedy,
     grads: &mut GradDump,
     params: Option<&GradDump>,
 ) -> Result<ApplyReport, DumpError> {
-    if params.is_none() && NEEDS_WEIGHTS.contains(&kind) {
+    if params.is_none() && remedy.capabilities().needs_weights {
         return Err(DumpError::NeedsParams {
             kind: kind.to_string(),
         });

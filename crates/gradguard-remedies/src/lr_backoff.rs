@@ -14,7 +14,8 @@
 //! - `cooldown = 100`: steps after a back-off during which findings are ignored.
 
 use gradguard_core::{
-    describe_plugin, Action, Family, ParamDoc, PluginInfo, Remedy, RemedyContext, RemedyError,
+    describe_plugin, Action, Family, ParamDoc, PluginInfo, Remedy, RemedyCapabilities,
+    RemedyContext, RemedyError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +52,11 @@ impl Default for LrBackoff {
 
 #[typetag::serde(name = "lr_backoff")]
 impl Remedy for LrBackoff {
+    /// It changes the learning rate, no gradient.
+    fn capabilities(&self) -> RemedyCapabilities {
+        RemedyCapabilities::NONE
+    }
+
     fn validate(&self) -> Result<(), RemedyError> {
         if !(self.factor > 0.0 && self.factor <= 1.0) {
             return Err(RemedyError::Invalid {

@@ -20,8 +20,8 @@
 //! - `include_bias = false`: also penalise biases and other non-kernel tensors.
 
 use gradguard_core::{
-    describe_plugin, Action, Family, ParamDoc, PluginInfo, Remedy, RemedyContext, RemedyError,
-    TensorEdit,
+    describe_plugin, Action, Family, ParamDoc, PluginInfo, Remedy, RemedyCapabilities,
+    RemedyContext, RemedyError, TensorEdit,
 };
 use serde::{Deserialize, Serialize};
 
@@ -101,6 +101,11 @@ pub struct L1L2 {
 
 #[typetag::serde(name = "l1")]
 impl Remedy for L1 {
+    /// A penalty on the weights.
+    fn capabilities(&self) -> RemedyCapabilities {
+        RemedyCapabilities::NONE.reading_weights().penalising()
+    }
+
     fn validate(&self) -> Result<(), RemedyError> {
         ensure_at_least("l1", "l1", self.l1, 0.0)?;
         ensure_at_least("l1", "l2", 0.0, 0.0)
@@ -113,6 +118,11 @@ impl Remedy for L1 {
 
 #[typetag::serde(name = "l2")]
 impl Remedy for L2 {
+    /// A penalty on the weights.
+    fn capabilities(&self) -> RemedyCapabilities {
+        RemedyCapabilities::NONE.reading_weights().penalising()
+    }
+
     fn validate(&self) -> Result<(), RemedyError> {
         ensure_at_least("l2", "l1", 0.0, 0.0)?;
         ensure_at_least("l2", "l2", self.l2, 0.0)
@@ -125,6 +135,11 @@ impl Remedy for L2 {
 
 #[typetag::serde(name = "l1_l2")]
 impl Remedy for L1L2 {
+    /// A penalty on the weights.
+    fn capabilities(&self) -> RemedyCapabilities {
+        RemedyCapabilities::NONE.reading_weights().penalising()
+    }
+
     fn validate(&self) -> Result<(), RemedyError> {
         ensure_at_least("l1_l2", "l1", self.l1, 0.0)?;
         ensure_at_least("l1_l2", "l2", self.l2, 0.0)

@@ -17,8 +17,8 @@
 //! - `max_rollbacks = 5`: rollbacks before the run is stopped.
 
 use gradguard_core::{
-    describe_plugin, Action, CheckpointPolicy, Family, ParamDoc, PluginInfo, Remedy, RemedyContext,
-    RemedyError,
+    describe_plugin, Action, CheckpointPolicy, Family, ParamDoc, PluginInfo, Remedy,
+    RemedyCapabilities, RemedyContext, RemedyError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -87,6 +87,11 @@ impl Rollback {
 
 #[typetag::serde(name = "rollback")]
 impl Remedy for Rollback {
+    /// It asks for a rollback, it changes no gradient.
+    fn capabilities(&self) -> RemedyCapabilities {
+        RemedyCapabilities::NONE
+    }
+
     fn validate(&self) -> Result<(), RemedyError> {
         if self.every == 0 || self.keep == 0 {
             return Err(RemedyError::Invalid {

@@ -18,8 +18,8 @@
 //! - `escalate = "stop"`: `"stop"` or `"rollback"`.
 
 use gradguard_core::{
-    describe_plugin, Action, CheckpointPolicy, Family, ParamDoc, PluginInfo, Remedy, RemedyContext,
-    RemedyError,
+    describe_plugin, Action, CheckpointPolicy, Family, ParamDoc, PluginInfo, Remedy,
+    RemedyCapabilities, RemedyContext, RemedyError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +62,11 @@ impl SkipNonfinite {
 
 #[typetag::serde(name = "skip_nonfinite")]
 impl Remedy for SkipNonfinite {
+    /// It withholds updates, it changes no gradient.
+    fn capabilities(&self) -> RemedyCapabilities {
+        RemedyCapabilities::NONE
+    }
+
     fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
         let loss_bad = !ctx.loss().is_finite();
         if !loss_bad && ctx.stats().grads_finite() {

@@ -19,7 +19,8 @@
 //! - `sigma = 6.0`: the z-score above which a step is skipped (`> 0`).
 
 use gradguard_core::{
-    describe_plugin, Action, Family, ParamDoc, PluginInfo, Remedy, RemedyContext, RemedyError,
+    describe_plugin, Action, Family, ParamDoc, PluginInfo, Remedy, RemedyCapabilities,
+    RemedyContext, RemedyError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -126,6 +127,11 @@ impl SkipSpike {
 
 #[typetag::serde(name = "skip_spike")]
 impl Remedy for SkipSpike {
+    /// It withholds updates, it changes no gradient.
+    fn capabilities(&self) -> RemedyCapabilities {
+        RemedyCapabilities::NONE
+    }
+
     fn validate(&self) -> Result<(), RemedyError> {
         ensure_at_least("skip_spike", "sigma", self.sigma, f64::MIN_POSITIVE)?;
         if self.window < 2 {

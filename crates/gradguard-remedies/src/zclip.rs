@@ -24,7 +24,8 @@
 //! - `on_nonfinite = "skip_step"`: see [`NonFinitePolicy`].
 
 use gradguard_core::{
-    describe_plugin, Action, Family, ParamDoc, PluginInfo, Remedy, RemedyContext, RemedyError,
+    describe_plugin, Action, ClipScope, Family, ParamDoc, PluginInfo, Remedy, RemedyCapabilities,
+    RemedyContext, RemedyError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -111,6 +112,11 @@ impl ZClip {
 
 #[typetag::serde(name = "zclip")]
 impl Remedy for ZClip {
+    /// It bounds the global norm.
+    fn capabilities(&self) -> RemedyCapabilities {
+        RemedyCapabilities::NONE.clipping(ClipScope::GlobalNorm)
+    }
+
     fn validate(&self) -> Result<(), RemedyError> {
         self.check_params()
     }

@@ -148,8 +148,9 @@ pub fn format_number(x: f64) -> String {
 pub(crate) mod test_util {
     //! Synthetic runs for the tests of every reporter.
     use gradguard_core::{
-        Action, ActionRecord, Diagnosis, Event, Finding, LayerRecord, ParamInfo, Prescription,
-        Role, RunInfo, RunSummary, Sign, SignSummary, SummaryRemedy, SummarySign, Verdict,
+        Action, ActionRecord, ClipScope, Diagnosis, Event, Finding, LayerRecord, ParamInfo,
+        Prescription, RemedyCapabilities, Role, RunInfo, RunSummary, Sign, SignSummary,
+        SummaryRemedy, SummarySign, Verdict,
     };
     use std::path::Path;
 
@@ -195,11 +196,12 @@ pub(crate) mod test_util {
             ));
         }
         if g > 1.0 {
-            actions.push(ActionRecord {
-                remedy: "clip_global_norm".into(),
-                changed: true,
-                action: Action::Continue,
-            });
+            actions.push(ActionRecord::new(
+                "clip_global_norm",
+                &RemedyCapabilities::NONE.clipping(ClipScope::GlobalNorm),
+                true,
+                Action::Continue,
+            ));
         }
         Event {
             step,

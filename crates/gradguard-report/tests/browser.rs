@@ -13,9 +13,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use gradguard_core::{
-    Action, ActionRecord, Diagnosis, Event, Finding, LayerRecord, ParamInfo, Prescription,
-    Reporter, Role, RunEnd, RunInfo, RunSummary, Series, SeriesAxis, Sign, SignSummary,
-    SummaryRemedy, SummarySign, Verdict,
+    Action, ActionRecord, ClipScope, Diagnosis, Event, Finding, LayerRecord, ParamInfo,
+    Prescription, RemedyCapabilities, Reporter, Role, RunEnd, RunInfo, RunSummary, Series,
+    SeriesAxis, Sign, SignSummary, SummaryRemedy, SummarySign, Verdict,
 };
 use gradguard_report::{render_compare_html, CompareVariant, HtmlReporter};
 
@@ -104,11 +104,12 @@ fn events(steps: u64, nan_from: u64, clipped: bool) -> Vec<Event> {
                     Vec::new()
                 },
                 actions: if clipped && g > 1.0 {
-                    vec![ActionRecord {
-                        remedy: "clip_global_norm".into(),
-                        changed: true,
-                        action: Action::Continue,
-                    }]
+                    vec![ActionRecord::new(
+                        "clip_global_norm",
+                        &RemedyCapabilities::NONE.clipping(ClipScope::GlobalNorm),
+                        true,
+                        Action::Continue,
+                    )]
                 } else {
                     Vec::new()
                 },
