@@ -9,6 +9,7 @@
 //! | [`cli`] | gradguard-cli | the command line, as a library call (`cli::main`) for binaries with your own plugins |
 //! | [`core`] | gradguard-core | parameter views, step statistics, signs, findings, the plugin traits |
 //! | [`detectors`] | gradguard-detectors | one detector per sign, the diagnosis |
+//! | [`dump`] | gradguard-dump | gradient dumps on disk (safetensors), for `gradguard grads` |
 //! | [`engine`] | gradguard-engine | the Guard: one step of gradguard for any training loop |
 //! | [`remedies`] | gradguard-remedies | clipping, adaptive clipping, penalties, guards |
 //! | [`report`] | gradguard-report | console, JSON lines, summary.json, HTML, TensorBoard |
@@ -21,6 +22,7 @@
 pub use gradguard_cli as cli;
 pub use gradguard_core as core;
 pub use gradguard_detectors as detectors;
+pub use gradguard_dump as dump;
 pub use gradguard_engine as engine;
 pub use gradguard_models as models;
 pub use gradguard_pipeline as pipeline;

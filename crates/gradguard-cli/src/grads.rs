@@ -11,7 +11,7 @@
 //!   output keeps every name, shape and dtype (F32 native; F16, BF16, F64 converted to f32 and
 //!   back) and the file's metadata.
 //!
-//! The work is done by `gradguard_remedies::dump`; this module is the command-line wrapper.
+//! The work is done by `gradguard_dump`; this module is the command-line wrapper.
 //! Every bad input (missing or truncated file, bad header, unsupported dtype, grads and params
 //! that disagree, a bad spec, a remedy that withholds the update) is an error naming the file,
 //! and the binary exits with status 1.
@@ -21,7 +21,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use gradguard_remedies::dump::{self, GradDump};
+use gradguard_dump::{self as dump, GradDump};
 
 /// The `grads` subcommands.
 #[derive(Debug, Subcommand)]

@@ -27,7 +27,7 @@ fn scratch(test: &str) -> std::path::PathBuf {
 
 fn fixture(name: &str) -> String {
     format!(
-        "{}/../gradguard-remedies/tests/fixtures/{name}",
+        "{}/../gradguard-dump/tests/fixtures/{name}",
         env!("CARGO_MANIFEST_DIR")
     )
 }

@@ -21,8 +21,7 @@
 //! | [`rollback`](rollback::Rollback) | restore the last good checkpoint and skip batches | PaLM's manual recipe |
 //!
 //! The clipping remedies share [`NonFinitePolicy`] (`on_nonfinite`). The slice kernels live in
-//! [`kernels`]. With the `safetensors` feature (on by default), [`dump`] reads and writes
-//! gradient dumps for `gradguard grads`.
+//! [`kernels`]. Gradient dumps on disk (`gradguard grads`) are the `gradguard-dump` crate's.
 
 #![warn(missing_docs)]
 
@@ -31,8 +30,6 @@ pub mod autoclip;
 pub mod clip_global_norm;
 pub mod clip_norm;
 pub mod clip_value;
-#[cfg(feature = "safetensors")]
-pub mod dump;
 pub mod kernels;
 pub mod lr_backoff;
 pub mod nonfinite;

@@ -1,4 +1,7 @@
-//! Gradient dumps on disk (safetensors): read, measure, cure, write. Behind `gradguard grads`.
+//! # gradguard-dump: gradient dumps on disk (safetensors): read, measure, cure, write
+//!
+//! Behind `gradguard grads`. Kept apart from the remedies, so that a training loop using the
+//! remedies pulls no file format.
 //!
 //! A PyTorch or JAX user dumps gradients (and optionally the weights) with the safetensors
 //! package; [`GradDump::load`] reads them, converting F16, BF16 and F64 to f32 (gradguard's
@@ -577,42 +580,51 @@ pub fn report(grads: &mut GradDump, params: Option<&GradDump>) -> Result<DumpRep
 /// Parses a remedy spec: inline JSON (starting with `{`), or the path of a JSON or TOML file
 /// (TOML when it ends in `.toml`). Returns the kind and the remedy.
 pub fn parse_remedy(spec: &str) -> Result<(String, Box<dyn Remedy>), DumpError> {
-    let (source_name, value): (String, serde_json::Value) = if spec.trim_start().starts_with('{') {
-        let v = serde_json::from_str(spec).map_err(|e| DumpError::Spec {
-            source_name: "(inline JSON)".into(),
-            message: e.to_string(),
-        })?;
-        ("(inline JSON)".into(), v)
-    } else {
-        let path = Path::new(spec);
-        let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| DumpError::Spec {
-            source_name: name.clone(),
-            message: format!(
-                "not inline JSON (which starts with '{{') and not a readable file: {e}"
-            ),
-        })?;
-        let v = if path.extension().is_some_and(|e| e == "toml") {
-            let t: toml::Value = toml::from_str(&text).map_err(|e| DumpError::Spec {
-                source_name: name.clone(),
+    let (source_name, mut value): (String, serde_json::Value) =
+        if spec.trim_start().starts_with('{') {
+            let v = serde_json::from_str(spec).map_err(|e| DumpError::Spec {
+                source_name: "(inline JSON)".into(),
                 message: e.to_string(),
             })?;
-            serde_json::to_value(t).map_err(|e| DumpError::Spec {
-                source_name: name.clone(),
-                message: e.to_string(),
-            })?
+            ("(inline JSON)".into(), v)
         } else {
-            serde_json::from_str(&text).map_err(|e| DumpError::Spec {
+            let path = Path::new(spec);
+            let name = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|e| DumpError::Spec {
                 source_name: name.clone(),
-                message: e.to_string(),
-            })?
+                message: format!(
+                    "not inline JSON (which starts with '{{') and not a readable file: {e}"
+                ),
+            })?;
+            let v = if path.extension().is_some_and(|e| e == "toml") {
+                let t: toml::Value = toml::from_str(&text).map_err(|e| DumpError::Spec {
+                    source_name: name.clone(),
+                    message: e.to_string(),
+                })?;
+                serde_json::to_value(t).map_err(|e| DumpError::Spec {
+                    source_name: name.clone(),
+                    message: e.to_string(),
+                })?
+            } else {
+                serde_json::from_str(&text).map_err(|e| DumpError::Spec {
+                    source_name: name.clone(),
+                    message: e.to_string(),
+                })?
+            };
+            (name, v)
         };
-        (name, v)
-    };
     let kind = value.get("kind").and_then(|k| k.as_str()).map(str::to_string).ok_or_else(|| DumpError::Spec {
         source_name: source_name.clone(),
         message: "expected a table with a string `kind`, e.g. {\"kind\":\"clip_global_norm\",\"max_norm\":1.0}".into(),
     })?;
+    // Another framework's name for a kind (e.g. PyTorch's `clip_grad_norm`) reads as the kind.
+    let kind = match gradguard_core::alias::resolve_alias(gradguard_core::Family::Remedy, &kind) {
+        Some(alias) => {
+            value["kind"] = serde_json::Value::from(alias.kind);
+            alias.kind.to_string()
+        }
+        None => kind,
+    };
     let remedy: Box<dyn Remedy> = serde_json::from_value(value).map_err(|e| DumpError::Spec {
         source_name,
         message: e.to_string(),
@@ -932,5 +944,19 @@ mod tests {
         assert_eq!(role_from_name("rnn.weight_hh_l0", 2), Role::RecurrentWeight);
         assert_eq!(role_from_name("fc.weight", 2), Role::Weight);
         assert_eq!(role_from_name("norm.weight", 1), Role::Other);
+    }
+}
+
+#[cfg(test)]
+mod alias_tests {
+    use super::*;
+
+    #[test]
+    fn pytorch_names_read_as_the_remedy_kinds() {
+        let _ = gradguard_remedies::builtin_kinds();
+        let (kind, remedy) =
+            parse_remedy(r#"{"kind":"clip_grad_norm","max_norm":1.0}"#).expect("alias");
+        assert_eq!(kind, "clip_global_norm");
+        assert_eq!(remedy.typetag_name(), "clip_global_norm");
     }
 }
