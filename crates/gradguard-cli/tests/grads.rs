@@ -1,5 +1,5 @@
 //! `gradguard grads stats` and `gradguard grads apply` on files written by the Python
-//! safetensors package (fixtures in crates/gradguard-remedies/tests/fixtures, made by
+//! safetensors package (fixtures in crates/gradguard-dump/tests/fixtures, made by
 //! make_fixtures.py there), and the error of every bad-file case.
 
 #[allow(dead_code)]
