@@ -371,9 +371,11 @@ pub fn check_value_clip<R: Remedy, F: Fn(f64) -> R>(
 }
 
 /// Unit-wise (AGC) clipping, built by `make(clip_factor, eps)`: for every unit u (one output
-/// row, dim 0 of a tensor of rank >= 2; the whole tensor for rank <= 1),
-/// `||g_u|| <= clip_factor * max(||w_u||, eps) * (1 + 1e-5)`; units already inside the bound
-/// are unchanged bit for bit; each unit keeps its direction.
+/// row, dim 0 of a tensor of rank >= 2; the whole tensor for rank <= 1), with
+/// `max = clip_factor * max(||w_u||, eps)`: a unit whose norm exceeds `max` ends with norm
+/// `max * ||g_u|| / max(||g_u||, 1e-6)` (Brock et al.'s `g * max / max(||g||, 1e-6)`) within
+/// [`TWO_SIDED_REL`], so a remedy that clips too much fails as surely as one that clips too
+/// little; units inside the bound are unchanged bit for bit; each unit keeps its direction.
 pub fn check_unitwise_clip<R: Remedy, F: Fn(f64, f64) -> R>(
     make: F,
     data: &OwnedParams,
@@ -393,6 +395,16 @@ pub fn check_unitwise_clip<R: Remedy, F: Fn(f64, f64) -> R>(
             let (nb, na) = (norm(gb), norm(ga));
             if na > max * (1.0 + 1e-5) + 2.0 * (len as f64).sqrt() * TINY {
                 return Err(format!("unit {r} of `{}`: ||g|| = {na} > {max}", b.name));
+            }
+            if nb > max && nb.is_finite() {
+                let expect = max * nb / nb.max(1e-6);
+                let slack = 2.0 * (len as f64).sqrt() * TINY;
+                if (na - expect).abs() > TWO_SIDED_REL * expect + slack {
+                    return Err(format!(
+                        "unit {r} of `{}`: ||g|| = {nb} above the bound {max} became {na}, expected {expect} (over- or under-clipped)",
+                        b.name
+                    ));
+                }
             }
             if nb <= max && bits(ga) != bits(gb) {
                 return Err(format!(

@@ -216,3 +216,71 @@ fn a_remedy_that_desynchronises_the_statistics_is_caught() {
     let msg = rejected(|| gradguard_testkit::assert_remedy_invariants(|| LiesAboutItsEdit));
     assert!(!msg.is_empty());
 }
+
+/// Unit-wise clipping `g_u * (max / ||g_u||)^power` with `max = c * max(||w_u||, eps)`: 1 is
+/// AGC, 2 over-clips, 0.5 under-clips.
+#[derive(Serialize, Deserialize)]
+struct UnitClip {
+    c: f64,
+    eps: f64,
+    power: f64,
+}
+
+#[typetag::serde(name = "testkit_selftest_unitwise")]
+impl Remedy for UnitClip {
+    fn apply(&mut self, ctx: &mut RemedyContext<'_, '_>) -> Result<Action, RemedyError> {
+        let (c, eps, power) = (self.c, self.eps, self.power);
+        ctx.edit_each(|_, p| {
+            let rows = if p.shape.len() >= 2 { p.shape[0] } else { 1 };
+            let len = p.grads.len() / rows.max(1);
+            if len == 0 {
+                return TensorEdit::Keep;
+            }
+            let mut touched = false;
+            for (g, w) in p
+                .grads
+                .chunks_exact_mut(len)
+                .zip(p.weights.chunks_exact(len))
+            {
+                let gn = g.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+                let wn = w.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+                let max = c * wn.max(eps);
+                if gn > max {
+                    let f = (max / gn).powf(power) as f32;
+                    g.iter_mut().for_each(|x| *x *= f);
+                    touched = true;
+                }
+            }
+            if touched {
+                TensorEdit::Edited
+            } else {
+                TensorEdit::Keep
+            }
+        });
+        Ok(Action::Continue)
+    }
+}
+
+#[test]
+fn unitwise_clip_is_two_sided() {
+    // One unit per row of a [2, 2] weight: row 0 g = (3, 4), w = (1, 0): max = 0.1, clipped;
+    // row 1 g = (0.01, 0), w = (1, 0): inside the bound, unchanged.
+    let data = OwnedParams::new().with(
+        "w",
+        &[2, 2],
+        gradguard_core::Role::Weight,
+        &[1.0, 0.0, 1.0, 0.0],
+        &[3.0, 4.0, 0.01, 0.0],
+    );
+    let make = |power: f64| move |c: f64, eps: f64| UnitClip { c, eps, power };
+    gradguard_testkit::check_unitwise_clip(make(1.0), &data, 0.1, 1e-3).expect("AGC passes");
+    let over = gradguard_testkit::check_unitwise_clip(make(2.0), &data, 0.1, 1e-3)
+        .expect_err("over-clipping is rejected");
+    assert!(over.contains("over- or under-clipped"), "{over}");
+    let under = gradguard_testkit::check_unitwise_clip(make(0.5), &data, 0.1, 1e-3)
+        .expect_err("under-clipping is rejected");
+    assert!(
+        under.contains("above the bound") || under.contains(">"),
+        "{under}"
+    );
+}
