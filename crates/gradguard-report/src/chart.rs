@@ -10,6 +10,12 @@
 //! labels the ticks `1e-3`, `1`, `1e3`... Values that cannot be drawn are shown, not
 //! dropped: NaN and ±inf as crosses on the top edge, and on a log scale values <= 0 as
 //! circles on the bottom edge, each in its line's colour, with a legend entry.
+//!
+//! Steps are integers: the x axis labels whole steps only, each once. Vertical markers
+//! ([`Marker`], e.g. the first sign, the first non-finite step) are drawn as labelled dotted
+//! lines. Up to [`MAX_LINES`] lines get distinct styles (ten colours, solid then dashed);
+//! further lines are not drawn, and the legend says how many. Legend labels wrap instead of
+//! being cut.
 
 use gradguard_core::ReportError;
 use plotters::prelude::*;
@@ -29,6 +35,19 @@ pub const PALETTE: [RGBColor; 10] = [
     RGBColor(188, 189, 34),
     RGBColor(23, 190, 207),
 ];
+
+/// The most lines a chart draws with distinct styles (ten colours, solid then dashed).
+pub const MAX_LINES: usize = 20;
+
+/// A vertical marker at a step, with its label (drawn dotted, labelled on the plot and in the
+/// legend).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Marker {
+    /// The step.
+    pub step: u64,
+    /// What happened there, e.g. `first sign: grad_spike`.
+    pub label: String,
+}
 
 /// One line of a chart.
 #[derive(Clone, Debug, Default)]
@@ -116,6 +135,11 @@ pub struct Chart {
     pub height: u32,
     /// What the x axis counts (`step` unless set).
     pub x_desc: String,
+    /// Vertical markers.
+    pub markers: Vec<Marker>,
+    /// Draw only these steps (inclusive), e.g. a panel zoomed on the steps around a
+    /// breakdown; `None`: every step of the lines.
+    pub x_window: Option<(u64, u64)>,
 }
 
 impl Chart {
@@ -130,6 +154,8 @@ impl Chart {
             width: 960,
             height: 360,
             x_desc: "step".into(),
+            markers: Vec::new(),
+            x_window: None,
         }
     }
 
@@ -190,6 +216,13 @@ impl Chart {
     }
 
     fn x_range(&self) -> (f64, f64) {
+        if let Some((lo, hi)) = self.x_window {
+            return if lo >= hi {
+                (lo as f64 - 1.0, hi as f64 + 1.0)
+            } else {
+                (lo as f64, hi as f64)
+            };
+        }
         let (lo, hi) = self
             .lines
             .iter()
@@ -233,7 +266,14 @@ impl Chart {
                 String::new()
             }
         };
-        let x_fmt = |v: &f64| format!("{}", v.round() as i64);
+        // Steps are whole numbers: only whole ticks are labelled, so no label repeats.
+        let x_fmt = |v: &f64| {
+            if (v - v.round()).abs() < 1e-9 {
+                format!("{}", v.round() as i64)
+            } else {
+                String::new()
+            }
+        };
         let y_desc = if self.log_y {
             format!("{} (log scale)", self.y_desc)
         } else {
@@ -254,20 +294,63 @@ impl Chart {
             .draw()?;
 
         let mut legend: Vec<(String, RGBColor, Glyph)> = Vec::new();
-        for (i, line) in self.lines.iter().enumerate() {
+        let in_window = |s: u64| (s as f64) >= x0 && (s as f64) <= x1;
+        for (i, line) in self.lines.iter().take(MAX_LINES).enumerate() {
             let color = PALETTE[i % PALETTE.len()];
+            let dashed = i >= PALETTE.len();
             for seg in &line.segments {
                 let pts: Vec<(f64, f64)> = seg
                     .iter()
+                    .filter(|p| in_window(p.0))
                     .filter_map(|&(s, v)| self.plot_y(v).map(|y| (s as f64, y)))
                     .collect();
+                if pts.is_empty() {
+                    continue;
+                }
                 if pts.len() == 1 {
                     chart.draw_series(std::iter::once(Circle::new(pts[0], 2, color.filled())))?;
+                } else if dashed {
+                    chart.draw_series(DashedLineSeries::new(pts, 6, 4, color.stroke_width(2)))?;
                 } else {
                     chart.draw_series(LineSeries::new(pts, color.stroke_width(2)))?;
                 }
             }
-            legend.push((line.label.clone(), color, Glyph::Line));
+            let glyph = if dashed { Glyph::Dashed } else { Glyph::Line };
+            legend.push((line.label.clone(), color, glyph));
+        }
+        if self.lines.len() > MAX_LINES {
+            legend.push((
+                format!(
+                    "+{} more series not drawn (every value is in events.jsonl)",
+                    self.lines.len() - MAX_LINES
+                ),
+                RGBColor(120, 120, 120),
+                Glyph::None,
+            ));
+        }
+        for m in &self.markers {
+            let x = m.step as f64;
+            if x < x0 || x > x1 {
+                continue;
+            }
+            let color = RGBColor(90, 90, 90);
+            let style = ShapeStyle {
+                color: color.to_rgba(),
+                filled: false,
+                stroke_width: 1,
+            };
+            chart.draw_series(DashedLineSeries::new(vec![(x, y0), (x, y1)], 2, 4, style))?;
+            let at = chart.backend_coord(&(x, y1));
+            plot_area.draw(&Text::new(
+                format!("{}", m.step),
+                (at.0 + 3, at.1 + 4),
+                ("sans-serif", 13).into_font().color(&color),
+            ))?;
+            legend.push((
+                format!("step {}: {}", m.step, m.label),
+                color,
+                Glyph::Marker,
+            ));
         }
         for (j, h) in self.hlines.iter().enumerate() {
             if let Some(y) = self.plot_y(h.value) {
@@ -289,11 +372,12 @@ impl Chart {
         // Non-finite values: crosses on the top edge, in each line's colour.
         let mut any_nonfinite = false;
         let mut any_nonpositive = false;
-        for (i, line) in self.lines.iter().enumerate() {
+        for (i, line) in self.lines.iter().take(MAX_LINES).enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             let crosses: Vec<_> = line
                 .nonfinite
                 .iter()
+                .filter(|p| in_window(p.0))
                 .map(|&(s, _)| Cross::new((s as f64, y1), 5, color.stroke_width(2)))
                 .collect();
             any_nonfinite |= !crosses.is_empty();
@@ -303,7 +387,7 @@ impl Chart {
                     .segments
                     .iter()
                     .flatten()
-                    .filter(|p| p.1 <= 0.0)
+                    .filter(|p| p.1 <= 0.0 && in_window(p.0))
                     .map(|&(s, _)| Circle::new((s as f64, y0), 4, color.stroke_width(2)))
                     .collect();
                 any_nonpositive |= !circles.is_empty();
@@ -346,6 +430,37 @@ enum Glyph {
     Dashed,
     Cross,
     Circle,
+    Marker,
+    None,
+}
+
+/// `label` cut into lines of at most `width` characters, at spaces where it can be.
+fn wrap(label: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut cur = String::new();
+    for word in label.split(' ') {
+        let mut word = word.to_string();
+        while word.chars().count() > width {
+            if !cur.is_empty() {
+                lines.push(std::mem::take(&mut cur));
+            }
+            let head: String = word.chars().take(width).collect();
+            word = word.chars().skip(width).collect();
+            lines.push(head);
+        }
+        let need = cur.chars().count() + usize::from(!cur.is_empty()) + word.chars().count();
+        if need > width && !cur.is_empty() {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(&word);
+    }
+    if !cur.is_empty() || lines.is_empty() {
+        lines.push(cur);
+    }
+    lines
 }
 
 fn draw_legend<DB: DrawingBackend>(
@@ -357,9 +472,11 @@ fn draw_legend<DB: DrawingBackend>(
     let (w, h) = area.dim_in_pixel();
     let max_rows = ((h as i32 - top - 10) / row).max(1) as usize;
     let max_chars = ((w as i32 - 40) / 8).max(8) as usize;
+    let mut used = 0usize;
     for (k, (label, color, glyph)) in entries.iter().enumerate() {
-        let y = top + row * k as i32;
-        if k + 1 == max_rows && entries.len() > max_rows {
+        let lines = wrap(label, max_chars);
+        let y = top + row * used as i32;
+        if used + lines.len() >= max_rows && k + 1 < entries.len() {
             let rest = entries.len() - k;
             let text = format!("... and {rest} more");
             area.draw(&Text::new(
@@ -386,19 +503,20 @@ fn draw_legend<DB: DrawingBackend>(
             }
             Glyph::Cross => area.draw(&Cross::new((16, y), 5, color.stroke_width(2)))?,
             Glyph::Circle => area.draw(&Circle::new((16, y), 4, color.stroke_width(2)))?,
+            Glyph::Marker => area.draw(&PathElement::new(
+                vec![(16, y - 8), (16, y + 8)],
+                color.stroke_width(2),
+            ))?,
+            Glyph::None => {}
         }
-        let text: String = if label.chars().count() > max_chars {
-            let mut t: String = label.chars().take(max_chars - 1).collect();
-            t.push('…');
-            t
-        } else {
-            label.clone()
-        };
-        area.draw(&Text::new(
-            text,
-            (34, y - 7),
-            ("sans-serif", 17).into_font().color(&BLACK),
-        ))?;
+        for (r, text) in lines.iter().enumerate() {
+            area.draw(&Text::new(
+                text.clone(),
+                (34, y - 7 + row * r as i32),
+                ("sans-serif", 17).into_font().color(&BLACK),
+            ))?;
+        }
+        used += lines.len();
     }
     Ok(())
 }
@@ -462,5 +580,91 @@ mod tests {
         assert!((lo - 1.9).abs() < 1e-12 && (hi - 4.1).abs() < 1e-12);
         c.log_y = true;
         assert_eq!(c.y_range(), (0.0, 1.0)); // log10 2 .. log10 4 -> decades 0 .. 1
+    }
+
+    #[test]
+    fn short_axes_label_each_step_once() {
+        let mut c = Chart::new("loss", "loss", false);
+        c.lines
+            .push(Line::from_points("loss", &[(1, 3.0), (2, 2.0), (3, 1.0)]));
+        let svg = c.to_svg().unwrap();
+        for step in ["1", "2", "3"] {
+            assert_eq!(count(&svg, &svg_text(step)), 1, "tick {step} once: {svg}");
+        }
+    }
+
+    #[test]
+    fn markers_are_drawn_labelled_and_listed() {
+        let mut c = Chart::new("loss", "loss", false);
+        c.lines
+            .push(Line::from_points("loss", &[(1, 3.0), (5, 2.0), (9, 1.0)]));
+        c.markers.push(Marker {
+            step: 5,
+            label: "first sign: grad_spike".into(),
+        });
+        c.markers.push(Marker {
+            step: 40,
+            label: "outside the axis".into(),
+        });
+        let svg = c.to_svg().unwrap();
+        // The legend entry (wrapped at the legend's width) and the step on the plot.
+        assert!(
+            svg.contains("step 5: first sign:") && svg.contains(&svg_text("grad_spike")),
+            "{svg}"
+        );
+        assert!(
+            !svg.contains("outside the axis"),
+            "a marker off the axis is not drawn"
+        );
+    }
+
+    #[test]
+    fn long_legend_labels_wrap_instead_of_being_cut() {
+        let label = "clip_global_norm (3/3 healthy, median held-out loss 0.0123 = 0.05x the constant predictor's)";
+        let mut c = Chart::new("loss", "loss", false);
+        c.lines
+            .push(Line::from_points(label, &[(1, 3.0), (2, 2.0)]));
+        let svg = c.to_svg().unwrap();
+        assert!(!svg.contains('…'), "nothing is cut");
+        for word in label.split(' ').filter(|w| !w.contains('\'')) {
+            assert!(svg.contains(word), "{word} missing");
+        }
+        assert_eq!(wrap("a bb ccc", 4), ["a bb", "ccc"]);
+        assert_eq!(wrap("abcdefghij", 4), ["abcd", "efgh", "ij"]);
+        assert_eq!(wrap("", 4), [""]);
+    }
+
+    #[test]
+    fn twenty_lines_get_distinct_styles_and_more_are_counted() {
+        let mut c = Chart::new("per tensor", "norm", false);
+        for i in 0..23u64 {
+            c.lines.push(Line::from_points(
+                format!("t{i}"),
+                &[(1, i as f64), (2, i as f64 + 1.0)],
+            ));
+        }
+        let svg = c.to_svg().unwrap();
+        // The legend is longer than the chart: its last row counts the entries left out.
+        assert!(svg.contains("more"), "{svg}");
+        assert!(!svg.contains(&svg_text("t20")));
+        let mut c2 = Chart::new("tall", "norm", false);
+        c2.height = 900;
+        c2.lines = c.lines.clone();
+        let svg = c2.to_svg().unwrap();
+        assert!(svg.contains("+3 more series not drawn"), "{svg}");
+        // Ten solid lines, ten dashed ones (drawn as many short segments).
+        assert!(count(&svg, "<polyline") > 20);
+    }
+
+    #[test]
+    fn a_window_zooms_on_its_steps() {
+        let mut c = Chart::new("zoom", "loss", false);
+        let pts: Vec<(u64, f64)> = (1..=300).map(|s| (s, s as f64)).collect();
+        c.lines.push(Line::from_points("loss", &pts));
+        c.x_window = Some((1, 10));
+        assert_eq!(c.x_range(), (1.0, 10.0));
+        assert!((c.y_range().1 - 300.0).abs() > 1.0 || c.y_range().1 > 0.0);
+        let svg = c.to_svg().unwrap();
+        assert!(svg.contains(&svg_text("10")));
     }
 }

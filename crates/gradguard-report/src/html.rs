@@ -246,6 +246,34 @@ fn series_section(st: &State) -> Result<String, ReportError> {
     Ok(out)
 }
 
+/// The steps a zoomed panel shows around a breakdown at `broke` in a run of `steps` steps:
+/// 10 steps before it to 5 after, when the breakdown sits in the first fifth of the axis
+/// (otherwise the whole axis shows it well enough).
+fn zoom_window(broke: Option<u64>, steps: u64) -> Option<(u64, u64)> {
+    let b = broke?;
+    (steps >= 50 && b.saturating_mul(5) <= steps)
+        .then(|| (b.saturating_sub(10).max(1), b.saturating_add(5).min(steps)))
+}
+
+/// Vertical markers for the loss and norm charts: the first sign any detector reported, and
+/// the first non-finite step.
+fn markers(st: &State, s: &gradguard_core::RunSummary) -> Vec<crate::chart::Marker> {
+    let mut v = Vec::new();
+    if let Some(f) = st.findings.iter().min_by_key(|f| f.step) {
+        v.push(crate::chart::Marker {
+            step: f.step,
+            label: format!("first sign ({})", f.sign.as_str()),
+        });
+    }
+    if let Some(step) = s.first_nonfinite_step {
+        v.push(crate::chart::Marker {
+            step,
+            label: "first non-finite value".into(),
+        });
+    }
+    v
+}
+
 fn figure(chart: &Chart, note: &str) -> Result<String, ReportError> {
     Ok(format!("<figure>\n{}\n</figure>\n{note}", chart.to_svg()?))
 }
@@ -311,9 +339,11 @@ impl HtmlReporter {
         body.push_str(&table(&["", ""], &glance, &[1]));
 
         body.push_str("<h2>Charts</h2>\n");
+        let markers = markers(st, s);
         let loss_log = st.loss.finite_range().is_some_and(|(lo, _)| lo > 0.0);
         let mut loss = Chart::new("Training loss", "loss", loss_log);
         loss.lines.push(Line::from_series("loss", &st.loss));
+        loss.markers = markers.clone();
         body.push_str(&figure(&loss, &nonfinite_note("The loss", &st.loss))?);
 
         let mut norm = Chart::new("Global gradient norm", "L2 norm of all gradients", true);
@@ -329,10 +359,24 @@ impl HtmlReporter {
                 value: t,
             });
         }
+        norm.markers = markers.clone();
         body.push_str(&figure(
             &norm,
             &nonfinite_note("The global gradient norm", &st.grad_norm),
         )?);
+        // A run that broke early is squeezed against the left edge of a long axis: the same
+        // two charts again, zoomed on the steps around the breakdown.
+        if let Some(window) = zoom_window(s.first_nonfinite_step, s.steps) {
+            for chart in [&mut loss, &mut norm] {
+                chart.title = format!("{} (steps {}-{})", chart.title, window.0, window.1);
+                chart.x_window = Some(window);
+            }
+            body.push_str(&figure(
+                &loss,
+                "<p class=\"note\">Zoomed on the steps around the first non-finite value.</p>\n",
+            )?);
+            body.push_str(&figure(&norm, "")?);
+        }
 
         let mut layers = Chart::new("Gradient norm per tensor", "L2 norm", true);
         let mut ratios = Chart::new("Update ratio per tensor", "||Δw|| / ||w||", true);
@@ -549,6 +593,35 @@ mod tests {
         })
         .unwrap();
         std::fs::read_to_string(dir.join("report.html")).unwrap()
+    }
+
+    #[test]
+    fn an_early_breakdown_gets_markers_and_a_zoomed_panel() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut r = HtmlReporter::default();
+        r.start(&run_info(tmp.path())).unwrap();
+        for step in 1..=300 {
+            r.event(&event(step, 20)).unwrap();
+        }
+        let d = diagnosis();
+        let mut s = summary();
+        s.steps = 300;
+        let html = r
+            .render(&RunEnd {
+                diagnosis: &d,
+                summary: &s,
+            })
+            .unwrap();
+        // Loss, global norm, their zoomed twins (steps 10-25), per tensor, update ratio.
+        assert_eq!(html.matches("<svg").count(), 6);
+        assert!(html.contains(&svg_text("Training loss (steps 10-25)")), "zoom title");
+        assert!(html.contains("Zoomed on the steps around the first non-finite value"));
+        assert!(html.contains("first non-finite"), "the marker's legend entry");
+        assert_eq!(zoom_window(Some(20), 300), Some((10, 25)));
+        assert_eq!(zoom_window(Some(3), 300), Some((1, 8)));
+        assert_eq!(zoom_window(Some(200), 300), None, "late: the whole axis shows it");
+        assert_eq!(zoom_window(None, 300), None);
+        assert_eq!(zoom_window(Some(2), 30), None, "short runs need no zoom");
     }
 
     #[test]
