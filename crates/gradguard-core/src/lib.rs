@@ -10,6 +10,8 @@
 //! - [`UpdateStats`]: what the last optimiser update did (||dw||, ||w||, their ratio).
 //! - [`Observation`], [`Sign`], [`Finding`], [`Action`], [`Event`], [`Diagnosis`],
 //!   [`RunSummary`]: what detectors see and say, what remedies ask for, what reporters record.
+//! - [`Role::from_name`]: the one rule that infers a tensor's role from its name (and rank),
+//!   for logs and dumps that carry no roles.
 //! - The plugin traits [`Detector`], [`Remedy`] and [`Reporter`], each
 //!   `#[typetag::serde(tag = "kind")]`, plus [`PluginInfo`] descriptions and the
 //!   [`registry`] helpers that list every registered kind.

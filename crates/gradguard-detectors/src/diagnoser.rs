@@ -50,7 +50,7 @@ use gradguard_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::util::{fmt_num, role_from_name};
+use crate::util::fmt_num;
 use gradguard_core::Role;
 
 /// The thresholds of the verdict and origin rules (see the [module documentation](self)).
@@ -362,7 +362,7 @@ impl Diagnoser {
         if self.steps == 1 {
             for l in &e.layers {
                 let has = |w: &str| crate::util::contains_ignore_case(&l.name, w);
-                self.recurrent_names |= role_from_name(&l.name) == Role::RecurrentWeight
+                self.recurrent_names |= Role::from_name(&l.name, None) == Role::RecurrentWeight
                     || has("rnn")
                     || has("lstm")
                     || has("gru");
@@ -381,7 +381,7 @@ impl Diagnoser {
         }
         for l in &e.layers {
             if let Some(r) = l.update_ratio {
-                if role_from_name(&l.name) != Role::Bias
+                if Role::from_name(&l.name, None) != Role::Bias
                     && !r.is_nan()
                     && self.max_ratio.as_ref().is_none_or(|m| r > m.0)
                 {
