@@ -10,6 +10,8 @@
 //! - [`UpdateStats`]: what the last optimiser update did (||dw||, ||w||, their ratio).
 //! - [`Observation`], [`Sign`], [`Finding`], [`Action`], [`Event`], [`Diagnosis`],
 //!   [`RunSummary`]: what detectors see and say, what remedies ask for, what reporters record.
+//! - [`RecurrentMatrix`]: a recurrent weight measured at initialisation, from the bridge to the
+//!   risk probe.
 //! - [`Role::from_name`]: the one rule that infers a tensor's role from its name (and rank),
 //!   for logs and dumps that carry no roles.
 //! - The plugin traits [`Detector`], [`Remedy`] and [`Reporter`], each
@@ -31,6 +33,7 @@ pub mod kernels;
 pub mod observation;
 pub mod param;
 pub mod plugin;
+pub mod probe;
 pub mod registry;
 pub mod sign;
 pub mod stats;
@@ -49,6 +52,7 @@ pub use plugin::{
     CheckpointPolicy, Detector, Family, ParamDoc, PluginInfo, Remedy, RemedyContext, Reporter,
     RunEnd, RunInfo,
 };
+pub use probe::{gate_blocks, RecurrentMatrix};
 pub use sign::{Finding, Sign};
 pub use stats::{ParamStats, ParamUpdate, StepStats, UpdateStats};
 
