@@ -15,7 +15,7 @@
 //! | [`report`] | gradguard-report | console, JSON lines, summary.json, HTML, TensorBoard |
 //! | [`models`] | gradguard-models | dfdx MLP / RNN / LSTM / GRU, tasks, optimisers |
 //! | [`pipeline`] | gradguard-pipeline | the experiment spec and the training loop |
-//! | [`testkit`] | gradguard-testkit | property checks for your own remedies |
+//! | `testkit` (feature `testkit`) | gradguard-testkit | property checks for your own remedies |
 
 #![warn(missing_docs)]
 
@@ -28,6 +28,7 @@ pub use gradguard_models as models;
 pub use gradguard_pipeline as pipeline;
 pub use gradguard_remedies as remedies;
 pub use gradguard_report as report;
+#[cfg(feature = "testkit")]
 pub use gradguard_testkit as testkit;
 
 use gradguard_core::Family;

@@ -10,6 +10,10 @@
 //! - [`UpdateStats`]: what the last optimiser update did (||dw||, ||w||, their ratio).
 //! - [`Observation`], [`Sign`], [`Finding`], [`Action`], [`Event`], [`Diagnosis`],
 //!   [`RunSummary`]: what detectors see and say, what remedies ask for, what reporters record.
+//! - [`RecurrentMatrix`]: a recurrent weight measured at initialisation, from the bridge to the
+//!   risk probe.
+//! - [`Role::from_name`]: the one rule that infers a tensor's role from its name (and rank),
+//!   for logs and dumps that carry no roles.
 //! - The plugin traits [`Detector`], [`Remedy`] and [`Reporter`], each
 //!   `#[typetag::serde(tag = "kind")]`, plus [`PluginInfo`] descriptions and the
 //!   [`registry`] helpers that list every described kind; [`RemedyCapabilities`], what a
@@ -32,6 +36,7 @@ pub mod kernels;
 pub mod observation;
 pub mod param;
 pub mod plugin;
+pub mod probe;
 pub mod registry;
 pub mod remedy_context;
 pub mod sign;
@@ -53,6 +58,7 @@ pub use plugin::{
     CheckpointPolicy, Detector, Family, ParamDoc, PluginInfo, Remedy, Reporter, RunEnd, RunInfo,
 };
 pub use remedy_context::{ParamEdit, RemedyContext, TensorEdit};
+pub use probe::{gate_blocks, RecurrentMatrix};
 pub use sign::{Finding, Sign};
 pub use stats::{ParamStats, ParamUpdate, StepStats, UpdateStats};
 

@@ -35,6 +35,60 @@ impl Role {
     pub fn is_weight(self) -> bool {
         matches!(self, Role::Weight | Role::RecurrentWeight)
     }
+
+    /// The role of a tensor known only by its name and, when known, its rank: the one rule
+    /// for every input that carries no roles (an events log replayed by `gradguard diagnose`,
+    /// a safetensors dump read by `gradguard grads`), so both classify a tensor alike.
+    ///
+    /// The rule reads the name's *leaf*: the part after the last `.` or `/`, without a
+    /// trailing TensorFlow output index `:N`, compared ignoring ASCII case.
+    ///
+    /// 1. A leaf containing `bias` is a [`Role::Bias`] (`fc1.bias`, `lstm.bias_ih_l0`,
+    ///    `rnn.0.bias_hh`, Keras `dense/bias:0`, Flax `Dense_0/bias`), whatever the rank.
+    /// 2. A leaf containing `weight_hh`, `w_hh` or `recurrent` is a [`Role::RecurrentWeight`]
+    ///    (`lstm.weight_hh_l0`, `rnn.0.weight_hh`, Keras `lstm_cell/recurrent_kernel:0`).
+    /// 3. Anything else is decided by the rank: a [`Role::Weight`] when `rank` is `Some(r)`
+    ///    with `r >= 2` (`fc1.weight`, `dense/kernel:0`, `embedding.weight`), [`Role::Other`]
+    ///    when it is `Some(0)` or `Some(1)` (norm scales such as `ln.weight`,
+    ///    `bn.running_mean`), and a [`Role::Weight`] when it is `None` (a log records no
+    ///    shapes, and the models that write one have no rank-1 tensors but biases).
+    ///
+    /// Module names are not read, so `recurrent_block.fc.weight` is a plain weight and
+    /// `unbiased.weight` is not a bias.
+    pub fn from_name(name: &str, rank: Option<usize>) -> Role {
+        let leaf = name_leaf(name);
+        if contains_ignore_case(leaf, "bias") {
+            Role::Bias
+        } else if ["weight_hh", "w_hh", "recurrent"]
+            .iter()
+            .any(|n| contains_ignore_case(leaf, n))
+        {
+            Role::RecurrentWeight
+        } else {
+            match rank {
+                Some(r) if r < 2 => Role::Other,
+                _ => Role::Weight,
+            }
+        }
+    }
+}
+
+/// The last component of a tensor name (after the last `.` or `/`), without a trailing
+/// `:N` output index (`dense/kernel:0` -> `kernel`).
+fn name_leaf(name: &str) -> &str {
+    let leaf = name.rfind(['.', '/']).map_or(name, |i| &name[i + 1..]);
+    match leaf.rfind(':') {
+        Some(i) if i + 1 < leaf.len() && leaf[i + 1..].bytes().all(|b| b.is_ascii_digit()) => {
+            &leaf[..i]
+        }
+        _ => leaf,
+    }
+}
+
+/// Whether `hay` contains the lowercase ASCII `needle`, ignoring ASCII case (no allocation).
+fn contains_ignore_case(hay: &str, needle: &str) -> bool {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
 }
 
 /// The static description of one parameter: its name, shape and role.
@@ -240,5 +294,69 @@ mod tests {
         assert_eq!(view.numel(), 8);
         assert_eq!(view.get("l.bias").map(|p| p.role), Some(Role::Bias));
         assert_eq!(view.infos()[0].numel(), 6);
+    }
+
+    #[test]
+    fn roles_from_names_follow_the_documented_table() {
+        use Role::{Bias, Other, RecurrentWeight, Weight};
+        let table: &[(&str, Option<usize>, Role)] = &[
+            // PyTorch
+            ("fc1.weight", Some(2), Weight),
+            ("fc1.bias", Some(1), Bias),
+            ("bias", Some(1), Bias),
+            ("bias", None, Bias),
+            ("conv1.weight", Some(4), Weight),
+            ("lstm.weight_ih_l0", Some(2), Weight),
+            ("lstm.weight_hh_l0", Some(2), RecurrentWeight),
+            ("lstm.bias_ih_l0", Some(1), Bias),
+            ("lstm.bias_hh_l0", Some(1), Bias),
+            ("RNN.Weight_HH_l0", None, RecurrentWeight),
+            ("cell.W_hh", Some(2), RecurrentWeight),
+            ("ln.weight", Some(1), Other),
+            ("bn.running_mean", Some(1), Other),
+            ("step", Some(0), Other),
+            ("embedding.weight", Some(2), Weight),
+            // gradguard's own models
+            ("layers.0.weight", Some(2), Weight),
+            ("layers.0.bias", Some(1), Bias),
+            ("rnn.0.weight_hh", Some(2), RecurrentWeight),
+            ("lstm.0.bias_hh", Some(1), Bias),
+            ("head.weight", None, Weight),
+            // Keras / TensorFlow
+            ("dense/kernel:0", Some(2), Weight),
+            ("dense/bias:0", Some(1), Bias),
+            ("dense/bias:0", None, Bias),
+            ("lstm/lstm_cell/kernel:0", Some(2), Weight),
+            (
+                "lstm/lstm_cell/recurrent_kernel:0",
+                Some(2),
+                RecurrentWeight,
+            ),
+            ("lstm/lstm_cell/bias:0", Some(1), Bias),
+            // Flax
+            ("params/Dense_0/kernel", Some(2), Weight),
+            ("params/Dense_0/bias", Some(1), Bias),
+            ("params/LayerNorm_0/scale", Some(1), Other),
+            // only the leaf is read
+            ("unbiased.weight", Some(2), Weight),
+            ("recurrent_block.fc.weight", Some(2), Weight),
+            ("bias_net.kernel", Some(2), Weight),
+            // an unknown rank (an events log) leaves a non-bias, non-recurrent tensor a weight
+            ("b", None, Weight),
+            ("ln.weight", None, Weight),
+        ];
+        for &(name, rank, role) in table {
+            assert_eq!(Role::from_name(name, rank), role, "{name} rank {rank:?}");
+        }
+    }
+
+    #[test]
+    fn the_leaf_drops_only_a_numeric_output_index() {
+        assert_eq!(name_leaf("dense/kernel:0"), "kernel");
+        assert_eq!(name_leaf("a.b:12"), "b");
+        assert_eq!(name_leaf("a.b:x"), "b:x");
+        assert_eq!(name_leaf("a.b:"), "b:");
+        assert_eq!(name_leaf("plain"), "plain");
+        assert_eq!(name_leaf("trailing."), "");
     }
 }

@@ -43,8 +43,6 @@ pub mod weights_nonfinite;
 
 mod util;
 
-pub use util::role_from_name;
-
 #[cfg(test)]
 pub(crate) mod testing;
 

@@ -167,16 +167,9 @@ pub fn sigma_max(block: Block<'_>, iterations: usize, scratch: &mut Scratch) -> 
     lambda.sqrt()
 }
 
-/// How a recurrent weight of shape `[rows, cols]` splits into square gate blocks:
-/// `Some(gates)` when `cols > 0` and `rows = gates * cols` (1 for a plain RNN's `[H, H]`,
-/// 4 for PyTorch's LSTM `weight_hh` `[4H, H]` stacked as input, forget, cell, output gates,
-/// 3 for its GRU `[3H, H]` as reset, update, new gates); None otherwise.
-pub fn gate_blocks(shape: &[usize]) -> Option<usize> {
-    match shape {
-        [rows, cols] if *cols > 0 && *rows > 0 && rows % cols == 0 => Some(rows / cols),
-        _ => None,
-    }
-}
+/// How a recurrent weight of shape `[rows, cols]` splits into square gate blocks (defined in
+/// gradguard-core beside [`gradguard_core::RecurrentMatrix`]).
+pub use gradguard_core::gate_blocks;
 
 #[cfg(test)]
 pub(crate) mod tests {

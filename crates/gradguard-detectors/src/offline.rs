@@ -24,12 +24,11 @@
 use std::io::{BufRead, Read};
 
 use gradguard_core::{
-    Detector, Diagnosis, Event, Finding, Observation, ParamStats, ParamUpdate, StepStats,
+    Detector, Diagnosis, Event, Finding, Observation, ParamStats, ParamUpdate, Role, StepStats,
     UpdateStats,
 };
 
 use crate::diagnoser::{Diagnoser, DiagnosisRules};
-use crate::util::role_from_name;
 
 /// At most this many malformed lines are listed one by one.
 pub const MAX_LINE_ERRORS: usize = 1000;
@@ -113,7 +112,7 @@ pub fn diagnose_events<R: BufRead>(
 /// Per tensor: `grad_norm`, `grad_max_abs`, `grad_nonfinite` and the weight norm come from the
 /// event (`grad_sum_sq` = `grad_norm²`; `weight_nonfinite` = 1 when the weight norm is not
 /// finite, as a log holds no count); the role is guessed from the name
-/// ([`crate::role_from_name`]). The global `grad_norm` and `grad_nonfinite` are the event's own.
+/// ([`Role::from_name`], the rank unknown). The global `grad_norm` and `grad_nonfinite` are the event's own.
 /// The update (returned `true` when any tensor has an `update_ratio`) has `update_norm` =
 /// ratio and `weight_norm` = 1, so [`ParamUpdate::ratio`] gives back the logged ratio exactly.
 pub fn observation_parts_from_event(
@@ -138,7 +137,7 @@ pub fn observation_parts_from_event(
         if p.name != l.name {
             p.name.clear();
             p.name.push_str(&l.name);
-            p.role = role_from_name(&l.name);
+            p.role = Role::from_name(&l.name, None);
         }
         p.grad_norm = l.grad_norm;
         p.grad_sum_sq = l.grad_norm * l.grad_norm;

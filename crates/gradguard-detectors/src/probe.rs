@@ -43,16 +43,9 @@ use crate::linalg::Scratch;
 use crate::recurrent_radius_above_one::measure_recurrent;
 use crate::util::fmt_num;
 
-/// A recurrent weight matrix at initialisation.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RecurrentMatrix {
-    /// Its name, e.g. `rnn.0.weight_hh`.
-    pub name: String,
-    /// `[H, H]` or `[G*H, H]`.
-    pub shape: Vec<usize>,
-    /// Row-major values.
-    pub values: Vec<f32>,
-}
+/// A recurrent weight matrix at initialisation (defined in gradguard-core, shared with the
+/// bridges that measure it).
+pub use gradguard_core::RecurrentMatrix;
 
 /// What the caller measured at initialisation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,6 +1,6 @@
 //! Small helpers shared by the detectors and the diagnosis.
 
-use gradguard_core::{ParamStats, Role};
+use gradguard_core::ParamStats;
 
 /// Formats a measured value for a sentence: plain for moderate magnitudes, scientific
 /// otherwise, and `NaN` / `inf` as such.
@@ -38,22 +38,6 @@ pub(crate) fn layer_prefix(name: &str) -> &str {
     match name.rfind('.') {
         Some(i) => &name[..i],
         None => name,
-    }
-}
-
-/// The role of a tensor guessed from its name, for logs that carry names but no roles
-/// (documented in docs/EVENTS.md): `bias` anywhere -> bias; `weight_hh`, `recurrent` or
-/// `w_hh` -> recurrent weight; anything else -> weight.
-pub fn role_from_name(name: &str) -> Role {
-    if contains_ignore_case(name, "bias") {
-        Role::Bias
-    } else if contains_ignore_case(name, "weight_hh")
-        || contains_ignore_case(name, "recurrent")
-        || contains_ignore_case(name, "w_hh")
-    {
-        Role::RecurrentWeight
-    } else {
-        Role::Weight
     }
 }
 
@@ -95,6 +79,7 @@ pub(crate) fn median_in_place(xs: &mut [f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gradguard_core::Role;
 
     #[test]
     fn formats_and_medians() {
@@ -106,10 +91,16 @@ mod tests {
         assert_eq!(median_in_place(&mut [5.0, 1.0, 3.0]), 3.0);
         assert_eq!(median_in_place(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
         assert_eq!(layer_prefix("rnn.0.bias_hh"), "rnn.0");
-        assert_eq!(role_from_name("lstm.0.weight_hh"), Role::RecurrentWeight);
-        assert_eq!(role_from_name("layers.2.bias"), Role::Bias);
-        assert_eq!(role_from_name("head.weight"), Role::Weight);
-        assert_eq!(role_from_name("RNN.Weight_HH_l0"), Role::RecurrentWeight);
-        assert_eq!(role_from_name("b"), Role::Weight);
+        assert_eq!(
+            Role::from_name("lstm.0.weight_hh", None),
+            Role::RecurrentWeight
+        );
+        assert_eq!(Role::from_name("layers.2.bias", None), Role::Bias);
+        assert_eq!(Role::from_name("head.weight", None), Role::Weight);
+        assert_eq!(
+            Role::from_name("RNN.Weight_HH_l0", None),
+            Role::RecurrentWeight
+        );
+        assert_eq!(Role::from_name("b", None), Role::Weight);
     }
 }

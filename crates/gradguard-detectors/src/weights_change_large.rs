@@ -1,8 +1,8 @@
 //! `weights_change_large`: a layer's update ratio ‖dw‖ / ‖w‖ stays above a threshold.
 //!
-//! **Which tensors.** Weight matrices only: tensors whose name contains `bias` are skipped
-//! (the same name rule as for logs, [`crate::role_from_name`], so a replayed log agrees with
-//! the live run). Biases often start at 0, where the ratio is meaningless (`ParamUpdate::ratio`
+//! **Which tensors.** Weight matrices only: biases (a name whose last component contains
+//! `bias`) are skipped (the same name rule as for logs, [`Role::from_name`], so a replayed
+//! log agrees with the live run). Biases often start at 0, where the ratio is meaningless (`ParamUpdate::ratio`
 //! divides by 1e-12 and reports ~1e9 for the first update).
 //!
 //! **Rule.** Reads `obs.update` (what the previous optimiser update did, per tensor):
@@ -25,7 +25,7 @@ use gradguard_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::util::{fmt_num, positive, require, role_from_name};
+use crate::util::{fmt_num, positive, require};
 use gradguard_core::Role;
 
 fn d_threshold() -> f64 {
@@ -86,7 +86,7 @@ impl Detector for WeightsChangeLarge {
         }
         let patience = self.patience.max(1);
         for (p, streak) in update.params.iter().zip(self.streak.iter_mut()) {
-            if role_from_name(&p.name) == Role::Bias {
+            if Role::from_name(&p.name, None) == Role::Bias {
                 continue;
             }
             let ratio = p.ratio();

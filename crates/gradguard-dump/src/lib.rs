@@ -17,9 +17,11 @@
 //! does not parse, a remedy that needs weights without `--params`, and a remedy that withholds
 //! the update (nothing is written then).
 //!
-//! Roles are inferred from names and ranks ([`role_from_name`]): a name ending in `bias` is a
-//! bias, `weight_hh`/`W_hh` a recurrent weight, other tensors of rank >= 2 weights, the rest
-//! "other". They matter to `l1`/`l2` (biases are not penalised unless asked).
+//! Roles are inferred from names and ranks by [`Role::from_name`], the rule `gradguard
+//! diagnose` applies to events logs: a name whose last component contains `bias` is a bias
+//! (`fc1.bias`, `dense/bias:0`), `weight_hh`/`W_hh`/`recurrent` a recurrent weight, other
+//! tensors of rank >= 2 weights, the rest "other". They matter to `l1`/`l2` (biases are not
+//! penalised unless asked).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -181,6 +183,12 @@ fn decode(dtype: DumpDtype, raw: &[u8]) -> impl Iterator<Item = f64> + '_ {
 }
 
 impl DumpTensor {
+    /// The role gradguard gives this tensor: [`Role::from_name`] with its name and rank (see
+    /// the module doc).
+    pub fn role(&self) -> Role {
+        Role::from_name(&self.name, Some(self.shape.len()))
+    }
+
     /// Whether the f32 values still equal what was read.
     pub fn unchanged(&self) -> bool {
         decode(self.dtype, &self.raw)
@@ -222,20 +230,6 @@ impl DumpTensor {
             }
         }
         Ok(Cow::Owned(out))
-    }
-}
-
-/// The role gradguard gives a dumped tensor, from its name and rank (see the module doc).
-pub fn role_from_name(name: &str, rank: usize) -> Role {
-    let lower = name.to_ascii_lowercase();
-    if lower.ends_with("bias") || lower.contains("bias_") {
-        Role::Bias
-    } else if lower.contains("weight_hh") || lower.contains("w_hh") || lower.contains("recurrent") {
-        Role::RecurrentWeight
-    } else if rank >= 2 {
-        Role::Weight
-    } else {
-        Role::Other
     }
 }
 
@@ -446,7 +440,7 @@ fn with_view<T>(
             Some(p) => &p.data,
             None => &zeros[i],
         };
-        let role = role_from_name(&t.name, t.shape.len());
+        let role = t.role();
         view.push(&t.name, &t.shape, role, weights, &mut t.data)
             .map_err(|e| DumpError::Format {
                 path: path.clone(),
@@ -940,10 +934,13 @@ mod tests {
 
     #[test]
     fn roles_from_names() {
-        assert_eq!(role_from_name("layers.0.bias", 1), Role::Bias);
-        assert_eq!(role_from_name("rnn.weight_hh_l0", 2), Role::RecurrentWeight);
-        assert_eq!(role_from_name("fc.weight", 2), Role::Weight);
-        assert_eq!(role_from_name("norm.weight", 1), Role::Other);
+        assert_eq!(Role::from_name("layers.0.bias", Some(1)), Role::Bias);
+        assert_eq!(
+            Role::from_name("rnn.weight_hh_l0", Some(2)),
+            Role::RecurrentWeight
+        );
+        assert_eq!(Role::from_name("fc.weight", Some(2)), Role::Weight);
+        assert_eq!(Role::from_name("norm.weight", Some(1)), Role::Other);
     }
 }
 

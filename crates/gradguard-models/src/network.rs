@@ -39,10 +39,7 @@ pub(crate) struct RecurrentSlot {
 /// The part before the head.
 pub(crate) enum Body {
     Mlp(Vec<DenseIdx>),
-    Recurrent {
-        cell: CellKind,
-        layers: Vec<RecurrentSlot>,
-    },
+    Recurrent { layers: Vec<RecurrentSlot> },
 }
 
 /// A model: body, head, parameters.
@@ -175,7 +172,7 @@ impl Network {
                     fan_in = h;
                 }
                 (
-                    Body::Recurrent { cell, layers },
+                    Body::Recurrent { layers },
                     h,
                     r.output_init.unwrap_or(r.init),
                 )
@@ -239,12 +236,17 @@ impl Network {
         }
     }
 
-    /// The cell kind, for recurrent models.
-    pub fn cell(&self) -> Option<CellKind> {
-        match &self.body {
-            Body::Mlp(_) => None,
-            Body::Recurrent { cell, .. } => Some(*cell),
-        }
+    /// One bias per layer, input layer first and the head last, as indices into the store:
+    /// a dense layer's bias, a recurrent layer's `bias_ih` (its gradient is the layer's
+    /// error signal summed over the batch and the time steps; `bias_hh` would count the
+    /// layer twice).
+    pub fn layer_biases(&self) -> Vec<usize> {
+        let mut out: Vec<usize> = match &self.body {
+            Body::Mlp(layers) => layers.iter().map(|d| d.b).collect(),
+            Body::Recurrent { layers, .. } => layers.iter().map(|s| s.idx[2]).collect(),
+        };
+        out.push(self.head.b);
+        out
     }
 
     fn mlp_forward<T: Tape<f32, Cpu>>(

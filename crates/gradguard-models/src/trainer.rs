@@ -1,5 +1,6 @@
 //! The training bridge: see [`Trainer`].
 
+pub use gradguard_core::RecurrentMatrix;
 use gradguard_core::{
     ParamInfo, ParamUpdate, ParamView, Series, SeriesAxis, UpdateStats, WeightStats,
 };
@@ -83,19 +84,6 @@ pub struct ProbePass {
     pub series: Vec<Series>,
 }
 
-/// A recurrent weight matrix `W_hh` (`[gates * hidden, hidden]`, row-major) for the risk probe.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RecurrentMatrix {
-    /// The parameter name, e.g. `rnn.0.weight_hh`.
-    pub name: String,
-    /// `[gates * hidden, hidden]`.
-    pub shape: Vec<usize>,
-    /// Gate blocks stacked in the rows: 1 (rnn), 4 (lstm), 3 (gru).
-    pub gates: usize,
-    /// The values, row-major.
-    pub values: Vec<f32>,
-}
-
 /// What [`Trainer::probe`] measured at initialisation, without changing the run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProbeReport {
@@ -108,8 +96,13 @@ pub struct ProbeReport {
     pub time_step_norms: Vec<Series>,
     /// The global gradient norm, averaged over the passes.
     pub global_grad_norm: f64,
-    /// The recurrent weight matrices.
+    /// The recurrent weight matrices `W_hh` (`[gates * hidden, hidden]`, gate blocks stacked
+    /// in the rows: 1 for rnn, 4 for lstm, 3 for gru; see [`RecurrentMatrix::gates`]).
     pub recurrent_weights: Vec<RecurrentMatrix>,
+    /// One bias per layer, input layer first and the head last, as indices into the view
+    /// order (and into each pass's `grad_norms`): a dense layer's `bias`, a recurrent layer's
+    /// `bias_ih`. Their gradients are the layers' error signals summed over the batch.
+    pub layer_biases: Vec<usize>,
     /// The sequence length of the task (1 for tables).
     pub seq_len: usize,
     /// The truncated-BPTT window, if any.
@@ -800,7 +793,6 @@ impl Trainer {
                     .collect()
             })
             .unwrap_or_default();
-        let gates = self.net.cell().map(|c| c.gates()).unwrap_or(1);
         let recurrent_weights = self
             .net
             .store
@@ -810,7 +802,6 @@ impl Trainer {
             .map(|s| RecurrentMatrix {
                 name: s.info.name.clone(),
                 shape: s.info.shape.clone(),
-                gates,
                 values: s.w.as_ref().clone(),
             })
             .collect();
@@ -820,6 +811,7 @@ impl Trainer {
             time_step_norms,
             global_grad_norm,
             recurrent_weights,
+            layer_biases: self.net.layer_biases(),
             seq_len: self.data.steps,
             bptt_window: self.bptt,
         })

@@ -2,8 +2,8 @@
 //! gradients before any training (the measuring is gradguard-models' `Trainer::probe`, the
 //! judging is gradguard-detectors' `probe`).
 
-use gradguard_core::{Role, SeriesAxis};
-use gradguard_detectors::{probe, InitialGrowth, ProbeInput, ProbeReport, RecurrentMatrix};
+use gradguard_core::SeriesAxis;
+use gradguard_detectors::{probe, InitialGrowth, ProbeInput, ProbeReport};
 use gradguard_models::{ModelError, Trainer};
 
 use crate::spec::ExperimentSpec;
@@ -37,7 +37,8 @@ pub fn probe_trainer(
     let n = measured.passes.len().max(1) as f64;
 
     // Error signal per layer, input layer first: the model's own per-layer series when it
-    // records one, otherwise each layer's bias gradient (the error signal summed over the batch).
+    // records one, otherwise each layer's bias gradient (the error signal summed over the
+    // batch), one bias per layer as the model lists them (`layer_biases`, the head last).
     let mut layer_grad_norms: Vec<(String, f64)> = Vec::new();
     let layer_series = measured
         .passes
@@ -55,28 +56,15 @@ pub fn probe_trainer(
             layer_grad_norms.push((format!("layer {i}"), mean));
         }
     } else {
-        for (i, info) in infos.iter().enumerate() {
-            if info.role == Role::Bias
-                && !info.name.starts_with("head")
-                && !info.name.contains("bias_hh")
-            {
-                let mean = measured
-                    .passes
-                    .iter()
-                    .filter_map(|p| p.grad_norms.get(i).map(|g| g.1))
-                    .sum::<f64>()
-                    / n;
-                layer_grad_norms.push((info.name.clone(), mean));
-            }
-        }
-        if let Some(i) = infos.iter().position(|p| p.name == "head.bias") {
+        for &i in &measured.layer_biases {
+            let Some(info) = infos.get(i) else { continue };
             let mean = measured
                 .passes
                 .iter()
                 .filter_map(|p| p.grad_norms.get(i).map(|g| g.1))
                 .sum::<f64>()
                 / n;
-            layer_grad_norms.push(("head.bias".into(), mean));
+            layer_grad_norms.push((info.name.clone(), mean));
         }
     }
     // Per-time-step norms: the mean over passes of each recurrent layer's series.
@@ -107,15 +95,7 @@ pub fn probe_trainer(
     let input = ProbeInput {
         layer_grad_norms,
         time_step_norms,
-        recurrent_weights: measured
-            .recurrent_weights
-            .iter()
-            .map(|m| RecurrentMatrix {
-                name: m.name.clone(),
-                shape: m.shape.clone(),
-                values: m.values.clone(),
-            })
-            .collect(),
+        recurrent_weights: measured.recurrent_weights,
         global_grad_norm: Some(global),
         sequence_length: recurrent.then_some(measured.seq_len),
         ..ProbeInput::default()

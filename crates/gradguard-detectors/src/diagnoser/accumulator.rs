@@ -5,7 +5,6 @@ use gradguard_core::{Diagnosis, Event, Finding, Learning, Role, Sign, SignSummar
 
 use super::verdict::Decisive;
 use super::{apply_evidence, DiagnosisRules, InitialGrowth, MeasuredCure};
-use crate::util::role_from_name;
 
 /// Per sign: how often it was found, its first finding and its largest value.
 #[derive(Clone, Debug, Default)]
@@ -135,7 +134,7 @@ impl Diagnoser {
         if self.steps == 1 {
             for l in &e.layers {
                 let has = |w: &str| crate::util::contains_ignore_case(&l.name, w);
-                self.recurrent_names |= role_from_name(&l.name) == Role::RecurrentWeight
+                self.recurrent_names |= Role::from_name(&l.name, None) == Role::RecurrentWeight
                     || has("rnn")
                     || has("lstm")
                     || has("gru");
@@ -154,7 +153,7 @@ impl Diagnoser {
         }
         for l in &e.layers {
             if let Some(r) = l.update_ratio {
-                if role_from_name(&l.name) != Role::Bias
+                if Role::from_name(&l.name, None) != Role::Bias
                     && !r.is_nan()
                     && self.max_ratio.as_ref().is_none_or(|m| r > m.0)
                 {
