@@ -10,6 +10,8 @@
 //! - [`UpdateStats`]: what the last optimiser update did (||dw||, ||w||, their ratio).
 //! - [`Observation`], [`Sign`], [`Finding`], [`Action`], [`Event`], [`Diagnosis`],
 //!   [`RunSummary`]: what detectors see and say, what remedies ask for, what reporters record.
+//! - [`Window`]: the fixed-capacity ring and robust statistics (mean/variance, median/MAD,
+//!   percentile) of every plugin that keeps a history.
 //! - The plugin traits [`Detector`], [`Remedy`] and [`Reporter`], each
 //!   `#[typetag::serde(tag = "kind")]`, plus [`PluginInfo`] descriptions and the
 //!   [`registry`] helpers that list every registered kind.
@@ -33,6 +35,7 @@ pub mod registry;
 pub mod remedy_context;
 pub mod sign;
 pub mod stats;
+pub mod window;
 
 pub use action::{Action, ActionRecord};
 pub use cure::{CellName, Cure};
@@ -50,6 +53,7 @@ pub use plugin::{
 pub use remedy_context::{ParamEdit, RemedyContext, TensorEdit};
 pub use sign::{Finding, Sign};
 pub use stats::{ParamStats, ParamUpdate, StepStats, UpdateStats};
+pub use window::Window;
 
 #[doc(hidden)]
 pub mod __private {
