@@ -25,6 +25,7 @@ use gradguard_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::nonfinite::ensure_at_least;
+use gradguard_core::float::fmt_short;
 
 fn default_window() -> usize {
     128
@@ -110,14 +111,18 @@ impl Remedy for SkipSpike {
             );
             if zl > self.sigma {
                 reason = Some(format!(
-                    "loss {loss} has z-score {zl:.2} > {} over the last {} steps",
-                    self.sigma,
+                    "loss {} has z-score {} > {} over the last {} steps",
+                    fmt_short(loss),
+                    fmt_short(zl),
+                    fmt_short(self.sigma),
                     self.losses.len()
                 ));
             } else if zn > self.sigma {
                 reason = Some(format!(
-                    "gradient norm {norm} has z-score {zn:.2} > {} over the last {} steps",
-                    self.sigma,
+                    "gradient norm {} has z-score {} > {} over the last {} steps",
+                    fmt_short(norm),
+                    fmt_short(zn),
+                    fmt_short(self.sigma),
                     self.norms.len()
                 ));
             }

@@ -568,7 +568,7 @@ mod tests {
         ] {
             assert!(html.contains(&svg_text(title)), "{title}");
         }
-        assert!(html.contains(&svg_text("clip threshold 1.000")));
+        assert!(html.contains(&svg_text("clip threshold 1")));
         assert!(html.contains(&svg_text("after remedies")));
         assert!(
             html.contains(&svg_text("layers.0.weight"))
