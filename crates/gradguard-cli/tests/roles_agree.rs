@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use gradguard_core::{Event, LayerRecord, Role, StepStats, UpdateStats};
 use gradguard_detectors::observation_parts_from_event;
-use gradguard_remedies::dump::GradDump;
+use gradguard_dump::GradDump;
 
 /// The role the events-log path (offline diagnosis) gives `name`.
 fn role_in_log(name: &str) -> Role {
@@ -41,7 +41,7 @@ fn role_in_log(name: &str) -> Role {
 #[test]
 fn dump_and_log_classify_tensors_alike() {
     let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../gradguard-remedies/tests/fixtures/grads_f32.safetensors");
+        .join("../gradguard-dump/tests/fixtures/grads_f32.safetensors");
     let mut dump = GradDump::load(&fixture).unwrap();
     let of_rank = |r: usize| dump.tensors.iter().position(|t| t.shape.len() == r);
     let (vector, matrix) = (of_rank(1).unwrap(), of_rank(2).unwrap());

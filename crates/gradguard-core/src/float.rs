@@ -6,25 +6,51 @@
 //! `#[serde(with = "gradguard_core::float::lossy")]` on an `f64` field, or
 //! `#[serde(with = "gradguard_core::float::lossy_opt")]` on an `Option<f64>`.
 
-/// Formats a measured value for a sentence: plain with up to three decimals for moderate
-/// magnitudes, scientific (`1.23e5`) at 1e4 and above or below 1e-3, and `NaN` / `inf` as such.
+/// Formats a number for people: gradguard's one number formatter, used by every message,
+/// finding, diagnosis, console line, chart label and report table (`gradguard_report`
+/// re-exports it as `format_number`).
+///
+/// The rule, decided on the value rounded to three significant digits, `d.dd × 10^e`:
+/// - `e >= 4` or `e <= -4` (|v| from about 9995 up, or below about 0.0009995): scientific with three
+///   significant digits, `3.14e4`, `2.00e-5`, `-1.50e33` (the zeros of the mantissa kept, as
+///   Rust's `{:.2e}` writes them);
+/// - otherwise plain, rounded at the third significant digit, trailing zeros and a trailing
+///   point dropped: `2.5`, `1`, `0.0123`, `49.9`; whole numbers below 10^4 keep every digit
+///   (`1235`, not `1.23e3`);
+/// - `0` for zero (either sign), `NaN`, `inf` and `-inf` spelled as such.
+///
+/// So a value never shows more precision than three significant digits carry, except the
+/// whole digits of a number below about 10^4.
 pub fn fmt_short(v: f64) -> String {
     if v.is_nan() {
-        "NaN".to_string()
-    } else if v.is_infinite() {
-        if v > 0.0 {
-            "inf".to_string()
-        } else {
-            "-inf".to_string()
-        }
-    } else if v == 0.0 {
-        "0".to_string()
-    } else if v.abs() >= 1e4 || v.abs() < 1e-3 {
-        format!("{v:.2e}")
+        return "NaN".to_string();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "inf" } else { "-inf" }.to_string();
+    }
+    if v == 0.0 {
+        return "0".to_string();
+    }
+    let sci = format!("{v:.2e}");
+    // `{:.2e}` writes `d.dde<exp>`, rounded: its exponent is that of the shown value.
+    let exp: i32 = sci
+        .rsplit('e')
+        .next()
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(0);
+    if !(-3..4).contains(&exp) {
+        return sci;
+    }
+    // Rounds at the same digit as `sci` (10^(exp - 2)), so the digits agree.
+    let decimals = (2 - exp).max(0) as usize;
+    let plain = format!("{v:.decimals$}");
+    if plain.contains('.') {
+        plain
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
     } else {
-        let s = format!("{v:.3}");
-        let s = s.trim_end_matches('0').trim_end_matches('.');
-        s.to_string()
+        plain
     }
 }
 
@@ -216,5 +242,52 @@ mod tests {
         let t: T = serde_json::from_str(r#"{"x":3,"y":2}"#).unwrap();
         assert_eq!((t.x, t.y), (3.0, Some(2.0)));
         assert!(serde_json::from_str::<T>(r#"{"x":"big","y":null}"#).is_err());
+    }
+
+    #[test]
+    fn fmt_short_boundaries() {
+        let cases = [
+            // non-finite and zero
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "inf"),
+            (f64::NEG_INFINITY, "-inf"),
+            (0.0, "0"),
+            (-0.0, "0"),
+            // plain: three significant digits, trailing zeros dropped
+            (1.0, "1"),
+            (2.5, "2.5"),
+            (-0.5, "-0.5"),
+            (4.56789, "4.57"),
+            (12.345, "12.3"),
+            (49.9, "49.9"),
+            (100.0, "100"),
+            (123.456, "123"),
+            (0.1, "0.1"),
+            (0.012345, "0.0123"),
+            // rounding that reaches the next power of ten
+            (9.996, "10"),
+            (99.96, "100"),
+            // whole numbers below 10^4 keep every digit
+            (1234.5678, "1235"),
+            (-1234.4, "-1234"),
+            (9994.4, "9994"),
+            // the upper switch: from 9995 the value rounds to 1.00e4
+            (9996.0, "1.00e4"),
+            (9999.4, "1.00e4"),
+            (10_000.0, "1.00e4"),
+            (31415.9, "3.14e4"),
+            (1.5e33, "1.50e33"),
+            (-2.7e4, "-2.70e4"),
+            // the lower switch: 0.001 is plain, below 0.00099995 scientific
+            (0.001, "0.001"),
+            (0.00099996, "0.001"),
+            (0.00099949, "9.99e-4"),
+            (2e-5, "2.00e-5"),
+            (f64::MIN_POSITIVE, "2.23e-308"),
+            (f64::MAX, "1.80e308"),
+        ];
+        for (v, text) in cases {
+            assert_eq!(super::fmt_short(v), text, "{v:e}");
+        }
     }
 }

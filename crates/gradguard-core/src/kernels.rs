@@ -33,7 +33,9 @@
 //! the mixed f32/f64 loop well by itself. On one machine the same build always runs, so
 //! results are reproducible there; across builds they agree to the bounds above.
 //! `GRADGUARD_FORCE_PORTABLE=1` forces the portable loop (see [`FORCE_PORTABLE_VAR`]), so CI
-//! tests it on machines that have AVX-512.
+//! tests it on machines that have AVX-512. [`active_build`] is the one dispatch decision of
+//! every gradguard kernel: the [`multiversion!`](crate::multiversion) macro defined here
+//! dispatches the remedies' and the models' kernels on it too.
 
 use std::sync::OnceLock;
 
@@ -74,9 +76,14 @@ impl Build {
         match self {
             Build::Portable => true,
             #[cfg(target_arch = "x86_64")]
+            // Every feature the `multiversion!` Avx512 tier enables (AVX-512F/DQ/VL, AVX2,
+            // FMA), so code of both tiers may run here; the measuring kernel needs F and DQ.
             Build::Avx512 => {
                 std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("avx512dq")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
             }
             #[cfg(target_arch = "x86_64")]
             Build::Avx2 => {
@@ -93,6 +100,164 @@ impl Build {
     pub fn is_exact(self) -> bool {
         self != Build::Avx512
     }
+
+    /// Whether a CPU whose [`active_build`] is `self` may run code compiled for `tier`: the
+    /// AVX-512 build runs both SIMD tiers, the AVX2 build the AVX2 tier, every build the
+    /// portable code. This is what [`multiversion!`](crate::multiversion) asks.
+    pub fn covers(self, tier: Build) -> bool {
+        match tier {
+            Build::Portable => true,
+            Build::Avx2 => matches!(self, Build::Avx512 | Build::Avx2),
+            Build::Avx512 => self == Build::Avx512,
+        }
+    }
+}
+
+/// Runtime SIMD dispatch, the one pattern of every gradguard kernel: defines a function that
+/// runs the best build the CPU offers, chosen by [`active_build`] (detected once per process
+/// and cached; [`Build::Portable`] under `GRADGUARD_FORCE_PORTABLE=1`, see
+/// [`portable_forced`]).
+///
+/// # Two forms
+/// **Compiled per tier.** The body is compiled once per tier listed in `for [...]` (default:
+/// `[Avx512, Avx2]`) with that tier's `#[target_feature]`s, plus once portable; LLVM
+/// vectorises each for its instruction set. The body is an `#[inline(always)]` inner function
+/// whose slice parameters LLVM treats as non-aliasing.
+/// ```
+/// gradguard_core::multiversion! {
+///     for [Avx2]
+///     /// Adds `b` to `a` element by element.
+///     pub fn add_assign(a: &mut [f32], b: &[f32]) {
+///         for (x, y) in a.iter_mut().zip(b) {
+///             *x += *y;
+///         }
+///     }
+/// }
+/// let mut a = [1.0f32, 2.0];
+/// add_assign(&mut a, &[0.5, 0.5]);
+/// assert_eq!(a, [1.5, 2.5]);
+/// ```
+/// **Hand-written kernels.** Each listed tier calls its own function (explicit intrinsics,
+/// `#[cfg(target_arch = "x86_64")]` and `#[target_feature]` at most the tier's features: the
+/// `unsafe` in the list is the author's promise of that); `Portable` names the fallback.
+/// ```ignore
+/// gradguard_core::multiversion! {
+///     /// Clamps and measures.
+///     pub fn clamp_measure(x: &mut [f32], limit: f32) -> SliceStats;
+///     unsafe Avx2 => clamp_measure_avx2,
+///     Portable => clamp_measure_body,
+/// }
+/// ```
+/// Tiers are tried in the order listed, so list the widest first.
+///
+/// # Tiers and their target features
+/// - `Avx512`: `avx512f,avx512dq,avx512vl,avx2,fma`, run when the active build is
+///   [`Build::Avx512`] (which detects all five).
+/// - `Avx2`: `avx2,fma`, run when the active build is [`Build::Avx2`] or [`Build::Avx512`]
+///   ([`Build::covers`]).
+///
+/// Rust never contracts `a * b + c` into an FMA by itself, so a body compiled for any tier
+/// gives the same bits as its portable build unless it calls `mul_add` (which is correctly
+/// rounded everywhere) or explicit intrinsics.
+///
+/// # Why a macro of our own and not a crate
+/// `multiversion` and `pulp` are both in the registry and well kept, but neither fits:
+/// their dispatch decides by CPU features alone, while every gradguard kernel must obey
+/// `GRADGUARD_FORCE_PORTABLE=1` (CI runs the portable code on AVX-512 machines) and agree
+/// with the measuring kernel's [`Build`], which tests select explicitly
+/// ([`slice_stats_on`]) to compare builds; and the measuring and clamping kernels are
+/// hand-written intrinsics, which `multiversion`'s attribute only clones and `pulp`'s
+/// `WithSimd` would make us rewrite. This macro is ~80 lines with no dependency (core
+/// depends on nothing of ours and on no proc-macro), built on the one decision
+/// [`active_build`].
+#[macro_export]
+macro_rules! multiversion {
+    // Internal: one tier's build of `inner`, with that tier's target features.
+    (@tier Avx512 ($($arg:ident : $ty:ty),*) $(-> $ret:ty)?) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2,fma")]
+        #[allow(non_snake_case, clippy::too_many_arguments)]
+        unsafe fn Avx512($($arg: $ty),*) $(-> $ret)? {
+            inner($($arg),*)
+        }
+    };
+    (@tier Avx2 ($($arg:ident : $ty:ty),*) $(-> $ret:ty)?) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        #[allow(non_snake_case, clippy::too_many_arguments)]
+        unsafe fn Avx2($($arg: $ty),*) $(-> $ret)? {
+            inner($($arg),*)
+        }
+    };
+    // Internal: the builds of every listed tier.
+    (@tiers [] $sig:tt $(-> $ret:ty)?) => {};
+    (@tiers [$first:ident $(, $rest:ident)*] $sig:tt $(-> $ret:ty)?) => {
+        $crate::multiversion!(@tier $first $sig $(-> $ret)?);
+        $crate::multiversion!(@tiers [$($rest),*] $sig $(-> $ret)?);
+    };
+    // Internal: call the first listed tier's function (`$tier => $f`) that `$build` covers.
+    (@calls $build:ident [] $args:tt) => {};
+    (@calls $build:ident [$tier:ident => $f:ident $(, $rt:ident => $rf:ident)*] ($($arg:ident),*)) => {
+        if $build.covers($crate::kernels::Build::$tier) {
+            // SAFETY: the active build covers this tier, so the CPU has every feature the
+            // tier's function enables (generated per tier, or promised by the `unsafe` of a
+            // hand-written kernel's entry).
+            return unsafe { $f($($arg),*) };
+        }
+        $crate::multiversion!(@calls $build [$($rt => $rf),*] ($($arg),*));
+    };
+    // Hand-written kernels per tier.
+    (
+        $(#[$meta:meta])*
+        $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) -> $ret:ty;
+        $(unsafe $tier:ident => $kernel:ident,)+
+        Portable => $portable:ident $(,)?
+    ) => {
+        $(#[$meta])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                let build = $crate::kernels::active_build();
+                $crate::multiversion!(@calls build [$($tier => $kernel),+] ($($arg),*));
+            }
+            $portable($($arg),*)
+        }
+    };
+    // Compiled per tier, the tiers given.
+    (
+        for [$($tier:ident),+ $(,)?]
+        $(#[$meta:meta])*
+        $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block
+    ) => {
+        $(#[$meta])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn inner($($arg: $ty),*) $(-> $ret)? $body
+
+            $crate::multiversion!(@tiers [$($tier),+] ($($arg: $ty),*) $(-> $ret)?);
+
+            #[cfg(target_arch = "x86_64")]
+            {
+                let build = $crate::kernels::active_build();
+                $crate::multiversion!(@calls build [$($tier => $tier),+] ($($arg),*));
+            }
+            inner($($arg),*)
+        }
+    };
+    // Compiled per tier, both SIMD tiers.
+    (
+        $(#[$meta:meta])*
+        $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block
+    ) => {
+        $crate::multiversion! {
+            for [Avx512, Avx2]
+            $(#[$meta])*
+            $vis fn $name($($arg: $ty),*) $(-> $ret)? $body
+        }
+    };
 }
 
 /// Name of the environment variable that forces the portable build when set to `1`.
@@ -395,20 +560,15 @@ pub fn scale_in_place(x: &mut [f32], c: f32) {
 /// (1.2e-38, which happens when clipping a norm near 1e38 to 1) is applied in f64 so that
 /// no precision is lost to subnormal rounding. [`applied_factor`] says which factor that is.
 pub fn scale(x: &mut [f32], c: f64) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if matches!(active_build(), Build::Avx512 | Build::Avx2) {
-            // SAFETY: `active_build()` names an AVX build only when the CPU supports AVX2.
-            return unsafe { scale_avx2(x, c) };
-        }
-    }
-    scale_body(x, c)
+    scale_dispatch(x, c)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn scale_avx2(x: &mut [f32], c: f64) {
-    scale_body(x, c)
+multiversion! {
+    for [Avx2]
+    /// [`scale`], dispatched ([`multiversion!`](crate::multiversion)).
+    fn scale_dispatch(x: &mut [f32], c: f64) {
+        scale_body(x, c)
+    }
 }
 
 #[inline(always)]

@@ -14,6 +14,8 @@
 //!   risk probe.
 //! - [`Role::from_name`]: the one rule that infers a tensor's role from its name (and rank),
 //!   for logs and dumps that carry no roles.
+//! - [`Window`]: the fixed-capacity ring and robust statistics (mean/variance, median/MAD,
+//!   percentile) of every plugin that keeps a history.
 //! - The plugin traits [`Detector`], [`Remedy`] and [`Reporter`], each
 //!   `#[typetag::serde(tag = "kind")]`, plus [`PluginInfo`] descriptions and the
 //!   [`registry`] helpers that list every described kind; [`RemedyCapabilities`], what a
@@ -41,6 +43,7 @@ pub mod registry;
 pub mod remedy_context;
 pub mod sign;
 pub mod stats;
+pub mod window;
 
 pub use action::{Action, ActionRecord};
 pub use alias::KindAlias;
@@ -57,10 +60,11 @@ pub use param::{Param, ParamInfo, ParamView, Role, WeightStats};
 pub use plugin::{
     CheckpointPolicy, Detector, Family, ParamDoc, PluginInfo, Remedy, Reporter, RunEnd, RunInfo,
 };
-pub use remedy_context::{ParamEdit, RemedyContext, TensorEdit};
 pub use probe::{gate_blocks, RecurrentMatrix};
+pub use remedy_context::{ParamEdit, RemedyContext, TensorEdit};
 pub use sign::{Finding, Sign};
 pub use stats::{ParamStats, ParamUpdate, StepStats, UpdateStats};
+pub use window::Window;
 
 #[doc(hidden)]
 pub mod __private {

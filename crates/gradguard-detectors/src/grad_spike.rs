@@ -25,11 +25,11 @@
 //! spike, since the level is at least `min_ratio` times the median). Scratch allocated once.
 
 use gradguard_core::{
-    describe_plugin, Detector, Family, Finding, Observation, ParamDoc, PluginInfo, Sign,
+    describe_plugin, Detector, Family, Finding, Observation, ParamDoc, PluginInfo, Sign, Window,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::util::{argmax_grad_norm, fmt_num, median_in_place, non_negative, positive, require};
+use crate::util::{argmax_grad_norm, fmt_num, non_negative, positive, require};
 
 fn d_window() -> usize {
     50
@@ -60,12 +60,9 @@ pub struct GradSpike {
     /// The norm must also exceed `min_ratio` times the median.
     #[serde(default = "d_ratio")]
     pub min_ratio: f64,
+    /// The last finite norms (median and MAD from its scratch: no allocation per step).
     #[serde(skip)]
-    ring: Vec<f64>,
-    #[serde(skip)]
-    head: usize,
-    #[serde(skip)]
-    scratch: Vec<f64>,
+    ring: Window,
 }
 
 impl Default for GradSpike {
@@ -75,9 +72,7 @@ impl Default for GradSpike {
             min_history: d_min_history(),
             z_threshold: d_z(),
             min_ratio: d_ratio(),
-            ring: Vec::new(),
-            head: 0,
-            scratch: Vec::new(),
+            ring: Window::default(),
         }
     }
 }
@@ -88,28 +83,13 @@ impl GradSpike {
         if self.ring.is_empty() || self.ring.len() < self.min_history.max(1) {
             return None;
         }
-        self.scratch.clear();
-        self.scratch.extend_from_slice(&self.ring);
-        let med = median_in_place(&mut self.scratch);
-        for x in self.scratch.iter_mut() {
-            *x = (*x - med).abs();
-        }
-        let mad = median_in_place(&mut self.scratch);
+        let (med, mad) = self.ring.median_mad();
         Some((med, 1.4826 * mad))
     }
 
     fn push(&mut self, g: f64) {
-        let w = self.window.max(1);
-        if self.ring.capacity() < w {
-            self.ring.reserve_exact(w - self.ring.len());
-            self.scratch.reserve_exact(w);
-        }
-        if self.ring.len() < w {
-            self.ring.push(g);
-        } else {
-            self.ring[self.head] = g;
-            self.head = (self.head + 1) % w;
-        }
+        self.ring.set_capacity(self.window.max(1));
+        self.ring.push(g);
     }
 }
 
@@ -151,7 +131,7 @@ impl Detector for GradSpike {
         // median is at least the window's minimum, so a norm at or below min_ratio x minimum
         // cannot be a spike (this skips the two selections in most healthy steps).
         let warm = self.ring.len() >= self.min_history.max(1);
-        let window_min = self.ring.iter().copied().fold(f64::INFINITY, f64::min);
+        let window_min = self.ring.min();
         let surely_quiet = warm && self.min_ratio > 0.0 && g <= self.min_ratio * window_min;
         if surely_quiet {
             self.push(g);
@@ -193,7 +173,6 @@ impl Detector for GradSpike {
 
     fn reset(&mut self) {
         self.ring.clear();
-        self.head = 0;
     }
 }
 

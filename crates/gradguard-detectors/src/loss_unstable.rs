@@ -19,7 +19,7 @@
 //! more than 10% of its steps swing (see [`crate::diagnoser`]).
 
 use gradguard_core::{
-    describe_plugin, Detector, Family, Finding, Observation, ParamDoc, PluginInfo, Sign,
+    describe_plugin, Detector, Family, Finding, Observation, ParamDoc, PluginInfo, Sign, Window,
 };
 use serde::{Deserialize, Serialize};
 
@@ -66,10 +66,9 @@ pub struct LossUnstable {
     prev: Option<f64>,
     #[serde(skip)]
     first: Option<f64>,
+    /// The last finite losses (coefficient-of-variation mode).
     #[serde(skip)]
-    ring: Vec<f64>,
-    #[serde(skip)]
-    head: usize,
+    ring: Window,
     #[serde(skip)]
     cooldown: usize,
 }
@@ -83,8 +82,7 @@ impl Default for LossUnstable {
             floor_fraction: d_floor(),
             prev: None,
             first: None,
-            ring: Vec::new(),
-            head: 0,
+            ring: Window::default(),
             cooldown: 0,
         }
     }
@@ -128,26 +126,12 @@ impl LossUnstable {
         if !obs.loss.is_finite() {
             return;
         }
-        if self.ring.len() < w {
-            if self.ring.capacity() < w {
-                self.ring.reserve_exact(w - self.ring.len());
-            }
-            self.ring.push(obs.loss);
-        } else {
-            self.ring[self.head] = obs.loss;
-            self.head = (self.head + 1) % w;
-        }
-        if self.ring.len() < w || self.cooldown > 0 {
+        self.ring.set_capacity(w);
+        self.ring.push(obs.loss);
+        if !self.ring.is_full() || self.cooldown > 0 {
             return;
         }
-        let n = w as f64;
-        let mean = self.ring.iter().sum::<f64>() / n;
-        let var = self
-            .ring
-            .iter()
-            .map(|x| (x - mean) * (x - mean))
-            .sum::<f64>()
-            / n;
+        let (mean, var) = self.ring.mean_population_variance();
         let cv = var.sqrt() / mean.abs().max(1e-12);
         if cv > self.threshold {
             self.cooldown = w;
@@ -201,7 +185,6 @@ impl Detector for LossUnstable {
         self.prev = None;
         self.first = None;
         self.ring.clear();
-        self.head = 0;
         self.cooldown = 0;
     }
 }

@@ -62,23 +62,10 @@ pub(crate) fn argmax_grad_norm(params: &[ParamStats]) -> Option<usize> {
     best.map(|(i, _)| i)
 }
 
-/// Median of `xs` (reorders it). `xs` must be non-empty and NaN-free.
-pub(crate) fn median_in_place(xs: &mut [f64]) -> f64 {
-    let n = xs.len();
-    let mid = n / 2;
-    let (_, m, _) = xs.select_nth_unstable_by(mid, f64::total_cmp);
-    let upper = *m;
-    if n % 2 == 1 {
-        upper
-    } else {
-        let lower = xs[..mid].iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        0.5 * (lower + upper)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gradguard_core::window::median_in_place;
     use gradguard_core::Role;
 
     #[test]

@@ -205,53 +205,19 @@ fn run_rule(
     acc.finish()
 }
 
-fn update_one(
-    spec: &OptimizerSpec,
-    st: &mut OptimState,
-    w: &mut [f32],
-    g: &[f32],
-    lr: f64,
-    t: u64,
-) -> StepUpdate {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
-            return unsafe { update_one_avx512(spec, st, w, g, lr, t) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-            return unsafe { update_one_avx2(spec, st, w, g, lr, t) };
-        }
+gradguard_core::multiversion! {
+    // One tensor's update, compiled for AVX-512, AVX2+FMA and portable (gradguard's one
+    // dispatch pattern; same bits in every build).
+    fn update_one(
+        spec: &OptimizerSpec,
+        st: &mut OptimState,
+        w: &mut [f32],
+        g: &[f32],
+        lr: f64,
+        t: u64,
+    ) -> StepUpdate {
+        update_one_generic(spec, st, w, g, lr, t)
     }
-    update_one_generic(spec, st, w, g, lr, t)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn update_one_avx512(
-    spec: &OptimizerSpec,
-    st: &mut OptimState,
-    w: &mut [f32],
-    g: &[f32],
-    lr: f64,
-    t: u64,
-) -> StepUpdate {
-    update_one_generic(spec, st, w, g, lr, t)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn update_one_avx2(
-    spec: &OptimizerSpec,
-    st: &mut OptimState,
-    w: &mut [f32],
-    g: &[f32],
-    lr: f64,
-    t: u64,
-) -> StepUpdate {
-    update_one_generic(spec, st, w, g, lr, t)
 }
 
 #[inline(always)]

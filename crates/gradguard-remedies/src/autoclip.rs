@@ -21,7 +21,7 @@
 
 use gradguard_core::{
     describe_plugin, Action, ClipScope, Family, ParamDoc, PluginInfo, Remedy, RemedyCapabilities,
-    RemedyContext, RemedyError,
+    RemedyContext, RemedyError, Window,
 };
 use serde::{Deserialize, Serialize};
 
@@ -36,25 +36,9 @@ fn default_history() -> usize {
     1000
 }
 
-/// The last finite norms, in a ring, plus a scratch buffer for the percentile.
-#[derive(Clone, Debug, Default, PartialEq)]
-struct History {
-    ring: Vec<f64>,
-    next: usize,
-    scratch: Vec<f64>,
-}
-
-/// `p`-th percentile of `sorted` (ascending, non-empty) with numpy's linear interpolation.
-pub fn percentile_sorted(sorted: &[f64], p: f64) -> f64 {
-    let k = sorted.len();
-    if k == 0 {
-        return f64::NAN;
-    }
-    let h = (k - 1) as f64 * p / 100.0;
-    let lo = h.floor() as usize;
-    let hi = (lo + 1).min(k - 1);
-    sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
-}
+/// `p`-th percentile of `sorted` (ascending, non-empty) with numpy's linear interpolation
+/// (the definition AutoClip uses; [`Window::percentile_linear`] applies it to the history).
+pub use gradguard_core::window::percentile_sorted;
 
 /// AutoClip, NaN-safe (see the module doc).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -69,8 +53,9 @@ pub struct AutoClip {
     /// What to do with non-finite gradients.
     #[serde(default)]
     pub on_nonfinite: NonFinitePolicy,
+    /// The last finite norms (the percentile sorts a copy in its scratch: no allocation).
     #[serde(skip)]
-    state: History,
+    state: Window,
 }
 
 impl Default for AutoClip {
@@ -79,7 +64,7 @@ impl Default for AutoClip {
             percentile: default_percentile(),
             history: default_history(),
             on_nonfinite: NonFinitePolicy::SkipStep,
-            state: History::default(),
+            state: Window::default(),
         }
     }
 }
@@ -96,39 +81,12 @@ impl AutoClip {
 
     /// The finite norms currently in the history (oldest first once the ring has wrapped).
     pub fn norms(&self) -> Vec<f64> {
-        let s = &self.state;
-        if s.ring.len() < self.history {
-            s.ring.clone()
-        } else {
-            s.ring[s.next..]
-                .iter()
-                .chain(&s.ring[..s.next])
-                .copied()
-                .collect()
-        }
+        self.state.iter().collect()
     }
 
     fn push(&mut self, n: f64) {
-        let cap = self.history.max(1);
-        let s = &mut self.state;
-        if s.ring.capacity() < cap {
-            s.ring.reserve_exact(cap - s.ring.len());
-            s.scratch.reserve_exact(cap);
-        }
-        if s.ring.len() < cap {
-            s.ring.push(n);
-        } else {
-            s.ring[s.next] = n;
-            s.next = (s.next + 1) % cap;
-        }
-    }
-
-    fn threshold(&mut self) -> f64 {
-        let s = &mut self.state;
-        s.scratch.clear();
-        s.scratch.extend_from_slice(&s.ring);
-        s.scratch.sort_unstable_by(f64::total_cmp);
-        percentile_sorted(&s.scratch, self.percentile)
+        self.state.set_capacity(self.history.max(1));
+        self.state.push(n);
     }
 }
 
@@ -163,17 +121,16 @@ impl Remedy for AutoClip {
         if total.is_finite() {
             self.push(total);
         }
-        if self.state.ring.is_empty() {
+        if self.state.is_empty() {
             return Ok(Action::Continue);
         }
-        let lambda = self.threshold();
+        let lambda = self.state.percentile_linear(self.percentile);
         clip_to_norm(ctx, lambda, total);
         Ok(Action::Continue)
     }
 
     fn reset(&mut self) {
-        self.state.ring.clear();
-        self.state.next = 0;
+        self.state.clear();
     }
 }
 

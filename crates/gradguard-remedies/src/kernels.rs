@@ -4,76 +4,32 @@
 //! lanes (so the compiler vectorises and the rounding error stays near 1e-12 relative, see
 //! [`gradguard_core::kernels`]) and allocates nothing. Kernels that change values also return
 //! the statistics of the values they wrote, so that a remedy keeps [`gradguard_core::StepStats`]
-//! true without a second read pass.
+//! true without a second read pass. They dispatch with [`gradguard_core::multiversion!`], on
+//! the same build decision as the measuring kernel.
 
-use gradguard_core::kernels::SliceStats;
 pub use gradguard_core::kernels::{applied_factor, scale, slice_stats, zero_nonfinite};
+use gradguard_core::kernels::{Build, SliceStats};
 
 const LANES: usize = 8;
 
-/// Whether the remedies' kernels run their AVX2 builds: the CPU has AVX2 and
-/// `GRADGUARD_FORCE_PORTABLE=1` ([`gradguard_core::kernels::FORCE_PORTABLE_VAR`]) was not set.
-/// Decided once per process and cached (one atomic load per call).
+/// Whether the remedies' kernels run their AVX2 builds: the active build
+/// ([`gradguard_core::kernels::active_build`]) covers the AVX2 tier, i.e. the CPU has AVX2 and
+/// FMA and `GRADGUARD_FORCE_PORTABLE=1` ([`gradguard_core::kernels::FORCE_PORTABLE_VAR`]) was
+/// not set. Decided once per process and cached (one atomic load per call).
 pub fn avx2_active() -> bool {
-    static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVX2.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            !gradguard_core::kernels::portable_forced()
-                && std::arch::is_x86_feature_detected!("avx2")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
-    })
+    gradguard_core::kernels::active_build().covers(Build::Avx2)
 }
 
-/// Defines a public kernel that runs an AVX2 build of `$body` when [`avx2_active`] (the CPU has
-/// AVX2 and `GRADGUARD_FORCE_PORTABLE=1` is not set; decided once and cached) and the portable
-/// build otherwise. Both
-/// builds run the same code in the same order (no FMA), so they give the same results; the
-/// AVX2 one does four f64 or eight f32 lanes per instruction, which the f64 accumulation of
-/// the measuring kernels needs to keep up with memory.
-macro_rules! multiversion {
-    ($(#[$doc:meta])* pub fn $name:ident / $avx2:ident => $body:ident ($($arg:ident : $ty:ty),*) -> $ret:ty) => {
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2")]
-        #[allow(clippy::unused_unit)]
-        unsafe fn $avx2($($arg: $ty),*) -> $ret {
-            $body($($arg),*)
-        }
-
-        $(#[$doc])*
-        #[allow(clippy::unused_unit)]
-        pub fn $name($($arg: $ty),*) -> $ret {
-            #[cfg(target_arch = "x86_64")]
-            {
-                if avx2_active() {
-                    // SAFETY: `avx2_active()` is true only when the CPU supports AVX2.
-                    return unsafe { $avx2($($arg),*) };
-                }
-            }
-            $body($($arg),*)
-        }
-    };
-}
-
-/// Clamps every value to `[-limit, limit]` in place and returns the statistics of the result,
-/// in one pass. NaN passes through unchanged (as in PyTorch's `clamp` and `jnp.clip`); ±inf
-/// become ±limit. `limit` must be finite and non-negative.
-///
-/// On CPUs with AVX2 an explicit AVX2 loop runs (LLVM does not vectorise the portable one):
-/// it keeps the same eight f64 lanes in the same order, so both give identical results.
-pub fn clamp_measure(x: &mut [f32], limit: f32) -> SliceStats {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if avx2_active() {
-            // SAFETY: `avx2_active()` is true only when the CPU supports AVX2.
-            return unsafe { clamp_measure_avx2(x, limit) };
-        }
-    }
-    clamp_measure_body(x, limit)
+gradguard_core::multiversion! {
+    /// Clamps every value to `[-limit, limit]` in place and returns the statistics of the
+    /// result, in one pass. NaN passes through unchanged (as in PyTorch's `clamp` and
+    /// `jnp.clip`); ±inf become ±limit. `limit` must be finite and non-negative.
+    ///
+    /// On CPUs with AVX2 an explicit AVX2 loop runs (LLVM does not vectorise the portable one):
+    /// it keeps the same eight f64 lanes in the same order, so both give identical results.
+    pub fn clamp_measure(x: &mut [f32], limit: f32) -> SliceStats;
+    unsafe Avx2 => clamp_measure_avx2,
+    Portable => clamp_measure_body,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -123,17 +79,26 @@ unsafe fn clamp_measure_avx2(x: &mut [f32], limit: f32) -> SliceStats {
     acc.finish()
 }
 
-multiversion! {
+// The AVX2 builds below run the same code in the same order as the portable bodies (no FMA),
+// so they give the same bits; the AVX2 one does four f64 or eight f32 lanes per instruction,
+// which the f64 accumulation needs to keep up with memory.
+gradguard_core::multiversion! {
+    for [Avx2]
     /// Adds the gradient of an L1/L2 penalty, `g += l1 * sign(w) + 2 * l2 * w` (sign(0) = 0),
     /// in place, in one pass over both slices. Returns the statistics of the new gradients and
     /// `sum |w|` (for the L1 penalty value; the L2 one reads `sum w^2` from the step statistics).
-    pub fn add_penalty_grad / add_penalty_grad_avx2 => add_penalty_grad_body(g: &mut [f32], w: &[f32], l1: f32, l2: f32) -> (SliceStats, f64)
+    pub fn add_penalty_grad(g: &mut [f32], w: &[f32], l1: f32, l2: f32) -> (SliceStats, f64) {
+        add_penalty_grad_body(g, w, l1, l2)
+    }
 }
 
-multiversion! {
+gradguard_core::multiversion! {
+    for [Avx2]
     /// Sums of squares of two slices of the same length, in one pass: `(sum g^2, sum w^2)`.
     /// Used per AGC unit (one output row).
-    pub fn sum_sq_pair / sum_sq_pair_avx2 => sum_sq_pair_body(g: &[f32], w: &[f32]) -> (f64, f64)
+    pub fn sum_sq_pair(g: &[f32], w: &[f32]) -> (f64, f64) {
+        sum_sq_pair_body(g, w)
+    }
 }
 const EXP_MASK: u32 = 0x7f80_0000;
 
@@ -185,7 +150,7 @@ impl Acc {
     }
 }
 
-// Portable body of the kernel of the same name without `_body` (see `multiversion!`).
+// Portable body of the kernel of the same name without `_body` (see `gradguard_core::multiversion!`).
 #[inline(always)]
 fn clamp_measure_body(x: &mut [f32], limit: f32) -> SliceStats {
     let mut acc = Acc::new();
@@ -218,7 +183,7 @@ fn clamp_measure_body(x: &mut [f32], limit: f32) -> SliceStats {
     acc.finish()
 }
 
-// Portable body of the kernel of the same name without `_body` (see `multiversion!`).
+// Portable body of the kernel of the same name without `_body` (see `gradguard_core::multiversion!`).
 #[inline(always)]
 fn add_penalty_grad_body(g: &mut [f32], w: &[f32], l1: f32, l2: f32) -> (SliceStats, f64) {
     let mut acc = Acc::new();
@@ -265,7 +230,7 @@ fn add_penalty_grad_body(g: &mut [f32], w: &[f32], l1: f32, l2: f32) -> (SliceSt
     (acc.finish(), abs.iter().sum())
 }
 
-// Portable body of the kernel of the same name without `_body` (see `multiversion!`).
+// Portable body of the kernel of the same name without `_body` (see `gradguard_core::multiversion!`).
 #[inline(always)]
 fn sum_sq_pair_body(g: &[f32], w: &[f32]) -> (f64, f64) {
     let mut a = [0.0f64; LANES];

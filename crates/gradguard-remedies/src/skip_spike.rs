@@ -20,11 +20,12 @@
 
 use gradguard_core::{
     describe_plugin, Action, Family, ParamDoc, PluginInfo, Remedy, RemedyCapabilities,
-    RemedyContext, RemedyError,
+    RemedyContext, RemedyError, Window,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::nonfinite::ensure_at_least;
+use gradguard_core::float::fmt_short;
 
 fn default_window() -> usize {
     128
@@ -33,61 +34,16 @@ fn default_sigma() -> f64 {
     6.0
 }
 
-/// A fixed-capacity ring of finite values (allocated once).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Window {
-    values: Vec<f64>,
-    next: usize,
-}
-
-impl Window {
-    /// Adds `x`, dropping the oldest value once `cap` values are held.
-    pub fn push(&mut self, x: f64, cap: usize) {
-        if self.values.capacity() < cap {
-            self.values.reserve_exact(cap - self.values.len());
-        }
-        if self.values.len() < cap {
-            self.values.push(x);
-        } else if cap > 0 {
-            self.values[self.next] = x;
-            self.next = (self.next + 1) % cap;
-        }
-    }
-
-    /// Number of values held.
-    pub fn len(&self) -> usize {
-        self.values.len()
-    }
-
-    /// Whether no value is held.
-    pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
-    }
-
-    /// Mean and sample standard deviation (n - 1) of the values.
-    pub fn mean_std(&self) -> (f64, f64) {
-        let n = self.values.len() as f64;
-        let mean = self.values.iter().sum::<f64>() / n;
-        let var = self.values.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-        (mean, var.sqrt())
-    }
-
-    /// One-sided z-score of `x` against the window (`std = 0`: +inf above the mean, else 0).
-    pub fn z(&self, x: f64) -> f64 {
-        let (mean, std) = self.mean_std();
-        if std > 0.0 {
-            (x - mean) / std
-        } else if x > mean {
-            f64::INFINITY
-        } else {
-            0.0
-        }
-    }
-
-    /// Forgets every value.
-    pub fn clear(&mut self) {
-        self.values.clear();
-        self.next = 0;
+/// One-sided z-score of `x` against `w`'s mean and sample standard deviation
+/// ([`Window::mean_sample_std`]); with `std = 0`: +inf above the mean, else 0.
+fn one_sided_z(w: &Window, x: f64) -> f64 {
+    let (mean, std) = w.mean_sample_std();
+    if std > 0.0 {
+        (x - mean) / std
+    } else if x > mean {
+        f64::INFINITY
+    } else {
+        0.0
     }
 }
 
@@ -154,23 +110,32 @@ impl Remedy for SkipSpike {
         let warm = self.warmup();
         let mut reason = None;
         if self.losses.len() >= warm && self.norms.len() >= warm {
-            let (zl, zn) = (self.losses.z(loss), self.norms.z(norm));
+            let (zl, zn) = (
+                one_sided_z(&self.losses, loss),
+                one_sided_z(&self.norms, norm),
+            );
             if zl > self.sigma {
                 reason = Some(format!(
-                    "loss {loss} has z-score {zl:.2} > {} over the last {} steps",
-                    self.sigma,
+                    "loss {} has z-score {} > {} over the last {} steps",
+                    fmt_short(loss),
+                    fmt_short(zl),
+                    fmt_short(self.sigma),
                     self.losses.len()
                 ));
             } else if zn > self.sigma {
                 reason = Some(format!(
-                    "gradient norm {norm} has z-score {zn:.2} > {} over the last {} steps",
-                    self.sigma,
+                    "gradient norm {} has z-score {} > {} over the last {} steps",
+                    fmt_short(norm),
+                    fmt_short(zn),
+                    fmt_short(self.sigma),
                     self.norms.len()
                 ));
             }
         }
-        self.losses.push(loss, self.window);
-        self.norms.push(norm, self.window);
+        self.losses.set_capacity(self.window);
+        self.norms.set_capacity(self.window);
+        self.losses.push(loss);
+        self.norms.push(norm);
         Ok(match reason {
             Some(reason) => Action::SkipStep { reason },
             None => Action::Continue,

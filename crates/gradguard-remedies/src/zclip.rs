@@ -25,7 +25,7 @@
 
 use gradguard_core::{
     describe_plugin, Action, ClipScope, Family, ParamDoc, PluginInfo, Remedy, RemedyCapabilities,
-    RemedyContext, RemedyError,
+    RemedyContext, RemedyError, Window,
 };
 use serde::{Deserialize, Serialize};
 
@@ -44,7 +44,8 @@ fn default_warmup() -> usize {
 
 #[derive(Clone, Debug, Default, PartialEq)]
 struct ZState {
-    warm: Vec<f64>,
+    /// The warm-up norms (capacity `warmup_steps`, at least 1; emptied once full).
+    warm: Window,
     initialized: bool,
     mean: f64,
     var: f64,
@@ -138,14 +139,11 @@ impl Remedy for ZClip {
             return Ok(Action::Continue);
         }
         if !s.initialized {
-            if s.warm.capacity() < self.warmup_steps {
-                s.warm.reserve_exact(self.warmup_steps - s.warm.len());
-            }
+            // (`warmup_steps = 0` behaves as 1: the first norm starts the statistics.)
+            s.warm.set_capacity(self.warmup_steps.max(1));
             s.warm.push(n);
-            if s.warm.len() >= self.warmup_steps {
-                let k = s.warm.len() as f64;
-                s.mean = s.warm.iter().sum::<f64>() / k;
-                s.var = s.warm.iter().map(|x| (x - s.mean).powi(2)).sum::<f64>() / k;
+            if s.warm.is_full() {
+                (s.mean, s.var) = s.warm.mean_population_variance();
                 s.initialized = true;
                 s.warm.clear();
             }

@@ -417,11 +417,11 @@ mod tests {
         );
         assert_eq!(
             lines[1],
-            "none              exploding                20           -         0.2500      0.1000x           1000              2.062             29      1.2 s"
+            "none              exploding                20           -           0.25         0.1x           1000               2.06             29      1.2 s"
         );
         assert_eq!(
             lines[2],
-            "clip_global_norm  healthy                   -     0.01235         0.2500      0.1000x          12.50             0.5831             29     13.0 s"
+            "clip_global_norm  healthy                   -      0.0123           0.25         0.1x           12.5              0.583             29     13.0 s"
         );
     }
 

@@ -418,13 +418,13 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("gradguard: running synthetic (seed 7), outputs in "));
         // step 10: loss = 10/10 + 0.5*1.5^10*0.01 = 1.28833, norm = 0.5*1.5^10 = 28.833
-        assert_eq!(lines[1], "step 10 | loss 1.288 | grad norm 28.83");
+        assert_eq!(lines[1], "step 10 | loss 1.29 | grad norm 28.8");
         assert_eq!(lines[2], "step 20: loss_nonfinite: the loss is NaN");
         assert_eq!(lines[3], "step 20 | loss NaN | grad norm NaN");
         // The last step is printed at the end, then the diagnosis.
         assert_eq!(lines[4], "step 25 | loss NaN | grad norm NaN");
         assert!(
-            text.contains("synthetic: 30 step(s)\nFinal loss: - on the whole training set, 0.2500 held out; predicting a constant gives 2.000 and 2.500\nVerdict: exploding"),
+            text.contains("synthetic: 30 step(s)\nFinal loss: - on the whole training set, 0.25 held out; predicting a constant gives 2 and 2.5\nVerdict: exploding"),
             "{text}"
         );
         assert!(text.contains("[x] loss_nonfinite"));

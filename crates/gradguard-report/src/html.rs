@@ -614,12 +614,22 @@ mod tests {
             .unwrap();
         // Loss, global norm, their zoomed twins (steps 10-25), per tensor, update ratio.
         assert_eq!(html.matches("<svg").count(), 6);
-        assert!(html.contains(&svg_text("Training loss (steps 10-25)")), "zoom title");
+        assert!(
+            html.contains(&svg_text("Training loss (steps 10-25)")),
+            "zoom title"
+        );
         assert!(html.contains("Zoomed on the steps around the first non-finite value"));
-        assert!(html.contains("first non-finite"), "the marker's legend entry");
+        assert!(
+            html.contains("first non-finite"),
+            "the marker's legend entry"
+        );
         assert_eq!(zoom_window(Some(20), 300), Some((10, 25)));
         assert_eq!(zoom_window(Some(3), 300), Some((1, 8)));
-        assert_eq!(zoom_window(Some(200), 300), None, "late: the whole axis shows it");
+        assert_eq!(
+            zoom_window(Some(200), 300),
+            None,
+            "late: the whole axis shows it"
+        );
         assert_eq!(zoom_window(None, 300), None);
         assert_eq!(zoom_window(Some(2), 30), None, "short runs need no zoom");
     }
@@ -641,7 +651,7 @@ mod tests {
         ] {
             assert!(html.contains(&svg_text(title)), "{title}");
         }
-        assert!(html.contains(&svg_text("clip threshold 1.000")));
+        assert!(html.contains(&svg_text("clip threshold 1")));
         assert!(html.contains(&svg_text("after remedies")));
         assert!(
             html.contains(&svg_text("layers.0.weight"))

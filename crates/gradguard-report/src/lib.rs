@@ -123,26 +123,10 @@ pub(crate) fn probe_writable(path: &Path) -> Result<(), ReportError> {
     std::fs::remove_file(&tmp).map_err(|e| ReportError::io(&tmp, e))
 }
 
-/// A number for people: 4 significant figures, scientific when very large or small,
-/// `NaN` / `inf` / `-inf` for non-finite values.
-pub fn format_number(x: f64) -> String {
-    if x.is_nan() {
-        "NaN".into()
-    } else if x.is_infinite() {
-        if x > 0.0 {
-            "inf".into()
-        } else {
-            "-inf".into()
-        }
-    } else if x == 0.0 {
-        "0".into()
-    } else if x.abs() >= 1e5 || x.abs() < 1e-3 {
-        format!("{x:.3e}")
-    } else {
-        let digits = (3 - x.abs().log10().floor() as i32).clamp(0, 6) as usize;
-        format!("{x:.digits$}")
-    }
-}
+/// A number for people: gradguard's one formatter, [`gradguard_core::float::fmt_short`]
+/// (three significant digits, scientific at 10^4 and above or below 10^-3, `NaN` / `inf` /
+/// `-inf`), re-exported under the name the reporters have always used.
+pub use gradguard_core::float::fmt_short as format_number;
 
 #[cfg(test)]
 pub(crate) mod test_util {
@@ -344,10 +328,10 @@ mod tests {
         assert_eq!(format_number(f64::NEG_INFINITY), "-inf");
         assert_eq!(format_number(0.0), "0");
         assert_eq!(format_number(1234.5678), "1235");
-        assert_eq!(format_number(0.012345), "0.01235");
-        assert_eq!(format_number(3.0), "3.000");
-        assert_eq!(format_number(1.5e33), "1.500e33");
-        assert_eq!(format_number(2e-5), "2.000e-5");
+        assert_eq!(format_number(0.012345), "0.0123");
+        assert_eq!(format_number(3.0), "3");
+        assert_eq!(format_number(1.5e33), "1.50e33");
+        assert_eq!(format_number(2e-5), "2.00e-5");
     }
 
     #[test]

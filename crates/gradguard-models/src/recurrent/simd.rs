@@ -1,4 +1,4 @@
-//! Vectorisable element-wise math for the gate kernels and runtime CPU dispatch.
+//! Vectorisable element-wise math for the gate kernels, and the runtime CPU dispatch they use.
 //!
 //! `exp`, `sigmoid` and `tanh` here are branch-free polynomial versions (Cephes `expf` / `tanhf`
 //! coefficients) written so that LLVM turns loops over slices into SIMD code; libm's scalar calls
@@ -7,80 +7,12 @@
 //! 3e-7 relative. NaN inputs give NaN outputs (the clamps are written so that NaN passes through),
 //! so non-finite values are never hidden from the detectors downstream.
 
-/// The best instruction set this CPU offers for our kernels.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Level {
-    /// AVX-512F (+AVX2, FMA).
-    Avx512,
-    /// AVX2 + FMA.
-    Avx2,
-    /// Whatever the target was compiled for.
-    Generic,
-}
-
-/// Detects the instruction set once (cached by std's feature detection).
-#[inline]
-pub(crate) fn level() -> Level {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
-            return Level::Avx512;
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return Level::Avx2;
-        }
-    }
-    Level::Generic
-}
-
-/// Defines a function compiled three times (AVX-512, AVX2+FMA, generic) and picks the best
-/// version for this CPU at run time. The body is an `#[inline(always)]` inner function whose
-/// slice parameters LLVM treats as non-aliasing, which is what lets the loops vectorise.
-macro_rules! multiversion {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
-        $crate::recurrent::simd::multiversion! {
-            $(#[$meta])* $vis fn $name($($arg: $ty),*) -> () $body
-        }
-    };
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
-        $(#[$meta])*
-        #[allow(clippy::too_many_arguments)]
-        $vis fn $name($($arg: $ty),*) -> $ret {
-            #[inline(always)]
-            #[allow(clippy::too_many_arguments)]
-            fn inner($($arg: $ty),*) -> $ret $body
-
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-            #[allow(clippy::too_many_arguments)]
-            unsafe fn avx512($($arg: $ty),*) -> $ret {
-                inner($($arg),*)
-            }
-
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma")]
-            #[allow(clippy::too_many_arguments)]
-            unsafe fn avx2($($arg: $ty),*) -> $ret {
-                inner($($arg),*)
-            }
-
-            #[cfg(target_arch = "x86_64")]
-            match $crate::recurrent::simd::level() {
-                // SAFETY: `level()` reported that this CPU supports AVX-512F, AVX2 and FMA.
-                $crate::recurrent::simd::Level::Avx512 => return unsafe { avx512($($arg),*) },
-                // SAFETY: `level()` reported that this CPU supports AVX2 and FMA.
-                $crate::recurrent::simd::Level::Avx2 => return unsafe { avx2($($arg),*) },
-                $crate::recurrent::simd::Level::Generic => {}
-            }
-            inner($($arg),*)
-        }
-    };
-}
-pub(crate) use multiversion;
+/// Compiles a kernel once per SIMD tier (AVX-512, AVX2+FMA) and portable, and runs the best
+/// one for this CPU: gradguard's one dispatch pattern, [`gradguard_core::multiversion!`]
+/// (which also honours `GRADGUARD_FORCE_PORTABLE=1`). The body is an `#[inline(always)]`
+/// inner function whose slice parameters LLVM treats as non-aliasing, which is what lets the
+/// loops vectorise.
+pub(crate) use gradguard_core::multiversion;
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// 1.5 * 2^23: adding it rounds to the nearest integer and leaves that integer in the low bits.

@@ -492,14 +492,10 @@ pub fn test_vs_const(s: &RunSummary) -> Option<f64> {
     }
 }
 
-/// A ratio for tables: 3 significant digits, `inf` for none.
+/// A ratio for tables: gradguard's one number formatter
+/// ([`gradguard_core::float::fmt_short`]), `inf` for none.
 pub fn fmt_ratio(x: Option<f64>) -> String {
-    match x {
-        Some(v) if v != 0.0 && (v.abs() >= 1000.0 || v.abs() < 0.001) => format!("{v:.3e}"),
-        Some(v) if v.abs() >= 10.0 => format!("{v:.1}"),
-        Some(v) => format!("{v:.3}"),
-        None => "inf".into(),
-    }
+    x.map_or_else(|| "inf".into(), gradguard_core::float::fmt_short)
 }
 
 #[cfg(test)]
