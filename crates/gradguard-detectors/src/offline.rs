@@ -237,6 +237,23 @@ pub fn python_nonfinite_to_strings(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// Parses one line of an events log (its bytes, with or without the newline) into an
+/// [`Event`]: `Ok(None)` for a blank line, `Err` with a message (`not UTF-8 text (byte N)`,
+/// or the JSON error and its column) for a line that is not an event. Python's bare `NaN`,
+/// `Infinity` and `-Infinity` are read as non-finite numbers ([`python_nonfinite_to_strings`]).
+/// This is how [`diagnose_events_with`] reads each line; any bytes give `Ok` or `Err`.
+pub fn parse_event_line(line: &[u8]) -> Result<Option<Event>, String> {
+    let text = std::str::from_utf8(line)
+        .map_err(|e| format!("not UTF-8 text (byte {})", e.valid_up_to() + 1))?
+        .trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str::<Event>(&python_nonfinite_to_strings(text))
+        .map(Some)
+        .map_err(|e| describe_json_error(&e))
+}
+
 /// What reading an events log gave: the diagnosis and what the log held.
 #[derive(Clone, Debug)]
 pub struct OfflineReport {
@@ -311,14 +328,9 @@ pub fn diagnose_events_observed<R: BufRead>(
         if buf.len() > MAX_LINE_BYTES {
             return Err(DiagnoseError::LineTooLong { line: line_no });
         }
-        let parsed = match std::str::from_utf8(&buf) {
-            Err(e) => Err(format!("not UTF-8 text (byte {})", e.valid_up_to() + 1)),
-            Ok(text) if text.trim().is_empty() => continue,
-            Ok(text) => serde_json::from_str::<Event>(&python_nonfinite_to_strings(text.trim()))
-                .map_err(|e| describe_json_error(&e)),
-        };
-        let event = match parsed {
-            Ok(e) => e,
+        let event = match parse_event_line(&buf) {
+            Ok(Some(e)) => e,
+            Ok(None) => continue,
             Err(message) => {
                 malformed += 1;
                 let err = LineError {
@@ -395,6 +407,22 @@ pub fn diagnose_events_observed<R: BufRead>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_one_line() {
+        let e = parse_event_line(b"{\"step\":3,\"loss\":NaN,\"grad_norm\":-Infinity}\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((e.step, e.grad_norm), (3, f64::NEG_INFINITY));
+        assert!(e.loss.is_nan());
+        assert_eq!(parse_event_line(b" \t\n"), Ok(None));
+        assert_eq!(
+            parse_event_line(b"{\"step\":1}\xff"),
+            Err("not UTF-8 text (byte 11)".to_string())
+        );
+        let err = parse_event_line(b"{\"step\":1,\"grad_norm\":1}").unwrap_err();
+        assert!(err.contains("missing field `loss`"), "{err}");
+    }
 
     #[test]
     fn python_tokens_become_strings_outside_json_strings_only() {

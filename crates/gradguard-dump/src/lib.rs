@@ -283,12 +283,18 @@ impl GradDump {
             path: path.clone(),
             source,
         })?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// Reads and converts the bytes of a safetensors file, as [`GradDump::load`] does;
+    /// `path` only names the source in errors. Any bytes give a dump or a [`DumpError`].
+    pub fn from_bytes(path: PathBuf, bytes: &[u8]) -> Result<GradDump, DumpError> {
         let fmt = |e: SafeTensorError| DumpError::Format {
             path: path.clone(),
             message: describe(&e),
         };
-        let st = SafeTensors::deserialize(&bytes).map_err(fmt)?;
-        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(fmt)?;
+        let st = SafeTensors::deserialize(bytes).map_err(fmt)?;
+        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(fmt)?;
         let mut order: Vec<(usize, String)> = meta
             .tensors()
             .into_iter()

@@ -282,6 +282,10 @@ fn offending_token(message: &str) -> Option<(String, bool)> {
 /// tables and tagged sections carry only the span of the whole table).
 fn refine_offset(text: &str, span: std::ops::Range<usize>, message: &str) -> Option<usize> {
     let (token, is_key) = offending_token(message)?;
+    // An empty key (`'' = 1`) names no token: searching for "" would never advance.
+    if token.is_empty() {
+        return None;
+    }
     let region = text.get(span.start..span.end.min(text.len()))?;
     let mut search_from = 0;
     while let Some(found) = region[search_from..].find(&token) {

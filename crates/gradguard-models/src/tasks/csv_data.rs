@@ -1,6 +1,7 @@
 //! CSV readers. Every error names the file and, where it applies, the line (1-based, the
 //! header is line 1) and the column.
 
+use std::io::Read;
 use std::path::Path;
 
 use super::{split, Targets, TaskData};
@@ -32,10 +33,19 @@ fn open(path: &Path) -> Result<(Vec<String>, csv::Reader<std::fs::File>), ModelE
             "not a regular file: expected a CSV table with a header row",
         ));
     }
+    open_reader(file, path)
+}
+
+/// The header of a CSV table read from `reader` (`path` names it in errors), checked (not
+/// empty, no repeated name), and the reader positioned on the first data row.
+fn open_reader<R: Read>(
+    reader: R,
+    path: &Path,
+) -> Result<(Vec<String>, csv::Reader<R>), ModelError> {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
-        .from_reader(file);
+        .from_reader(reader);
     let header = rdr
         .headers()
         .map_err(|e| ModelError::data(path, format!("line 1 (header): {e}")))?
@@ -82,7 +92,34 @@ fn column_index(path: &Path, header: &[String], name: &str) -> Result<usize, Mod
 /// unknown column; a row with a different number of cells than the header (ragged); a cell
 /// that is not a finite number.
 pub fn read_csv_table(path: &Path, columns: &[String]) -> Result<CsvTable, ModelError> {
-    let (header, mut rdr) = open(path)?;
+    let (header, rdr) = open(path)?;
+    table_from(header, rdr, path, columns)
+}
+
+/// Reads the named columns of a CSV table with a header row from `reader`, with the checks
+/// of [`read_csv_table`] (which reads a file through it); `path` only names the source in
+/// errors. Any bytes give a table or a [`ModelError::Data`], never a panic.
+pub fn read_csv_table_from<R: Read>(
+    reader: R,
+    path: &Path,
+    columns: &[String],
+) -> Result<CsvTable, ModelError> {
+    let (header, rdr) = open_reader(reader, path)?;
+    table_from(header, rdr, path, columns)
+}
+
+/// The header's column names of a CSV table read from `reader` (checked as
+/// [`read_csv_table`] checks them; `path` names the source in errors).
+pub fn read_csv_header_from<R: Read>(reader: R, path: &Path) -> Result<Vec<String>, ModelError> {
+    Ok(open_reader(reader, path)?.0)
+}
+
+fn table_from<R: Read>(
+    header: Vec<String>,
+    mut rdr: csv::Reader<R>,
+    path: &Path,
+    columns: &[String],
+) -> Result<CsvTable, ModelError> {
     let idx = columns
         .iter()
         .map(|c| column_index(path, &header, c))
@@ -316,6 +353,24 @@ mod tests {
         let f = file("a,b,c\n1,2,3\n4,5,6\n");
         let t = read_csv_table(f.path(), &["c".into(), "a".into()]).unwrap();
         assert_eq!((t.rows, t.values), (2, vec![3.0, 1.0, 6.0, 4.0]));
+    }
+
+    #[test]
+    fn reads_from_bytes_as_from_a_file() {
+        let text = "a,b,c\n1,2,3\n4,5,6\n";
+        let cols = ["c".to_string(), "a".to_string()];
+        let from_file = read_csv_table(file(text).path(), &cols).unwrap();
+        let path = Path::new("mem.csv");
+        assert_eq!(
+            read_csv_table_from(text.as_bytes(), path, &cols).unwrap(),
+            from_file
+        );
+        assert_eq!(
+            read_csv_header_from(text.as_bytes(), path).unwrap(),
+            ["a", "b", "c"]
+        );
+        let err = read_csv_table_from(&b"a,a\n1,2\n"[..], path, &cols).unwrap_err();
+        assert!(err.to_string().contains("mem.csv"), "{err}");
     }
 
     #[test]
