@@ -325,7 +325,7 @@ mod csv {
 
 mod safetensors {
     use super::*;
-    use gradguard::remedies::dump::{report, GradDump};
+    use gradguard::dump::{report, GradDump};
 
     /// Valid dumps: written by the Rust `safetensors` crate, and by Python (F16, BF16, F64).
     const VALID: [&str; 5] = [

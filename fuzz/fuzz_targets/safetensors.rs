@@ -3,7 +3,7 @@
 //! and each tensor encoded back to its dtype.
 #![no_main]
 
-use gradguard::remedies::dump::{report, GradDump};
+use gradguard::dump::{report, GradDump};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
