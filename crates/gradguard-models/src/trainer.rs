@@ -520,6 +520,15 @@ impl Trainer {
         })
     }
 
+    /// Whether the backward pass measures each parameter gradient in its last write of it
+    /// (on by default), so that the view lends those statistics
+    /// ([`gradguard_core::Param::known_grad_stats`]) and the statistics pass reads no
+    /// gradient. Off, the backward is the bare one and the statistics pass reads the
+    /// gradients; the gradients are the same bits either way. For benchmarks.
+    pub fn set_measure_grads_in_backward(&mut self, on: bool) {
+        self.net.measure_grads = on;
+    }
+
     /// The weights and the gradients of the last [`Trainer::step_gradients`], zero-copy.
     /// Remedies edit the gradients in place; [`Trainer::apply_update`] uses the edited values.
     pub fn view(&mut self) -> Result<ParamView<'_>, ModelError> {
