@@ -53,8 +53,8 @@ pub(crate) struct Network {
     pub head: DenseIdx,
     /// ||dL/dz|| per dense layer (MLP layers then head), written by the last backward pass.
     pub signals: Arc<Mutex<Vec<f64>>>,
-    /// Whether the backward measures each parameter gradient in its last write (on by
-    /// default; off only to time the bare backward).
+    /// Whether the backward measures each parameter gradient in its last write (off by
+    /// default: see `Trainer::set_measure_grads_in_backward`).
     pub measure_grads: bool,
 }
 
@@ -203,7 +203,7 @@ impl Network {
             body,
             head,
             signals: Arc::new(Mutex::new(vec![0.0; n_dense])),
-            measure_grads: true,
+            measure_grads: false,
         };
         net.sync_recurrent();
         Ok(net)

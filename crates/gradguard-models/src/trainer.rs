@@ -520,11 +520,12 @@ impl Trainer {
         })
     }
 
-    /// Whether the backward pass measures each parameter gradient in its last write of it
-    /// (on by default), so that the view lends those statistics
-    /// ([`gradguard_core::Param::known_grad_stats`]) and the statistics pass reads no
-    /// gradient. Off, the backward is the bare one and the statistics pass reads the
-    /// gradients; the gradients are the same bits either way. For benchmarks.
+    /// Whether the backward pass measures each parameter gradient in its last write of it,
+    /// so that the view lends those statistics ([`gradguard_core::Param::known_grad_stats`],
+    /// exactly a fresh measure) and the statistics pass reads no gradient. The gradients are
+    /// the same bits either way. Off by default: on the MLP reference step (AMD EPYC, 2026-12)
+    /// the in-backward measure did not measure cheaper than the separate pass (see
+    /// BENCHMARKS.md, "gradguard's overhead on a training step").
     pub fn set_measure_grads_in_backward(&mut self, on: bool) {
         self.net.measure_grads = on;
     }

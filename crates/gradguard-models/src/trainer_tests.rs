@@ -725,6 +725,7 @@ fn grad_stats_from_the_backward_match_a_fresh_measurement() {
             ),
             5,
         );
+        t.set_measure_grads_in_backward(true);
         for step in 0..2 {
             t.step_gradients().unwrap();
             assert_known_grads_are_fresh(&mut t, &format!("{model} step {step}"));
@@ -757,6 +758,7 @@ fn stale_grad_stats_are_never_used() {
         "optimizer = { kind = \"sgd\", lr = 0.05 }\nbatch_size = 16\nsteps = 10",
         4,
     );
+    t.set_measure_grads_in_backward(true);
     t.step_gradients().unwrap();
     // reading the view (even twice) keeps them
     drop(t.view().unwrap());
