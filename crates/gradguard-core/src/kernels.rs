@@ -305,26 +305,134 @@ fn isa() -> Build {
     active_build()
 }
 
-/// Sum of squares and max |x| of a whole slice, with the build chosen for `isa`. The exact
-/// builds sum blocks of [`BLOCK`] values into the total; the AVX-512 build blocks its own sums
-/// (sub-blocks of [`SUB`] values flushed into f64 lanes).
+/// Sum of squares and max |x| of a whole slice, with the build chosen for `isa` (a
+/// [`StatsStream`] fed the whole slice at once, so both give the same bits).
 fn sum_sq_max(x: &[f32], isa: Build) -> (f64, f32) {
-    #[cfg(target_arch = "x86_64")]
-    if isa == Build::Avx512 {
-        // SAFETY: Avx512 reaches here only from `active_build()` or `slice_stats_on`, which both
-        // checked that the CPU has AVX-512F and DQ.
-        return unsafe { sum_sq_max_avx512_f32(x) };
+    let mut st = StatsStream::with_build(isa);
+    st.advance(x);
+    st.sum_sq_max(x)
+}
+
+/// Measures a slice that is being written front to back, piece by piece, while each piece is
+/// still in the cache (e.g. a gradient computed in row blocks), and gives exactly what
+/// [`slice_stats`] gives on the finished slice: the same bits, because `slice_stats` runs this
+/// same code on the whole slice at once.
+///
+/// Call [`StatsStream::advance`] with the prefix written so far (always the same buffer, a
+/// longer prefix each time), then [`StatsStream::finish`] with the whole slice. Each call
+/// measures the whole blocks that became final (1024 values for the AVX-512 build, [`BLOCK`]
+/// for the others); the rest waits for the next call. No allocation.
+#[derive(Clone, Debug)]
+pub struct StatsStream {
+    isa: Build,
+    /// Values measured so far (a whole number of blocks).
+    done: usize,
+    /// Exact builds: running Σ x² over the blocks so far; AVX-512: the exact fallback's sum.
+    sum: f64,
+    /// Exact builds: running max |x|; AVX-512: the exact fallback's max.
+    max: f32,
+    /// AVX-512: the f64 lane sums of the low and high halves, and the lane maxima.
+    lanes_lo: [f64; 8],
+    lanes_hi: [f64; 8],
+    lane_max: [f32; 16],
+}
+
+impl Default for StatsStream {
+    fn default() -> Self {
+        Self::new()
     }
-    x.chunks(BLOCK).fold((0.0, 0.0), |(sum, mx), block| {
-        let (s, m) = match isa {
+}
+
+impl StatsStream {
+    /// A stream for the active build ([`active_build`]), as [`slice_stats`] uses.
+    pub fn new() -> Self {
+        Self::with_build(isa())
+    }
+
+    fn with_build(isa: Build) -> Self {
+        StatsStream {
+            isa,
+            done: 0,
+            sum: 0.0,
+            max: 0.0,
+            lanes_lo: [0.0; 8],
+            lanes_hi: [0.0; 8],
+            lane_max: [0.0; 16],
+        }
+    }
+
+    /// Values per block of this stream's build.
+    fn block(&self) -> usize {
+        if self.isa == Build::Avx512 {
+            SUB
+        } else {
+            BLOCK
+        }
+    }
+
+    /// Measures the whole blocks of `prefix` not measured yet. `prefix` is the start of the
+    /// slice being measured (its values final), at least as long as at the last call.
+    pub fn advance(&mut self, prefix: &[f32]) {
+        let b = self.block();
+        let end = prefix.len() / b * b;
+        if end <= self.done {
+            return;
+        }
+        let fresh = &prefix[self.done..end];
+        match self.isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: Avx2 reaches here only from `active_build()` or `slice_stats_on`, which both
-            // checked that the CPU has AVX2 and FMA.
-            Build::Avx2 => unsafe { sum_sq_max_avx2(block) },
-            _ => sum_sq_max_portable(block),
+            // SAFETY: Avx512 streams are made only from `active_build()` or `slice_stats_on`,
+            // which both checked that the CPU has AVX-512F and DQ.
+            Build::Avx512 => unsafe { self.avx512_subblocks(fresh) },
+            isa => {
+                for block in fresh.chunks_exact(BLOCK) {
+                    let (s, m) = match isa {
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: as above, Avx2 streams exist only where AVX2 and FMA were found.
+                        Build::Avx2 => unsafe { sum_sq_max_avx2(block) },
+                        _ => sum_sq_max_portable(block),
+                    };
+                    self.sum += s;
+                    self.max = max_ignoring_nan(m, self.max);
+                }
+            }
+        }
+        self.done = end;
+    }
+
+    /// Measures the rest of `x` (the whole slice, whose start was fed to
+    /// [`StatsStream::advance`]) and returns the statistics of all of it: the same as
+    /// [`slice_stats`]`(x)`.
+    pub fn finish(mut self, x: &[f32]) -> SliceStats {
+        self.advance(x);
+        let (sum_sq, max_abs) = self.sum_sq_max(x);
+        SliceStats::from_sum_and_max(x, sum_sq, max_abs)
+    }
+
+    /// The sum of squares and max |x| of `x`, whose whole blocks were all fed already.
+    fn sum_sq_max(&self, x: &[f32]) -> (f64, f32) {
+        let tail = &x[self.done.min(x.len())..];
+        #[cfg(target_arch = "x86_64")]
+        if self.isa == Build::Avx512 {
+            let (s, m) = sum_sq_max_portable(tail);
+            // SAFETY: as in `advance`, this stream's build was checked to be supported.
+            let (lanes, fast_max) = unsafe { self.avx512_reduce() };
+            return (
+                lanes + self.sum + s,
+                max_ignoring_nan(m, max_ignoring_nan(self.max, fast_max)),
+            );
+        }
+        if tail.is_empty() {
+            return (self.sum, self.max);
+        }
+        let (s, m) = match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as in `advance`.
+            Build::Avx2 => unsafe { sum_sq_max_avx2(tail) },
+            _ => sum_sq_max_portable(tail),
         };
-        (sum + s, max_ignoring_nan(m, mx))
-    })
+        (self.sum + s, max_ignoring_nan(m, self.max))
+    }
 }
 
 /// Largest of `m` and `a`, ignoring NaN in `a` (the semantics of `maxps(a, m)`).
@@ -367,84 +475,119 @@ const SUB: usize = 1024;
 const F32_LOW: f32 = f32::from_bits((127 - 50) << 23); // 2^-50
 const F32_HIGH: f32 = f32::from_bits((127 + 60) << 23); // 2^60
 
-/// The AVX-512 build, over a whole slice: squares in f32, 64 values per iteration (four
-/// 16-lane FMA accumulators, and `vrangeps` for max |x| in one instruction). After each
-/// sub-block of [`SUB`] values its four accumulators are added pairwise (each lane then holds
-/// 16 squares and two pairwise sums: relative error below 18 * 2^-24 = 1.1e-6), widened and
-/// added into sixteen f64 lanes, which are reduced once at the end. A sub-block whose max |x|
-/// is outside [2^-50, 2^60] (its squares could overflow f32, or lose precision below f32's
-/// normal range), or is NaN, is summed again exactly in f64 by the portable loop; so is the
-/// tail. The range test uses vector compares, so a sub-block costs no horizontal reduction.
-/// It needs no f32 -> f64 conversion per value, which is what bounds the exact loop (about
-/// half the speed).
+/// The AVX-512 build: squares in f32, 64 values per iteration (four 16-lane FMA
+/// accumulators; max |x| as the unsigned integer max of the bits with the sign cleared, which
+/// runs on the integer pipes beside the FMAs: `vrangeps` in its place measured 40% slower on
+/// an AMD EPYC, where it competes with them). After each sub-block of
+/// [`SUB`] values its four accumulators are added pairwise (each lane then holds 16 squares and
+/// two pairwise sums: relative error below 18 * 2^-24 = 1.1e-6), widened and added into
+/// sixteen f64 lanes, which are reduced once at the end ([`StatsStream::avx512_reduce`]). A
+/// sub-block whose max |x| is outside [2^-50, 2^60] (its squares could overflow f32, or lose
+/// precision below f32's normal range), or is NaN, is summed again exactly in f64 by the
+/// portable loop; so is the tail. The range test uses vector compares, so a sub-block costs no
+/// horizontal reduction. It needs no f32 -> f64 conversion per value, which is what bounds the
+/// exact loop (about half the speed).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq")]
-unsafe fn sum_sq_max_avx512_f32(x: &[f32]) -> (f64, f32) {
-    use std::arch::x86_64::*;
-    // vrangeps: imm[1:0] = 11 (the larger absolute value), imm[3:2] = 10 (sign cleared)
-    const MAX_ABS: i32 = 0b1011;
-    let (low, high, zero) = (
-        _mm512_set1_ps(F32_LOW),
-        _mm512_set1_ps(F32_HIGH),
-        _mm512_setzero_ps(),
-    );
-    let (mut total_lo, mut total_hi) = (_mm512_setzero_pd(), _mm512_setzero_pd());
-    let mut max_all = _mm512_setzero_ps();
-    // sub-blocks that took the exact path
-    let (mut exact_sum, mut exact_max) = (0.0f64, 0.0f32);
-    let mut subs = x.chunks_exact(SUB);
-    for sub in subs.by_ref() {
-        let p = sub.as_ptr();
-        let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
-        let (mut m0, mut m1) = (zero, zero);
-        let mut i = 0;
-        while i < SUB {
-            // SAFETY: i + 64 <= SUB = sub.len(), so the four 16-float loads are in bounds.
-            let (v0, v1, v2, v3) = unsafe {
-                (
-                    _mm512_loadu_ps(p.add(i)),
-                    _mm512_loadu_ps(p.add(i + 16)),
-                    _mm512_loadu_ps(p.add(i + 32)),
-                    _mm512_loadu_ps(p.add(i + 48)),
-                )
-            };
-            a0 = _mm512_fmadd_ps(v0, v0, a0);
-            a1 = _mm512_fmadd_ps(v1, v1, a1);
-            a2 = _mm512_fmadd_ps(v2, v2, a2);
-            a3 = _mm512_fmadd_ps(v3, v3, a3);
-            m0 = _mm512_range_ps::<MAX_ABS>(_mm512_range_ps::<MAX_ABS>(v0, v1), m0);
-            m1 = _mm512_range_ps::<MAX_ABS>(_mm512_range_ps::<MAX_ABS>(v2, v3), m1);
-            i += 64;
+impl StatsStream {
+    /// Feeds whole sub-blocks (`x.len()` a multiple of [`SUB`]) into the lanes.
+    #[target_feature(enable = "avx512f,avx512dq")]
+    unsafe fn avx512_subblocks(&mut self, x: &[f32]) {
+        use std::arch::x86_64::*;
+        let (low, high, zero) = (
+            _mm512_set1_ps(F32_LOW),
+            _mm512_set1_ps(F32_HIGH),
+            _mm512_setzero_ps(),
+        );
+        let abs = _mm512_set1_epi32(0x7fff_ffff);
+        // SAFETY: the arrays hold exactly 8 doubles, 8 doubles and 16 floats.
+        let (mut total_lo, mut total_hi, mut max_all) = unsafe {
+            (
+                _mm512_loadu_pd(self.lanes_lo.as_ptr()),
+                _mm512_loadu_pd(self.lanes_hi.as_ptr()),
+                _mm512_loadu_ps(self.lane_max.as_ptr()),
+            )
+        };
+        // sub-blocks that took the exact path
+        let (mut exact_sum, mut exact_max) = (self.sum, self.max);
+        for sub in x.chunks_exact(SUB) {
+            let p = sub.as_ptr();
+            let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
+            let (mut m0, mut m1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+            let mut i = 0;
+            while i < SUB {
+                // SAFETY: i + 64 <= SUB = sub.len(), so the four 16-float loads are in bounds.
+                let (v0, v1, v2, v3) = unsafe {
+                    (
+                        _mm512_loadu_ps(p.add(i)),
+                        _mm512_loadu_ps(p.add(i + 16)),
+                        _mm512_loadu_ps(p.add(i + 32)),
+                        _mm512_loadu_ps(p.add(i + 48)),
+                    )
+                };
+                a0 = _mm512_fmadd_ps(v0, v0, a0);
+                a1 = _mm512_fmadd_ps(v1, v1, a1);
+                a2 = _mm512_fmadd_ps(v2, v2, a2);
+                a3 = _mm512_fmadd_ps(v3, v3, a3);
+                // max |x| on the integer pipes: with the sign bit cleared, the bits of
+                // non-negative floats order as their values (a NaN orders above infinity, and
+                // such a sub-block takes the exact path below)
+                let bits = |v: __m512| _mm512_and_si512(_mm512_castps_si512(v), abs);
+                m0 = _mm512_max_epu32(_mm512_max_epu32(bits(v0), bits(v1)), m0);
+                m1 = _mm512_max_epu32(_mm512_max_epu32(bits(v2), bits(v3)), m1);
+                i += 64;
+            }
+            let m = _mm512_castsi512_ps(_mm512_max_epu32(m0, m1));
+            // lanes that are not <= 2^60 (larger, or NaN: the compare is ordered)
+            let above = !_mm512_cmp_ps_mask::<_CMP_LE_OQ>(m, high);
+            // the max is in (0, 2^-50): every lane is below 2^-50 and some lane is not 0
+            let tiny = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(m, low) == 0xffff
+                && _mm512_cmp_ps_mask::<_CMP_GT_OQ>(m, zero) != 0;
+            if above == 0 && !tiny {
+                let s = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+                total_lo = _mm512_add_pd(total_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(s)));
+                total_hi = _mm512_add_pd(
+                    total_hi,
+                    _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+                        _mm512_castps_pd(s),
+                    ))),
+                );
+                // every lane of `m` is finite here, so its bits order as its values
+                max_all = _mm512_castsi512_ps(_mm512_max_epu32(
+                    _mm512_castps_si512(max_all),
+                    _mm512_castps_si512(m),
+                ));
+            } else {
+                let (s, m) = sum_sq_max_portable(sub);
+                exact_sum += s;
+                exact_max = max_ignoring_nan(m, exact_max);
+            }
         }
-        let m = _mm512_range_ps::<MAX_ABS>(m0, m1);
-        // lanes that are not <= 2^60 (larger, or NaN: the compare is ordered)
-        let above = !_mm512_cmp_ps_mask::<_CMP_LE_OQ>(m, high);
-        // the max is in (0, 2^-50): every lane is below 2^-50 and some lane is not 0
-        let tiny = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(m, low) == 0xffff
-            && _mm512_cmp_ps_mask::<_CMP_GT_OQ>(m, zero) != 0;
-        if above == 0 && !tiny {
-            let s = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
-            total_lo = _mm512_add_pd(total_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(s)));
-            total_hi = _mm512_add_pd(
-                total_hi,
-                _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
-                    _mm512_castps_pd(s),
-                ))),
-            );
-            max_all = _mm512_range_ps::<MAX_ABS>(max_all, m);
-        } else {
-            let (s, m) = sum_sq_max_portable(sub);
-            exact_sum += s;
-            exact_max = max_ignoring_nan(m, exact_max);
+        // SAFETY: as above.
+        unsafe {
+            _mm512_storeu_pd(self.lanes_lo.as_mut_ptr(), total_lo);
+            _mm512_storeu_pd(self.lanes_hi.as_mut_ptr(), total_hi);
+            _mm512_storeu_ps(self.lane_max.as_mut_ptr(), max_all);
         }
+        (self.sum, self.max) = (exact_sum, exact_max);
     }
-    let (s, m) = sum_sq_max_portable(subs.remainder());
-    let total = _mm512_reduce_add_pd(_mm512_add_pd(total_lo, total_hi)) + exact_sum + s;
-    let fast_max = _mm512_reduce_max_ps(max_all);
-    (
-        total,
-        max_ignoring_nan(m, max_ignoring_nan(exact_max, fast_max)),
-    )
+
+    /// The sum of the f64 lanes and the max of the lane maxima.
+    #[target_feature(enable = "avx512f,avx512dq")]
+    unsafe fn avx512_reduce(&self) -> (f64, f32) {
+        use std::arch::x86_64::*;
+        // SAFETY: the arrays hold exactly 8 doubles, 8 doubles and 16 floats.
+        let (lo, hi, mx) = unsafe {
+            (
+                _mm512_loadu_pd(self.lanes_lo.as_ptr()),
+                _mm512_loadu_pd(self.lanes_hi.as_ptr()),
+                _mm512_loadu_ps(self.lane_max.as_ptr()),
+            )
+        };
+        (
+            _mm512_reduce_add_pd(_mm512_add_pd(lo, hi)),
+            _mm512_reduce_max_ps(mx),
+        )
+    }
 }
 
 /// The AVX2 build: exact f64 squares, 16 values per iteration, four accumulators of four
@@ -517,16 +660,23 @@ pub fn slice_stats_on(x: &[f32], build: Build) -> SliceStats {
 
 fn slice_stats_with(x: &[f32], isa: Build) -> SliceStats {
     let (sum_sq, max_abs) = sum_sq_max(x, isa);
-    // finite values always give a finite sum, so only a non-finite sum needs the count
-    let nonfinite = if sum_sq.is_finite() {
-        0
-    } else {
-        count_nonfinite(x)
-    };
-    SliceStats {
-        sum_sq,
-        max_abs,
-        nonfinite,
+    SliceStats::from_sum_and_max(x, sum_sq, max_abs)
+}
+
+impl SliceStats {
+    /// The statistics of `x` given its sum of squares and max |x|: the non-finite values are
+    /// counted only when the sum is not finite (finite values always give a finite sum).
+    fn from_sum_and_max(x: &[f32], sum_sq: f64, max_abs: f32) -> Self {
+        let nonfinite = if sum_sq.is_finite() {
+            0
+        } else {
+            count_nonfinite(x)
+        };
+        SliceStats {
+            sum_sq,
+            max_abs,
+            nonfinite,
+        }
     }
 }
 
@@ -911,6 +1061,53 @@ mod tests {
             slice_stats(&x).sum_sq.to_bits(),
             slice_stats_on(&x, expect).sum_sq.to_bits()
         );
+    }
+
+    /// A slice fed to a [`StatsStream`] in pieces of any size (as a gradient written block
+    /// by block) gives exactly the bits of `slice_stats` on the whole slice, on every build,
+    /// with NaN and infinities too.
+    #[test]
+    fn stream_in_pieces_gives_the_bits_of_one_pass() {
+        let builds = supported_builds();
+        for n in [0usize, 5, 1000, 1024, 4096, 4097, 10_007, 200_704] {
+            let x: Vec<f32> = (0..n)
+                .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1.7e-3)
+                .collect();
+            let mut poisoned = x.clone();
+            if n > 2 {
+                poisoned[n / 3] = f32::NAN;
+                poisoned[n - 1] = f32::NEG_INFINITY;
+            }
+            let mut huge = x.clone();
+            if n > 0 {
+                huge[n / 2] = 1e30; // one sub-block takes the exact path
+            }
+            for x in [&x, &poisoned, &huge] {
+                for &build in &builds {
+                    let whole = slice_stats_on(x, build);
+                    for piece in [1usize, 777, 1024, 4704, 6144] {
+                        let mut st = StatsStream::with_build(build);
+                        let mut end = 0;
+                        while end < n {
+                            end = (end + piece).min(n);
+                            st.advance(&x[..end]);
+                        }
+                        let s = st.finish(x);
+                        assert_eq!(
+                            s.sum_sq.to_bits(),
+                            whole.sum_sq.to_bits(),
+                            "{build:?} n={n} piece={piece}"
+                        );
+                        assert_eq!(
+                            s.max_abs.to_bits(),
+                            whole.max_abs.to_bits(),
+                            "{build:?} n={n}"
+                        );
+                        assert_eq!(s.nonfinite, whole.nonfinite, "{build:?} n={n}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

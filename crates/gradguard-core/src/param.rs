@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::CoreError;
+use crate::kernels::SliceStats;
 
 /// What a parameter tensor is for. Detectors and remedies use it to pick tensors: L1/L2
 /// penalties skip biases, growth across layers reads bias gradients (a layer's error signal
@@ -127,6 +128,16 @@ pub struct Param<'a> {
     /// [`crate::StepStats`] takes them instead of reading the weights again; they must describe
     /// exactly the values in `weights`. [`ParamView::push`] leaves this `None`.
     pub known_weight_stats: Option<WeightStats>,
+    /// Statistics of `grads` that the bridge already holds, if any: measured where the
+    /// gradients were produced (gradguard-models measures each gradient tensor in the backward
+    /// pass's last write of it, block by block while the block is still in the cache). When
+    /// present, [`crate::StepStats::measure_into`] takes them instead of reading the gradients
+    /// again, so they must be exactly what [`crate::kernels::slice_stats`] gives on `grads`
+    /// (sum of squares, max |g|, non-finite count). The view forgets them as soon as it lends
+    /// the gradients mutably ([`ParamView::params_mut`], [`ParamView::iter_mut`]), and
+    /// [`crate::StepStats::remeasure_param`] never uses them. [`ParamView::push`] leaves this
+    /// `None`.
+    pub known_grad_stats: Option<SliceStats>,
 }
 
 /// The statistics of a weight tensor that the step statistics need: Σ w² (f64, with the
@@ -143,21 +154,29 @@ pub struct WeightStats {
 ///
 /// Built once per step by a bridge (see gradguard-models for dfdx, `gradguard grads` for
 /// safetensors dumps). [`ParamView::push`] checks that the weights, gradients and shape agree.
+///
+/// Lending the gradients mutably ([`ParamView::params_mut`], [`ParamView::iter_mut`]) drops
+/// every [`Param::known_grad_stats`] and raises the bridge's flag, if it attached one with
+/// [`ParamView::watch_grad_writes`], so that no later view can hand out statistics of
+/// gradients that may have changed since.
 #[derive(Debug, Default)]
 pub struct ParamView<'a> {
     params: Vec<Param<'a>>,
+    /// The bridge's "the gradients may have been written through a view" flag.
+    grads_lent: Option<&'a mut bool>,
 }
 
 impl<'a> ParamView<'a> {
     /// An empty view.
     pub fn new() -> Self {
-        Self { params: Vec::new() }
+        Self::default()
     }
 
     /// An empty view with room for `n` parameters.
     pub fn with_capacity(n: usize) -> Self {
         Self {
             params: Vec::with_capacity(n),
+            grads_lent: None,
         }
     }
 
@@ -186,6 +205,7 @@ impl<'a> ParamView<'a> {
             weights,
             grads,
             known_weight_stats: None,
+            known_grad_stats: None,
         });
         Ok(())
     }
@@ -208,6 +228,44 @@ impl<'a> ParamView<'a> {
         Ok(())
     }
 
+    /// Like [`ParamView::push_with_weight_stats`], with the gradient statistics the bridge
+    /// already holds as well (see [`Param::known_grad_stats`]): the statistics pass then reads
+    /// nothing for this tensor.
+    #[allow(clippy::too_many_arguments)]
+    pub fn push_with_known_stats(
+        &mut self,
+        name: &'a str,
+        shape: &'a [usize],
+        role: Role,
+        weights: &'a [f32],
+        grads: &'a mut [f32],
+        weight_stats: Option<WeightStats>,
+        grad_stats: Option<SliceStats>,
+    ) -> Result<(), CoreError> {
+        self.push_with_weight_stats(name, shape, role, weights, grads, weight_stats)?;
+        if let Some(p) = self.params.last_mut() {
+            p.known_grad_stats = grad_stats;
+        }
+        Ok(())
+    }
+
+    /// Attaches the bridge's flag that this view raises (sets to `true`) when it lends the
+    /// gradients mutably, so that the bridge forgets the gradient statistics it holds.
+    pub fn watch_grad_writes(&mut self, flag: &'a mut bool) {
+        self.grads_lent = Some(flag);
+    }
+
+    /// The gradients may be written from here on: forget their known statistics, here and
+    /// in the bridge.
+    fn lend_grads(&mut self) {
+        for p in &mut self.params {
+            p.known_grad_stats = None;
+        }
+        if let Some(flag) = self.grads_lent.as_deref_mut() {
+            *flag = true;
+        }
+    }
+
     /// Number of parameters (tensors).
     pub fn len(&self) -> usize {
         self.params.len()
@@ -228,8 +286,10 @@ impl<'a> ParamView<'a> {
         &self.params
     }
 
-    /// The parameters, mutable (to edit gradients in place).
+    /// The parameters, mutable (to edit gradients in place). Forgets every known gradient
+    /// statistic (see [`Param::known_grad_stats`]).
     pub fn params_mut(&mut self) -> &mut [Param<'a>] {
+        self.lend_grads();
         &mut self.params
     }
 
@@ -238,8 +298,10 @@ impl<'a> ParamView<'a> {
         self.params.iter()
     }
 
-    /// Iterates the parameters mutably.
+    /// Iterates the parameters mutably. Forgets every known gradient statistic (see
+    /// [`Param::known_grad_stats`]).
     pub fn iter_mut(&mut self) -> std::slice::IterMut<'_, Param<'a>> {
+        self.lend_grads();
         self.params.iter_mut()
     }
 

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::kernels::{grad_and_weight_stats, slice_stats};
+use crate::kernels::{grad_and_weight_stats, slice_stats, SliceStats};
 use crate::param::{Param, ParamView, Role};
 
 /// Gradient and weight statistics of one parameter tensor.
@@ -84,8 +84,9 @@ pub struct StepStats {
 }
 
 impl StepStats {
-    /// Measures `view` in one pass over the gradients and the weights (the weights are not read
-    /// where the view already carries their statistics, see [`Param::known_weight_stats`]).
+    /// Measures `view` in one pass over the gradients and the weights (neither is read where
+    /// the view already carries its statistics, see [`Param::known_weight_stats`] and
+    /// [`Param::known_grad_stats`]).
     pub fn measure(view: &ParamView<'_>) -> Self {
         let mut s = StepStats::default();
         s.measure_into(view);
@@ -106,17 +107,29 @@ impl StepStats {
                 s.name.push_str(p.name);
             }
             s.role = p.role;
-            Self::fill_param(s, p);
+            Self::fill(s, p, p.known_grad_stats);
         }
         self.refresh_totals();
     }
 
-    /// Measures one tensor: its gradients always, its weights unless the view carries their
-    /// statistics already ([`crate::Param::known_weight_stats`]).
+    /// Measures one tensor afresh (its gradients always, whatever they were known to be; its
+    /// weights unless the view carries their statistics): after a remedy edited it.
     pub(crate) fn fill_param(s: &mut ParamStats, p: &Param<'_>) {
-        let (g, wsq, wbad) = match p.known_weight_stats {
-            Some(w) => (slice_stats(p.grads), w.sum_sq, w.nonfinite),
-            None => grad_and_weight_stats(p.grads, p.weights),
+        Self::fill(s, p, None)
+    }
+
+    /// Measures one tensor: its gradients unless `known_grads` holds their statistics
+    /// already ([`crate::Param::known_grad_stats`]), its weights unless the view carries
+    /// theirs ([`crate::Param::known_weight_stats`]).
+    fn fill(s: &mut ParamStats, p: &Param<'_>, known_grads: Option<SliceStats>) {
+        let (g, wsq, wbad) = match (known_grads, p.known_weight_stats) {
+            (Some(g), Some(w)) => (g, w.sum_sq, w.nonfinite),
+            (Some(g), None) => {
+                let w = slice_stats(p.weights);
+                (g, w.sum_sq, w.nonfinite)
+            }
+            (None, Some(w)) => (slice_stats(p.grads), w.sum_sq, w.nonfinite),
+            (None, None) => grad_and_weight_stats(p.grads, p.weights),
         };
         s.numel = p.grads.len();
         s.grad_sum_sq = g.sum_sq;
@@ -128,10 +141,12 @@ impl StepStats {
     }
 
     /// Measures parameter `index` again (after a remedy changed its gradients in a way that
-    /// cannot be tracked analytically), then refreshes the totals.
+    /// cannot be tracked analytically), then refreshes the totals. Always reads the
+    /// gradients: known gradient statistics ([`crate::Param::known_grad_stats`]) are never used
+    /// here, since the gradients have just changed.
     pub fn remeasure_param(&mut self, index: usize, view: &ParamView<'_>) {
         if let (Some(s), Some(p)) = (self.params.get_mut(index), view.params().get(index)) {
-            Self::fill_param(s, p);
+            Self::fill(s, p, None);
         }
         self.refresh_totals();
     }
@@ -327,6 +342,58 @@ mod tests {
         assert_eq!(s.params[1].weight_sum_sq, 25.0);
         assert_eq!(s.weight_sum_sq, 125.0);
         assert_eq!(s.weight_nonfinite, 2);
+    }
+
+    /// Known gradient statistics replace reading the gradients, and are dropped (here and in
+    /// the bridge's flag) as soon as the view lends the gradients mutably; re-measuring a
+    /// parameter never uses them.
+    #[test]
+    fn known_grad_stats_are_used_until_the_grads_are_lent() {
+        let shape = vec![2usize];
+        let (w, wb) = (vec![1.0f32, 2.0], vec![3.0f32, 4.0]);
+        let (mut g, mut gb) = (vec![3.0f32, 4.0], vec![0.0f32, 1.0]);
+        // figures the gradients themselves would not give, to see which one is used
+        let known = SliceStats {
+            sum_sq: 100.0,
+            max_abs: 7.0,
+            nonfinite: 0,
+        };
+        let mut lent = false;
+        let mut v = ParamView::new();
+        v.push_with_known_stats("a", &shape, Role::Weight, &w, &mut g, None, Some(known))
+            .unwrap();
+        v.push_with_known_stats("b", &shape, Role::Bias, &wb, &mut gb, None, None)
+            .unwrap();
+        v.watch_grad_writes(&mut lent);
+        let s = StepStats::measure(&v);
+        assert_eq!(s.params[0].grad_sum_sq, 100.0);
+        assert_eq!(s.params[0].grad_max_abs, 7.0);
+        assert_eq!(s.params[0].weight_sum_sq, 5.0);
+        assert_eq!(s.params[1].grad_sum_sq, 1.0);
+        // reading the parameters keeps them
+        assert!(v.params()[0].known_grad_stats.is_some());
+        let mut again = s.clone();
+        again.remeasure_param(0, &v);
+        assert_eq!(
+            again.params[0].grad_sum_sq, 25.0,
+            "re-measuring reads the gradients"
+        );
+        v.iter_mut().for_each(|p| p.grads[0] = 6.0);
+        assert!(v.iter().all(|p| p.known_grad_stats.is_none()));
+        let s = StepStats::measure(&v);
+        assert_eq!(s.params[0].grad_sum_sq, 52.0);
+        assert_eq!(s.params[1].grad_sum_sq, 37.0);
+        drop(v);
+        assert!(lent, "the bridge was told");
+        let mut lent = false;
+        let mut v = ParamView::new();
+        v.push_with_known_stats("a", &shape, Role::Weight, &w, &mut g, None, Some(known))
+            .unwrap();
+        v.watch_grad_writes(&mut lent);
+        let _ = v.params_mut();
+        assert!(v.params()[0].known_grad_stats.is_none());
+        drop(v);
+        assert!(lent);
     }
 
     #[test]

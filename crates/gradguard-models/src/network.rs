@@ -15,7 +15,7 @@ use gradguard_core::Role;
 use crate::error::ModelError;
 use crate::init::{init_matrix, orthogonal};
 use crate::ops::{dense, last_step, loss, DenseRef};
-use crate::params::ParamStore;
+use crate::params::{add_measured, ParamStore};
 use crate::recurrent::{CellKind, RecurrentLayer, RecurrentState};
 use crate::rng::Rng64;
 use crate::spec::{Activation, InitScheme, InitSpec, LossKind, ModelSpec};
@@ -50,6 +50,9 @@ pub(crate) struct Network {
     pub head: DenseIdx,
     /// ||dL/dz|| per dense layer (MLP layers then head), written by the last backward pass.
     pub signals: Arc<Mutex<Vec<f64>>>,
+    /// Whether the backward measures each parameter gradient in its last write (off by
+    /// default: see `Trainer::set_measure_grads_in_backward`).
+    pub measure_grads: bool,
 }
 
 fn add_dense(
@@ -197,6 +200,7 @@ impl Network {
             body,
             head,
             signals: Arc::new(Mutex::new(vec![0.0; n_dense])),
+            measure_grads: false,
         };
         net.sync_recurrent();
         Ok(net)
@@ -225,6 +229,7 @@ impl Network {
             fan_out: d.fan_out,
             act: d.act,
             signal: signal.map(|i| (self.signals.clone(), i)),
+            measure: self.measure_grads,
         }
     }
 
@@ -395,9 +400,15 @@ impl Network {
             ));
         }
         for (i, g) in pairs {
-            let dst = self.store.grads_mut(i)?;
-            if g.len() == dst.len() {
-                for (d, v) in dst.iter_mut().zip(&g) {
+            let dst = self.store.grad_buf_mut(i)?;
+            if g.len() != dst.values().len() {
+                continue;
+            }
+            if self.measure_grads {
+                // the last write of this gradient: measured chunk by chunk as it is added
+                dst.write_measured(|d| add_measured(d, &g));
+            } else {
+                for (d, v) in dst.values_mut().iter_mut().zip(&g) {
                     *d += v;
                 }
             }

@@ -513,6 +513,16 @@ impl Trainer {
         })
     }
 
+    /// Whether the backward pass measures each parameter gradient in its last write of it,
+    /// so that the view lends those statistics ([`gradguard_core::Param::known_grad_stats`],
+    /// exactly a fresh measure) and the statistics pass reads no gradient. The gradients are
+    /// the same bits either way. Off by default: on the MLP reference step (AMD EPYC, 2026-12)
+    /// the in-backward measure did not measure cheaper than the separate pass (see
+    /// BENCHMARKS.md, "gradguard's overhead on a training step").
+    pub fn set_measure_grads_in_backward(&mut self, on: bool) {
+        self.net.measure_grads = on;
+    }
+
     /// The weights and the gradients of the last [`Trainer::step_gradients`], zero-copy.
     /// Remedies edit the gradients in place; [`Trainer::apply_update`] uses the edited values.
     pub fn view(&mut self) -> Result<ParamView<'_>, ModelError> {

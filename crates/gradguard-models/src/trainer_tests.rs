@@ -669,3 +669,136 @@ fn evaluate_train_does_not_disturb_training() {
         b.net.store.weights_snapshot()
     );
 }
+
+/// Asserts that every tensor of the view carries gradient statistics, and that they are
+/// exactly what a fresh measure of its gradients gives (same bits), also through StepStats.
+fn assert_known_grads_are_fresh(t: &mut Trainer, what: &str) {
+    use gradguard_core::kernels::slice_stats;
+    use gradguard_core::StepStats;
+    let view = t.view().unwrap();
+    let with_known = StepStats::measure(&view);
+    for (p, s) in view.iter().zip(&with_known.params) {
+        let known = p
+            .known_grad_stats
+            .unwrap_or_else(|| panic!("{what} {}: no known gradient statistics", p.name));
+        let fresh = slice_stats(p.grads);
+        assert_eq!(
+            known.sum_sq.to_bits(),
+            fresh.sum_sq.to_bits(),
+            "{what} {}: {} vs {}",
+            p.name,
+            known.sum_sq,
+            fresh.sum_sq
+        );
+        assert_eq!(
+            known.max_abs.to_bits(),
+            fresh.max_abs.to_bits(),
+            "{what} {}",
+            p.name
+        );
+        assert_eq!(known.nonfinite, fresh.nonfinite, "{what} {}", p.name);
+        assert_eq!(s.grad_sum_sq.to_bits(), fresh.sum_sq.to_bits(), "{what}");
+        assert_eq!(s.grad_nonfinite, fresh.nonfinite, "{what}");
+    }
+}
+
+/// The gradient statistics measured in the backward pass (dense layers in their
+/// weight-gradient blocks and bias sums, recurrent layers as their gradients are added into the
+/// store) are exactly a fresh measure of the gradients, on real MLP, RNN, LSTM and GRU steps,
+/// including steps whose gradients are NaN.
+#[test]
+fn grad_stats_from_the_backward_match_a_fresh_measurement() {
+    let wide = "kind = \"regression\"\nn_samples = 128\nn_features = 784\nn_informative = 784\nn_targets = 10";
+    let cases = [
+        ("kind = \"mlp\"\nhidden = [256, 256]", wide, 64),
+        ("kind = \"mlp\"\nhidden = [37, 5]", REGRESSION, 16),
+        ("kind = \"lstm\"\nhidden = 24\nlayers = 2", SINE, 8),
+        ("kind = \"rnn\"\nhidden = 16", SINE, 8),
+        ("kind = \"gru\"\nhidden = 6", SINE, 8),
+    ];
+    for (model, task, batch) in cases {
+        let mut t = trainer(
+            model,
+            task,
+            &format!(
+                "optimizer = {{ kind = \"sgd\", lr = 0.01 }}\nbatch_size = {batch}\nsteps = 10"
+            ),
+            5,
+        );
+        t.set_measure_grads_in_backward(true);
+        for step in 0..2 {
+            t.step_gradients().unwrap();
+            assert_known_grads_are_fresh(&mut t, &format!("{model} step {step}"));
+            t.apply_update(1.0).unwrap();
+        }
+        // a NaN gradient poisons the head's bias: the next backward's gradients are NaN
+        t.step_gradients().unwrap();
+        if let Some(p) = t.view().unwrap().params_mut().last_mut() {
+            p.grads[0] = f32::NAN;
+        }
+        t.apply_update(1.0).unwrap();
+        t.step_gradients().unwrap();
+        assert_known_grads_are_fresh(&mut t, &format!("{model} after NaN"));
+        let view = t.view().unwrap();
+        assert!(view
+            .iter()
+            .any(|p| p.known_grad_stats.is_some_and(|k| k.nonfinite > 0)));
+    }
+}
+
+/// Known gradient statistics are never used once anything else may have written the
+/// gradients: an edit through the view (this view and every later one, until the next
+/// backward), the optimiser's pass; zeroing (skip, restore) makes them known again (zero).
+#[test]
+fn stale_grad_stats_are_never_used() {
+    use gradguard_core::StepStats;
+    let mut t = trainer(
+        "kind = \"mlp\"\nhidden = [8]",
+        REGRESSION,
+        "optimizer = { kind = \"sgd\", lr = 0.05 }\nbatch_size = 16\nsteps = 10",
+        4,
+    );
+    t.set_measure_grads_in_backward(true);
+    t.step_gradients().unwrap();
+    // reading the view (even twice) keeps them
+    drop(t.view().unwrap());
+    assert_known_grads_are_fresh(&mut t, "second view");
+    {
+        let mut view = t.view().unwrap();
+        let before = StepStats::measure(&view);
+        for p in view.iter_mut() {
+            p.grads.iter_mut().for_each(|g| *g *= 3.0);
+        }
+        assert!(view.iter().all(|p| p.known_grad_stats.is_none()));
+        let after = StepStats::measure(&view);
+        let ratio = after.grad_norm / before.grad_norm;
+        assert!((ratio - 3.0).abs() < 1e-6, "{ratio}");
+    }
+    {
+        // a later view of the edited gradients holds none either
+        let mut view = t.view().unwrap();
+        assert!(view.iter().all(|p| p.known_grad_stats.is_none()));
+        view.params_mut()[1].grads[0] = f32::INFINITY;
+    }
+    let view = t.view().unwrap();
+    assert!(view.iter().all(|p| p.known_grad_stats.is_none()));
+    assert_eq!(StepStats::measure(&view).grad_nonfinite, 1);
+    drop(view);
+    // the optimiser's pass lends the gradients too
+    t.step_gradients().unwrap();
+    t.apply_update(1.0).unwrap();
+    assert!(t
+        .view()
+        .unwrap()
+        .iter()
+        .all(|p| p.known_grad_stats.is_none()));
+    // zeroed gradients are known (all zero), and the next backward measures again
+    t.skip();
+    assert_known_grads_are_fresh(&mut t, "after skip");
+    t.step_gradients().unwrap();
+    assert_known_grads_are_fresh(&mut t, "next step");
+    let snap = t.snapshot();
+    t.view().unwrap().params_mut()[0].grads[0] = 1.0;
+    t.restore(&snap).unwrap();
+    assert_known_grads_are_fresh(&mut t, "after restore");
+}
