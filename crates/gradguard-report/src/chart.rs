@@ -585,8 +585,10 @@ mod tests {
     #[test]
     fn short_axes_label_each_step_once() {
         let mut c = Chart::new("loss", "loss", false);
-        c.lines
-            .push(Line::from_points("loss", &[(1, 3.0), (2, 2.0), (3, 1.0)]));
+        c.lines.push(Line::from_points(
+            "loss",
+            &[(1, 30.5), (2, 20.5), (3, 10.5)],
+        ));
         let svg = c.to_svg().unwrap();
         for step in ["1", "2", "3"] {
             assert_eq!(count(&svg, &svg_text(step)), 1, "tick {step} once: {svg}");
