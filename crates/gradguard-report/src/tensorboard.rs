@@ -340,6 +340,71 @@ mod tests {
         }
     }
 
+    /// The file is checked by TensorBoard's own reader (`EventAccumulator`), not only by
+    /// [`crate::tfrecord`]: every scalar must load with the same tag, step and f32 bits, NaN
+    /// kept. Needs a Python with the `tensorboard` package (`$GRADGUARD_PYTHON`, else
+    /// `python3`); `.ci/run` installs one and runs the ignored tests.
+    #[test]
+    #[ignore = "needs Python with the tensorboard package; CI installs it and runs `cargo test -- --ignored`"]
+    fn tensorboards_own_reader_loads_the_scalars() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut r = TensorboardReporter::default();
+        r.start(&run_info(tmp.path())).unwrap();
+        for step in 1..=25 {
+            r.event(&event(step, 20)).unwrap();
+        }
+        let (d, s) = (diagnosis(), summary());
+        r.finish(&RunEnd {
+            diagnosis: &d,
+            summary: &s,
+        })
+        .unwrap();
+        let path = r.path().unwrap().to_path_buf();
+
+        let python = std::env::var("GRADGUARD_PYTHON").unwrap_or_else(|_| "python3".into());
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/read_tfevents.py");
+        let out = std::process::Command::new(&python)
+            .arg(&script)
+            .arg(&path)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot start `{python}` ($GRADGUARD_PYTHON): {e}"));
+        assert!(
+            out.status.success(),
+            "TensorBoard's reader failed (`{python} -m pip install tensorboard`?): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let loaded: Vec<(String, i64, f64)> = text
+            .lines()
+            .map(|line| {
+                let mut f = line.split('\t');
+                let tag = f.next().unwrap().to_string();
+                let step = f.next().unwrap().parse().unwrap();
+                let value = f.next().unwrap().parse().unwrap();
+                (tag, step, value)
+            })
+            .collect();
+        // 25 steps x (loss, global, two tensors); TensorBoard groups by tag.
+        assert_eq!(loaded.len(), 100, "{text}");
+        let find = |tag: &str, step: i64| {
+            loaded
+                .iter()
+                .find(|(t, s, _)| t == tag && *s == step)
+                .unwrap_or_else(|| panic!("TensorBoard did not load {tag} at step {step}"))
+                .2
+        };
+        // Hand values at step 3 (see `scalars_round_trip`), as f32 widened by Python.
+        assert_eq!(find("loss", 3), (10.0 / 3.0 + 1.6875 * 0.01) as f32 as f64);
+        assert_eq!(find("grad_norm/global", 3), 1.6875);
+        assert_eq!(find("grad_norm/layers.0.weight", 3), 1.35f32 as f64);
+        assert!(find("loss", 20).is_nan() && find("grad_norm/global", 21).is_nan());
+        // Every scalar gradguard's reader sees, TensorBoard sees with the same bits.
+        for s in read_scalars(&path).unwrap() {
+            let v = find(&s.tag, s.step) as f32;
+            assert_eq!(v.to_bits(), s.value.to_bits(), "{} at {}", s.tag, s.step);
+        }
+    }
+
     #[test]
     fn same_second_does_not_overwrite() {
         let tmp = tempfile::tempdir().unwrap();

@@ -3,10 +3,12 @@
 //! must show drawn charts (decoded and checked pixel by pixel, not just "a file exists").
 //!
 //! Needs a Chromium-family browser on `PATH`, under one of the names in [`BROWSERS`]
-//! (`chromium`, `chromium-browser`, `google-chrome`, ...; Debian's `chromium` package). Without
-//! one the test fails, naming what it looked for, unless `GRADGUARD_SKIP_BROWSER=1` is set: then
-//! it prints why it skipped and passes. `GRADGUARD_REQUIRE_BROWSER=1` (set by CI) overrides the
-//! opt-out, so CI can never skip it. Set `GRADGUARD_KEEP_SCREENSHOTS=<dir>` to keep the screenshots and pages.
+//! (`chromium`, `chromium-browser`, `google-chrome`, ...; Debian's `chromium` package). So that
+//! `cargo test --workspace` passes on a machine without one, the test is `#[ignore]`d with that
+//! reason (cargo lists it as ignored, never as passed); run it with
+//! `cargo test -p gradguard-report --test browser -- --ignored`. Run that way without a browser
+//! it fails, naming what it looked for. `.ci/run` installs Debian's `chromium` and runs every
+//! ignored test. Set `GRADGUARD_KEEP_SCREENSHOTS=<dir>` to keep the screenshots and pages.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -371,23 +373,12 @@ fn check_screenshot(page: &Path, tmp: &Path, name: &str) {
 }
 
 #[test]
+#[ignore = "needs a Chromium-family browser on PATH; CI installs Debian's chromium and runs `cargo test -- --ignored`"]
 fn report_html_renders_in_headless_chromium() {
-    let flag = |name: &str| std::env::var(name).is_ok_and(|v| v == "1");
-    let required = flag("GRADGUARD_REQUIRE_BROWSER");
     let Some(browser) = find_browser() else {
-        let looked = format!("none of {BROWSERS:?} is on PATH");
-        if flag("GRADGUARD_SKIP_BROWSER") && !required {
-            eprintln!("SKIPPED browser check (GRADGUARD_SKIP_BROWSER=1): {looked}");
-            return;
-        }
         panic!(
-            "{looked}: install Chromium (apt-get install chromium), or set \
-             GRADGUARD_SKIP_BROWSER=1 to skip this check{}",
-            if required {
-                " (not honoured: GRADGUARD_REQUIRE_BROWSER=1)"
-            } else {
-                ""
-            }
+            "none of {BROWSERS:?} is on PATH: install Chromium (apt-get install chromium) to run \
+             this check"
         );
     };
     eprintln!("browser check with {}", browser.display());
