@@ -246,6 +246,66 @@ mod tests {
     }
 
     #[test]
+    fn a_unit_exactly_at_a_bound_below_1e_minus_6_is_scaled_as_timm_does() {
+        // timm: clipped = g * max / clamp(||g||, 1e-6); where(||g|| < max, g, clipped). At
+        // ||g|| == max < 1e-6 the `where` picks `clipped`, and the clamp makes the factor
+        // max / 1e-6 < 1. w = 2^-21, clip_factor 0.5, eps 0: max = 2^-22 = ||g||.
+        let (w, g) = (2f32.powi(-21), 2f32.powi(-22));
+        let mut d = OwnedParams::new().with("b", &[1], Role::Bias, &[w], &[g]);
+        let mut r = Agc {
+            clip_factor: 0.5,
+            eps: 0.0,
+            ..Agc::default()
+        };
+        run_remedy(&mut r, &mut d, 1, 0.0);
+        let want = (g as f64 * (2f64.powi(-22) / 1e-6)) as f32;
+        assert_eq!(d.flat_grads(), vec![want]);
+        assert!(want < g);
+    }
+
+    #[test]
+    fn an_empty_tensor_with_rows_is_left_alone() {
+        // shape [3, 0]: three units of no values. No division by zero, no zero-length chunks.
+        let mut d = OwnedParams::new()
+            .with("empty", &[3, 0], Role::Weight, &[], &[])
+            .with("w", &[1, 1], Role::Weight, &[1.0], &[5.0]);
+        let out = run_remedy(&mut Agc::default(), &mut d, 1, 0.0);
+        assert!(out.changed);
+        assert!((d.flat_grads()[0] - 0.01).abs() < 1e-8);
+    }
+
+    #[test]
+    fn invalid_parameters_are_refused() {
+        for bad in [
+            Agc {
+                clip_factor: 0.0,
+                ..Agc::default()
+            },
+            Agc {
+                clip_factor: -1.0,
+                ..Agc::default()
+            },
+            Agc {
+                clip_factor: f64::NAN,
+                ..Agc::default()
+            },
+            Agc {
+                eps: -1e-3,
+                ..Agc::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?} passed validation");
+        }
+        assert!(Agc::default().validate().is_ok());
+        assert!(Agc {
+            eps: 0.0,
+            ..Agc::default()
+        }
+        .validate()
+        .is_ok());
+    }
+
+    #[test]
     fn properties() {
         gradguard_testkit::assert_unitwise_clip(|clip_factor, eps| Agc {
             clip_factor,

@@ -373,6 +373,75 @@ mod tests {
     }
 
     #[test]
+    fn norm_type_from_toml_integers() {
+        // TOML integers are signed (serde's visit_i64), JSON's unsigned (visit_u64): both
+        // paths accept 2 and refuse other numbers.
+        let r: ClipGlobalNorm = toml::from_str("max_norm = 1.0\nnorm_type = 2").unwrap();
+        assert_eq!(r.norm_type, NormType::L2);
+        let r: ClipGlobalNorm = toml::from_str("max_norm = 1.0\nnorm_type = \"inf\"").unwrap();
+        assert_eq!(r.norm_type, NormType::Inf);
+        // TOML floats (visit_f64): 2.0 and the bare float `inf`.
+        let r: ClipGlobalNorm = toml::from_str("max_norm = 1.0\nnorm_type = 2.0").unwrap();
+        assert_eq!(r.norm_type, NormType::L2);
+        let r: ClipGlobalNorm = toml::from_str("max_norm = 1.0\nnorm_type = inf").unwrap();
+        assert_eq!(r.norm_type, NormType::Inf);
+        // strings (visit_str): "2", "inf", "Inf", "infinity".
+        for (text, want) in [
+            ("2", NormType::L2),
+            ("inf", NormType::Inf),
+            ("Inf", NormType::Inf),
+            ("infinity", NormType::Inf),
+        ] {
+            let r: ClipGlobalNorm =
+                toml::from_str(&format!("max_norm = 1.0\nnorm_type = \"{text}\"")).unwrap();
+            assert_eq!(r.norm_type, want, "{text}");
+        }
+        for bad in ["1", "-2", "3", "1.5", "-inf", "nan", "\"l2\""] {
+            let e = toml::from_str::<ClipGlobalNorm>(&format!("max_norm = 1.0\nnorm_type = {bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("expected 2 or \"inf\""), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_coefficient_of_exactly_one_writes_nothing() {
+        // coef = max_norm / (t + 1e-6) == 1 exactly when max_norm = t + 1e-6: PyTorch's
+        // clamp(coef, max=1) multiplies by 1, a no-op; gradguard writes nothing and reports
+        // no change (`coef < 1` is strict).
+        let mut d = two(&[3.0, 4.0], &[12.0]);
+        let out = run_remedy(&mut ClipGlobalNorm::new(13.0 + TORCH_EPS), &mut d, 1, 0.0);
+        assert!(!out.changed);
+        assert_eq!(d.flat_grads(), vec![3.0, 4.0, 12.0]);
+        // Just below, it scales.
+        let out = run_remedy(
+            &mut ClipGlobalNorm::new((13.0 + TORCH_EPS).next_down()),
+            &mut d,
+            2,
+            0.0,
+        );
+        assert!(out.changed);
+    }
+
+    #[test]
+    fn inf_norm_with_nan_is_nan_under_propagate() {
+        // PyTorch: max |g| over a tensor holding NaN is NaN, so coef is NaN and every
+        // gradient becomes NaN. The statistics' max |g| ignores NaN; total_norm must not.
+        let mut r = ClipGlobalNorm {
+            norm_type: NormType::Inf,
+            on_nonfinite: NonFinitePolicy::Propagate,
+            ..ClipGlobalNorm::new(1.0)
+        };
+        let mut d = two(&[f32::NAN, 4.0], &[12.0]);
+        run_remedy(&mut r, &mut d, 1, 0.0);
+        assert!(
+            d.flat_grads().iter().all(|g| g.is_nan()),
+            "{:?}",
+            d.flat_grads()
+        );
+    }
+
+    #[test]
     fn properties() {
         gradguard_testkit::assert_global_norm_clip(ClipGlobalNorm::new);
         gradguard_testkit::assert_remedy_invariants(|| ClipGlobalNorm::new(1.0));
