@@ -135,6 +135,14 @@ mod tests {
     }
 
     #[test]
+    fn documented_defaults_are_the_ones_serde_fills_in() {
+        // `gradguard plugins` and the README print these defaults: each must be the value a
+        // spec that leaves the parameter out gets.
+        let checked = gradguard_testkit::assert_documented_defaults(Family::Detector);
+        assert!(checked >= 20, "only {checked} defaults compared");
+    }
+
+    #[test]
     fn unknown_fields_are_rejected() {
         let err = serde_json::from_str::<Box<dyn Detector>>(r#"{"kind":"grad_spike","windw":3}"#)
             .err()

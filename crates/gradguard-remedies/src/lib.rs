@@ -70,3 +70,17 @@ pub fn builtin_kinds() -> &'static [&'static str] {
         "zclip",
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use gradguard_core::Family;
+
+    #[test]
+    fn documented_defaults_are_the_ones_serde_fills_in() {
+        // `gradguard plugins` and the README print these defaults: each must be the value a
+        // spec that leaves the parameter out gets.
+        assert_eq!(super::builtin_kinds().len(), 13);
+        let checked = gradguard_testkit::assert_documented_defaults(Family::Remedy);
+        assert!(checked >= 25, "only {checked} defaults compared");
+    }
+}

@@ -296,6 +296,14 @@ mod tests {
     use gradguard_core::{registry::plugin_info, registry::registered_kinds, Family, Reporter};
 
     #[test]
+    fn documented_defaults_are_the_ones_serde_fills_in() {
+        assert_eq!(builtin_kinds().len(), 5);
+        let checked =
+            gradguard_testkit::assert_documented_defaults(gradguard_core::Family::Reporter);
+        assert!(checked >= 4, "only {checked} defaults compared");
+    }
+
+    #[test]
     fn builtin_kinds_are_registered_and_described() {
         let registered = registered_kinds(Family::Reporter);
         let mut ours: Vec<String> = builtin_kinds().iter().map(|s| s.to_string()).collect();

@@ -21,7 +21,11 @@
 //!     `c` must end with norm `c` within [`TWO_SIDED_REL`], the others unchanged bit for bit;
 //!   - by value: every value must equal the clamp to `[-v, v]` bit for bit.
 //!
-//! Each `assert_*` runs a proptest [`TestRunner`] over random [`OwnedParams`] (names, shapes
+//! - [`assert_documented_defaults`]: for any plugin family. Every default written in a
+//!   plugin's `describe_plugin!` entry (what `gradguard plugins` prints) must be the value serde
+//!   fills in when a spec leaves the parameter out.
+//!
+//! Each clipping `assert_*` runs a proptest [`TestRunner`] over random [`OwnedParams`] (names, shapes
 //! of rank 0 to 3, values from 0 and 1e-30 to 1e30; one case in eight adds a tensor of 1,024
 //! to 5,000 values, so that the statistics kernels' fast paths run too) and panics with the
 //! smallest failing case.
@@ -57,6 +61,7 @@
 
 mod checks;
 mod data;
+mod defaults;
 mod strategies;
 
 pub use checks::{
@@ -66,5 +71,6 @@ pub use checks::{
     check_value_clip, compare_stats, expected_global_clip_norm, CASES, TWO_SIDED_REL,
 };
 pub use data::{run_remedy, Outcome, OwnedParam, OwnedParams};
+pub use defaults::{assert_documented_defaults, check_documented_defaults};
 pub use proptest::test_runner::TestRunner;
 pub use strategies::{finite_value, params, params_with_nonfinite, ParamsConfig};
