@@ -272,7 +272,12 @@ pub const FORCE_PORTABLE_VAR: &str = "GRADGUARD_FORCE_PORTABLE";
 /// cached: each later call is one atomic load).
 pub fn portable_forced() -> bool {
     static FORCED: OnceLock<bool> = OnceLock::new();
-    *FORCED.get_or_init(|| std::env::var_os(FORCE_PORTABLE_VAR).is_some_and(|v| v == "1"))
+    *FORCED.get_or_init(|| forces_portable(std::env::var_os(FORCE_PORTABLE_VAR).as_deref()))
+}
+
+/// Whether a value of `GRADGUARD_FORCE_PORTABLE` forces the portable build: exactly `1`.
+fn forces_portable(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_some_and(|v| v == "1")
 }
 
 /// The build that [`slice_stats`] and [`grad_and_weight_stats`] run: the fastest one this CPU
@@ -767,6 +772,33 @@ pub fn zero_nonfinite(x: &mut [f32]) -> usize {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn only_1_forces_the_portable_build() {
+        use std::ffi::OsStr;
+        assert!(forces_portable(Some(OsStr::new("1"))));
+        for v in ["0", "", "true", "yes", " 1"] {
+            assert!(!forces_portable(Some(OsStr::new(v))), "{v:?}");
+        }
+        assert!(!forces_portable(None));
+        // This process: CI runs the suite once with the variable set (docs/TESTING.md).
+        if portable_forced() {
+            assert_eq!(active_build(), Build::Portable);
+        } else {
+            let best = Build::ALL.into_iter().find(|b| b.is_supported()).unwrap();
+            assert_eq!(active_build(), best);
+        }
+    }
+
+    #[test]
+    fn exactness_is_declared_per_build() {
+        // The tolerance every accuracy test picks follows from this: the exact builds square
+        // in f64, the AVX-512 build in f32 per sub-block.
+        assert!(Build::Portable.is_exact());
+        assert!(Build::Avx2.is_exact());
+        assert!(!Build::Avx512.is_exact());
+        assert!(Build::Portable.is_supported());
+    }
 
     #[test]
     fn hand_computed() {

@@ -339,6 +339,32 @@ mod tests {
     }
 
     #[test]
+    fn chain_growth_edges() {
+        // Halving towards the output: total = 1 / 0.125 = 8 over 3 boundaries, factor
+        // 8^(1/3) = 2; every ratio v[i-1] / v[i] is 2, so growth starts at the output end.
+        let g = chain_growth(&[1.0, 0.5, 0.25, 0.125], 1.5).unwrap();
+        assert_eq!(g.total, 8.0);
+        assert!((g.factor - 2.0).abs() < 1e-12, "{}", g.factor);
+        assert_eq!(g.start, Some(3));
+        // A ratio exactly at the threshold does not count (strict >): 3/2 = 1.5, 2/1 = 2.
+        assert_eq!(chain_growth(&[3.0, 2.0, 1.0], 2.0).unwrap().start, None);
+        assert_eq!(
+            chain_growth(&[3.0, 2.0, 1.0], 2.0f64.next_down())
+                .unwrap()
+                .start,
+            Some(2)
+        );
+        // A zero inside the chain is allowed, and a boundary whose output side is 0 has no
+        // ratio (2 / 0 is not growth): from the output end, 0/1, then 2/0 skipped, then 4/2.
+        let g = chain_growth(&[4.0, 2.0, 0.0, 1.0], 1.5).unwrap();
+        assert_eq!((g.total, g.start), (4.0, Some(1)));
+        // Negative values are not norms.
+        assert!(chain_growth(&[1.0, -1.0, 1.0], 1.5).is_none());
+        assert!(chain_growth(&[-0.0, 1.0], 1.5).is_some());
+        assert!(chain_growth(&[2.0], 1.5).is_none());
+    }
+
+    #[test]
     fn fires_after_patience_and_names_where_layer_growth_starts() {
         // Total 8 < 10 by default: use layer_min_total = 5 and layer_factor = 1.4 (8^(1/5) = 1.516).
         let mut d = GradGrowthAcrossLayers {
