@@ -175,6 +175,43 @@ mod tests {
     }
 
     #[test]
+    fn invalid_parameters_are_refused() {
+        let bad_threshold = GradNormAboveOne {
+            threshold: -1.0,
+            ..GradNormAboveOne::default()
+        };
+        let bad_patience = GradNormAboveOne {
+            patience: 0,
+            ..GradNormAboveOne::default()
+        };
+        assert!(bad_threshold.validate().is_err());
+        assert!(bad_patience.validate().is_err());
+        let edge = GradNormAboveOne {
+            threshold: 0.0,
+            patience: 1,
+            ..GradNormAboveOne::default()
+        };
+        assert!(edge.validate().is_ok());
+    }
+
+    #[test]
+    fn reset_restarts_every_streak() {
+        // patience 2: one step above, reset, one step above: no finding (the streak restarted).
+        let mut d = GradNormAboveOne {
+            patience: 2,
+            ..GradNormAboveOne::default()
+        };
+        let s = stats(vec![param("w", Role::Weight, 5.0, 1.0)]);
+        let mut found = Vec::new();
+        d.observe(&Observation::new(1, 1.0, &s), &mut found);
+        d.reset();
+        d.observe(&Observation::new(2, 1.0, &s), &mut found);
+        assert!(found.is_empty(), "{found:?}");
+        d.observe(&Observation::new(3, 1.0, &s), &mut found);
+        assert_eq!(found.len(), 1, "{found:?}");
+    }
+
+    #[test]
     fn fires_after_patience_on_the_bias_of_the_exploding_layer() {
         let mut d = GradNormAboveOne::default();
         let mut found = Vec::new();

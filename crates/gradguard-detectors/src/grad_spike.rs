@@ -278,10 +278,76 @@ mod tests {
         assert_eq!(found[0].value, 28.0);
         // robust z in the message: (28 - 10) / 2.9652 = 6.0704...
         assert!(
-            found[0].message.contains("median 10"),
+            found[0].message.contains("median 10") && found[0].message.contains("robust z = 6.07)"),
             "{}",
             found[0].message
         );
+    }
+
+    #[test]
+    fn a_window_with_no_spread_gives_an_infinite_z() {
+        // Ten norms of 1: median 1, MAD 0, level max(1 + 0, 2 * 1) = 2; a norm of 3 fires
+        // with z = (3 - 1) / 0 = inf, spelled out in the message.
+        let mut d = GradSpike::new(10, 10, 6.0, 2.0);
+        let mut found = Vec::new();
+        for step in 1..=10 {
+            observe_norm(&mut d, step, 1.0, &mut found);
+        }
+        observe_norm(&mut d, 11, 3.0, &mut found);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].threshold, 2.0);
+        assert!(
+            found[0].message.contains("robust z = inf)"),
+            "{}",
+            found[0].message
+        );
+    }
+
+    #[test]
+    fn never_fires_before_min_history() {
+        // min_history 5: four norms of 1 are not enough history, whatever comes next.
+        let mut d = GradSpike::new(10, 5, 6.0, 2.0);
+        let mut found = Vec::new();
+        for step in 1..=4 {
+            observe_norm(&mut d, step, 1.0, &mut found);
+        }
+        observe_norm(&mut d, 5, 1e6, &mut found);
+        assert!(found.is_empty(), "{found:?}");
+        // The fifth norm completed the history: now a jump fires.
+        observe_norm(&mut d, 6, 1e6, &mut found);
+        assert_eq!(found.len(), 1, "{found:?}");
+    }
+
+    #[test]
+    fn reset_forgets_the_history() {
+        let mut d = GradSpike::new(10, 3, 6.0, 2.0);
+        let mut found = Vec::new();
+        for step in 1..=3 {
+            observe_norm(&mut d, step, 1.0, &mut found);
+        }
+        d.reset();
+        // No history after the reset: a jump cannot be judged, so it does not fire.
+        observe_norm(&mut d, 4, 100.0, &mut found);
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn invalid_parameters_are_refused() {
+        for bad in [
+            GradSpike::new(1, 1, 6.0, 2.0),   // window < 2
+            GradSpike::new(10, 0, 6.0, 2.0),  // min_history < 1
+            GradSpike::new(10, 11, 6.0, 2.0), // min_history > window
+            GradSpike::new(10, 5, 0.0, 2.0),  // z_threshold not positive
+            GradSpike::new(10, 5, 6.0, -1.0), // min_ratio negative
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?} passed");
+        }
+        for good in [
+            GradSpike::new(2, 1, 6.0, 2.0),
+            GradSpike::new(10, 10, 6.0, 0.0),
+        ] {
+            assert!(good.validate().is_ok(), "{good:?}: {:?}", good.validate());
+        }
     }
 
     #[test]
