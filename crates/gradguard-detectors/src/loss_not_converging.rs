@@ -214,6 +214,26 @@ mod tests {
     }
 
     #[test]
+    fn invalid_parameters_are_refused() {
+        let new = |window, fraction, initial, target| {
+            LossNotConverging::new(10, window, fraction, initial, target)
+        };
+        for bad in [
+            new(0, 0.9, 5, None),
+            new(10, 0.9, 0, None),
+            new(10, 0.0, 5, None),
+            new(10, 1.5, 5, None),
+            new(10, f64::NAN, 5, None),
+            new(10, 0.9, 5, Some(f64::INFINITY)),
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?} passed");
+        }
+        for good in [new(1, 1.0, 1, None), new(10, 0.5, 5, Some(-3.0))] {
+            assert!(good.validate().is_ok(), "{good:?}: {:?}", good.validate());
+        }
+    }
+
+    #[test]
     fn fires_at_the_end_of_the_first_window_after_warmup() {
         let mut d = LossNotConverging {
             warmup_steps: 20,
