@@ -263,7 +263,8 @@ impl Optimizer {
                 }
                 let c = 1.0 / (1.0 - alpha).sqrt() + 1e-7;
                 // without momentum the update computes lr·g before dividing
-                if momentum <= 0.0 && !(lr * g * SLACK <= SAFE_BOUND) {
+                let first = lr * g * SLACK;
+                if momentum <= 0.0 && (first.is_nan() || first > SAFE_BOUND) {
                     return None;
                 }
                 if momentum > 0.0 {
@@ -300,7 +301,8 @@ impl Optimizer {
                 };
                 let m = beta1 * prev + (1.0 - beta1) * g;
                 // the update computes (lr/bc1)·m before dividing: that product must fit too
-                if !((lr / bc1) * m * SLACK <= SAFE_BOUND) {
+                let first = (lr / bc1) * m * SLACK;
+                if first.is_nan() || first > SAFE_BOUND {
                     return None;
                 }
                 ((lr / bc1) * (bc2.sqrt() * r + 1e-7), m)
