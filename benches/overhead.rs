@@ -74,7 +74,7 @@ fn thread_cpu() -> Duration {
 /// One training step (gradients, then the update).
 fn train_step(t: &mut Trainer) -> f64 {
     let info = t.step_gradients().expect("step");
-    black_box(t.apply_update(1.0).expect("update"));
+    black_box(t.apply_update_unchecked(1.0).expect("update"));
     info.loss
 }
 
@@ -166,7 +166,7 @@ fn overhead(c: &mut Criterion) {
             group.bench_function(format!("{name}/{label}"), |b| {
                 b.iter(|| {
                     let info = t.step_gradients().expect("step");
-                    black_box(t.apply_update(1.0).expect("update"));
+                    black_box(t.apply_update_unchecked(1.0).expect("update"));
                     black_box(info.loss)
                 })
             });
@@ -193,7 +193,7 @@ fn overhead(c: &mut Criterion) {
         let mut clip = ClipGlobalNorm::new(1e9);
         let mut stats = StepStats::default();
         let mut findings: Vec<Finding> = Vec::new();
-        let last: Option<UpdateStats> = Some(t.apply_update(0.0).expect("update"));
+        let last: Option<UpdateStats> = Some(t.apply_update_unchecked(0.0).expect("update"));
         let _ = t.step_gradients().expect("step");
         let mut line: Vec<u8> = Vec::with_capacity(1 << 16);
         let mut step = 1u64;

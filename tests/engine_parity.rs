@@ -1,7 +1,7 @@
 //! The Guard is the same step whatever loop drives it: a plain loop over copied `Vec<f32>`
 //! buffers (no dfdx type reaches the Guard) writes exactly the events.jsonl that
 //! `run_experiment` writes for the same spec, seed and gradients — findings, actions, withheld
-//! updates and the stop at non-finite weights included.
+//! updates and the stop at non-finite gradients (or a withheld non-finite update) included.
 
 use std::path::{Path, PathBuf};
 
@@ -183,9 +183,19 @@ optimizer = { kind = "sgd", lr = 0.5 }
 steps = 60
 "#,
     );
-    // It exploded and stopped early, the same way in both loops.
+    // It exploded and stopped early, the same way in both loops: at the first non-finite
+    // gradient (or an update the optimiser withheld), which was not applied, so no weight
+    // ever became non-finite.
     assert!(events.len() < 60, "{} steps", events.len());
-    assert!(events.iter().any(|l| l.contains("weights_nonfinite")));
+    let last = events.last().expect("events");
+    assert!(
+        last.contains("grad_nonfinite") || last.contains("weights_nonfinite"),
+        "{last}"
+    );
+    assert!(last.contains("\"applied\":false"), "{last}");
+    assert!(events
+        .iter()
+        .all(|l| !l.contains("\"weight_nonfinite\":1") && !l.contains("\"weights_nonfinite\":1")));
 }
 
 #[test]

@@ -627,6 +627,8 @@ fn every_example_spec_runs_and_writes_its_outputs() {
 
 #[test]
 fn exploding_rnn_names_the_nonfinite_step_and_a_recurrent_tensor() {
+    // (Before the post-remedy check stopped such runs, the NaN update was applied and the loss
+    // became NaN a step later.)
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/specs/rnn-nan.toml");
     let spec = ExperimentSpec::load(&path).expect("spec");
     let out = scratch("rnn-nan");
@@ -638,16 +640,23 @@ fn exploding_rnn_names_the_nonfinite_step_and_a_recurrent_tensor() {
         "{}",
         diag.to_plain_words()
     );
+    // The gradient through time overflows first: the run stops at that step (the update from
+    // non-finite gradients is withheld, so the weights and the loss never become NaN).
     let sign = diag
-        .sign(gradguard::core::Sign::LossNonfinite)
+        .sign(gradguard::core::Sign::GradNonfinite)
         .expect("checklist entry");
     assert!(sign.seen, "{}", diag.to_plain_words());
-    // The first step of the sign is the first logged step whose loss is not finite.
-    let first_nan_loss = events(&out)
-        .iter()
-        .find(|e| !e.loss.is_finite())
-        .map(|e| e.step);
-    assert_eq!(sign.first_step, first_nan_loss);
+    let log = events(&out);
+    let first_bad = log.iter().find(|e| e.grad_nonfinite > 0).map(|e| e.step);
+    assert_eq!(sign.first_step, first_bad);
+    let last = log.last().expect("events");
+    assert_eq!(
+        Some(last.step),
+        first_bad,
+        "the run stops at the first non-finite gradient"
+    );
+    assert!(!last.applied);
+    assert!(log.iter().all(|e| e.loss.is_finite()));
     let layer = sign.layer.as_deref().unwrap_or("");
     assert!(layer.starts_with("rnn."), "layer {layer}");
     assert!(

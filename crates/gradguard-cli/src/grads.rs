@@ -69,12 +69,22 @@ pub struct ApplyArgs {
     pub json: bool,
 }
 
-/// Whether two paths name the same existing file (by canonical path).
+/// Whether two paths name the same existing file: the same canonical path (symlinks
+/// resolved), or, on Unix, the same device and inode (hard links).
 fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
+    if let (Ok(x), Ok(y)) = (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        if x == y {
+            return true;
+        }
     }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return x.dev() == y.dev() && x.ino() == y.ino();
+        }
+    }
+    false
 }
 
 /// Runs a `grads` subcommand, printing to stdout.

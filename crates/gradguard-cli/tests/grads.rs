@@ -301,3 +301,65 @@ fn apply_refuses_to_overwrite_its_input_unless_in_place() {
     assert!(leftovers.is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The refusal sees through links: `--out` a symbolic link to `--grads`, or a hard link to it
+/// (same device and inode, another path), is the input. And `--in-place` writes exactly the
+/// bytes `--out` elsewhere writes.
+#[cfg(unix)]
+#[test]
+fn apply_refuses_links_to_its_input_and_in_place_equals_out() {
+    let dir = scratch("apply_refuses_links_to_its_input_and_in_place_equals_out");
+    let g = dir.join("g.safetensors");
+    std::fs::copy(fixture("grads_f32.safetensors"), &g).unwrap();
+    let before = std::fs::read(&g).unwrap();
+    let (sym, hard) = (dir.join("sym.safetensors"), dir.join("hard.safetensors"));
+    std::os::unix::fs::symlink(&g, &sym).unwrap();
+    std::fs::hard_link(&g, &hard).unwrap();
+    let remedy = r#"{"kind":"clip_global_norm","max_norm":1.0}"#;
+    let gp = g.to_str().unwrap();
+    for out in [&sym, &hard] {
+        let err = run(&[
+            "apply",
+            "--remedy",
+            remedy,
+            "--grads",
+            gp,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .unwrap_err();
+        assert!(err.contains("is the --grads file"), "{err}");
+        assert_eq!(std::fs::read(&g).unwrap(), before, "the input was touched");
+    }
+    let elsewhere = dir.join("out.safetensors");
+    run(&[
+        "apply",
+        "--remedy",
+        remedy,
+        "--grads",
+        gp,
+        "--out",
+        elsewhere.to_str().unwrap(),
+    ])
+    .unwrap();
+    run(&[
+        "apply",
+        "--remedy",
+        remedy,
+        "--grads",
+        gp,
+        "--out",
+        gp,
+        "--in-place",
+    ])
+    .unwrap();
+    assert_ne!(std::fs::read(&g).unwrap(), before, "clipping changed it");
+    assert_eq!(
+        std::fs::read(&g).unwrap(),
+        std::fs::read(&elsewhere).unwrap(),
+        "--in-place and --out differ"
+    );
+    // the hard link still holds the old bytes: the rewrite replaced the name, not the inode
+    assert_eq!(std::fs::read(&hard).unwrap(), before);
+    let _ = std::fs::remove_dir_all(&dir);
+}

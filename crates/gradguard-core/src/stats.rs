@@ -254,6 +254,23 @@ pub struct UpdateStats {
     pub lr: f64,
     /// One entry per tensor, in view order.
     pub params: Vec<ParamUpdate>,
+    /// Set when the optimiser withheld this update because it would have written a
+    /// non-finite value (a transactional update): nothing was written, and `params` is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withheld: Option<WithheldUpdate>,
+}
+
+/// An update the optimiser refused to write: the first tensor whose new weights (or new
+/// optimiser state) would have been non-finite. The weights and the optimiser state are
+/// exactly as they were before the update.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WithheldUpdate {
+    /// The tensor's name.
+    pub param: String,
+    /// How many of its new weights would have been non-finite.
+    pub nonfinite_weights: usize,
+    /// How many of its new optimiser-state values would have been non-finite.
+    pub nonfinite_state: usize,
 }
 
 impl UpdateStats {
@@ -270,6 +287,7 @@ impl UpdateStats {
             step,
             lr,
             params: Vec::with_capacity(names.len()),
+            withheld: None,
         };
         for ((name, b), a) in names.iter().zip(before).zip(after) {
             let mut dsq = 0.0f64;

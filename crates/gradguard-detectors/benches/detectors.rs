@@ -44,6 +44,7 @@ fn tensors(names: &[(&str, Role)]) -> (StepStats, UpdateStats) {
                 weight_nonfinite: 0,
             })
             .collect(),
+        withheld: None,
     };
     (stats, update)
 }

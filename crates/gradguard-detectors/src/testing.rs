@@ -41,6 +41,7 @@ pub(crate) fn update(step: u64, ratios: &[(&str, f64)]) -> UpdateStats {
                 weight_nonfinite: (!r.is_finite()) as usize,
             })
             .collect(),
+        withheld: None,
     }
 }
 

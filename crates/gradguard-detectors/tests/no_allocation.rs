@@ -82,6 +82,7 @@ fn healthy_steps_allocate_nothing() {
                 weight_nonfinite: 0,
             })
             .collect(),
+        withheld: None,
     };
     let series = [Series {
         name: "rnn.0 dL/dh_t".into(),

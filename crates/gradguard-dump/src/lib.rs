@@ -403,23 +403,93 @@ impl GradDump {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nth = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_file_name(format!(".{name}.{}.{nth}.tmp", std::process::id()));
         let result = safetensors::serialize_to_file(views, &self.metadata, &tmp)
             .map_err(|e| match e {
                 SafeTensorError::IoError(io) => werr(io.to_string()),
                 other => werr(describe(&other)),
             })
-            .and_then(|()| {
-                std::fs::File::open(&tmp)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| werr(e.to_string()))
-            })
-            .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| werr(e.to_string())));
+            .and_then(|()| canonical_header(&tmp).map_err(werr))
+            .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| werr(e.to_string())))
+            .map(|()| {
+                // make the rename itself durable (best effort: not every filesystem allows it)
+                let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+                if let Ok(d) = std::fs::File::open(dir.unwrap_or(Path::new("."))) {
+                    let _ = d.sync_all();
+                }
+            });
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
         result
     }
+}
+
+/// Rewrites the JSON header of the safetensors file at `path` in place with every object's keys
+/// sorted (the same length: the same tokens in another order, padded with spaces as before),
+/// then syncs the file. So the same dump always gives the same bytes: safetensors writes
+/// `__metadata__` from a `HashMap`, whose order changes from process to process. Reads and
+/// writes only the header.
+fn canonical_header(path: &Path) -> Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    fn write(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                    out.push(':');
+                    write(&m[k], out);
+                }
+                out.push('}');
+            }
+            serde_json::Value::Array(a) => {
+                out.push('[');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(x, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let bad = || "the serialized header is malformed".to_string();
+    let io = |e: std::io::Error| e.to_string();
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(io)?;
+    let n = usize::try_from(u64::from_le_bytes(len)).map_err(|_| bad())?;
+    let file_len = f.metadata().map_err(io)?.len();
+    if 8 + n as u64 > file_len {
+        return Err(bad());
+    }
+    let mut header = vec![0u8; n];
+    f.read_exact(&mut header).map_err(io)?;
+    let value: serde_json::Value = serde_json::from_slice(&header).map_err(|_| bad())?;
+    let mut text = String::with_capacity(n);
+    write(&value, &mut text);
+    if text.len() > n {
+        return Err(bad());
+    }
+    header[..text.len()].copy_from_slice(text.as_bytes());
+    header[text.len()..].fill(b' ');
+    f.seek(SeekFrom::Start(8)).map_err(io)?;
+    f.write_all(&header).map_err(io)?;
+    f.sync_all().map_err(io)
 }
 
 /// Builds a view over `grads` (weights from `params`, or `zeros` sized alike) and runs `f`.

@@ -3,15 +3,22 @@
 use gradguard_core::{
     Action, ActionRecord, CheckpointPolicy, Detector, Diagnosis, Event, Finding, Learning,
     Observation, ParamView, Remedy, RemedyContext, RemedyError, ReportError, Reporter, RunEnd,
-    RunInfo, RunSummary, Series, StepStats, UpdateStats,
+    RunInfo, RunSummary, Series, Sign, StepStats, UpdateStats,
 };
 use gradguard_detectors::{default_detectors, run_summary, Diagnoser, InitialGrowth, RunFigures};
 
 use crate::host::{HostError, TrainingHost};
 
 /// The name under which the Guard's own check after the last remedy records the update it
-/// withheld (gradients made non-finite by a remedy).
+/// withheld: gradients made non-finite by a remedy (the step is skipped), or non-finite
+/// gradients from the backward pass that no remedy withheld (the step is skipped and the run
+/// stops).
 pub const POST_REMEDY_CHECK: &str = "post_remedy_check";
+
+/// The name under which the Guard records an update that the loop's optimiser withheld
+/// because it would have written non-finite weights or state ([`UpdateStats::withheld`]),
+/// e.g. a finite gradient times a learning rate that overflows f32.
+pub const UPDATE_CHECK: &str = "update_check";
 
 /// Why the Guard could not go on.
 #[derive(Debug, thiserror::Error)]
@@ -228,8 +235,11 @@ impl Guard {
 
     /// One step, before the update: measures `view` (one fused pass), runs every detector,
     /// then every remedy (which may edit the gradients in `view` in place), and resolves the
-    /// strongest action. Remedies whose gradients were finite before them but not after
-    /// (e.g. a huge penalty) get the update withheld ([`POST_REMEDY_CHECK`]).
+    /// strongest action. Then the post-remedy check ([`POST_REMEDY_CHECK`]): gradients that
+    /// are non-finite after the last remedy are never applied. Made non-finite by a remedy
+    /// (e.g. a huge penalty): the step is skipped. Non-finite from the backward pass with no
+    /// remedy withholding them: the step is skipped and the run stops (`Action::Stop`), with
+    /// the detectors' `grad_nonfinite` finding naming the tensor.
     pub fn step(&mut self, input: StepInput, view: &mut ParamView<'_>) -> Decision {
         let StepInput {
             step,
@@ -301,15 +311,26 @@ impl Guard {
         let after = ctx.stats();
         let grad_norm_after = after.grad_norm;
         event.grad_norm_after = Some(grad_norm_after);
-        // Gradients that were finite must not reach the weights non-finite because a remedy
-        // (e.g. a huge penalty) made them so.
-        let made_nonfinite =
-            grads_finite_before && (!after.grads_finite() || !grad_norm_after.is_finite());
-        if made_nonfinite && strongest.severity() < 2 {
-            strongest = Action::SkipStep {
-                reason: format!(
-                    "the gradients were finite before the remedies and non-finite after them (norm {grad_norm_after}): the update is withheld"
-                ),
+        // The post-remedy check: no non-finite gradient reaches an applied update. Gradients
+        // that were finite but a remedy made non-finite (e.g. a huge penalty): the step is
+        // skipped. Non-finite gradients from the backward pass that no remedy withheld (no
+        // remedy, or one that lets them through): the step is skipped and the run stops, since
+        // nothing the loop does next can make them finite.
+        let nonfinite_after = !after.grads_finite() || !grad_norm_after.is_finite();
+        if nonfinite_after && strongest.severity() < 2 {
+            strongest = if grads_finite_before {
+                Action::SkipStep {
+                    reason: format!(
+                        "the gradients were finite before the remedies and non-finite after them (norm {grad_norm_after}): the update is withheld"
+                    ),
+                }
+            } else {
+                Action::Stop {
+                    reason: format!(
+                        "{} non-finite gradient values came out of the backward pass and no remedy withheld them: the update is withheld and the run stops (a remedy with on_nonfinite = \"skip_step\", e.g. clip_global_norm or skip_nonfinite, skips such steps instead)",
+                        after.grad_nonfinite
+                    ),
+                }
             };
             actions.push(ActionRecord::new(
                 POST_REMEDY_CHECK,
@@ -345,7 +366,10 @@ impl Guard {
         }
     }
 
-    /// Ends the step: takes what the update did (`None` when it was withheld), carries out a
+    /// Ends the step: takes what the update did (`None` when it was withheld; an
+    /// [`UpdateStats`] with `withheld` set when the optimiser's transactional check refused
+    /// it, which records a `weights_nonfinite` finding naming the tensor and an
+    /// [`UPDATE_CHECK`] action, and counts the step as not applied), carries out a
     /// rollback or a snapshot through `host`, and records the event with the diagnosis and
     /// every reporter. A reporter's error is returned after every other reporter saw the
     /// event.
@@ -363,6 +387,32 @@ impl Guard {
         ))?;
         let step = event.step;
         let mut end = StepEnd::default();
+        if let Some(w) = update.as_ref().and_then(|u| u.withheld.as_ref()) {
+            if event.applied {
+                // The optimiser's transactional check refused the update: nothing was written.
+                let reason = format!(
+                    "the update would have made {} weight(s) and {} optimiser-state value(s) of `{}` non-finite: it was withheld and the weights and optimiser state are unchanged",
+                    w.nonfinite_weights, w.nonfinite_state, w.param
+                );
+                let finding = Finding::new(
+                    Sign::WeightsNonfinite,
+                    step,
+                    Some(&w.param),
+                    w.nonfinite_weights.max(w.nonfinite_state) as f64,
+                    0.0,
+                    reason.clone(),
+                );
+                self.findings.push(finding.clone());
+                event.findings.push(finding);
+                event.actions.push(ActionRecord::new(
+                    UPDATE_CHECK,
+                    &Default::default(),
+                    false,
+                    Action::SkipStep { reason },
+                ));
+                event.applied = false;
+            }
+        }
         if !event.applied {
             self.last_update = None;
         } else {

@@ -47,7 +47,7 @@ mod guard;
 mod host;
 mod reporters;
 
-pub use guard::{Decision, Guard, GuardError, StepEnd, StepInput, POST_REMEDY_CHECK};
+pub use guard::{Decision, Guard, GuardError, StepEnd, StepInput, POST_REMEDY_CHECK, UPDATE_CHECK};
 pub use host::{HostError, NoCheckpoints, TrainingHost};
 pub use reporters::{default_reporters, merge_reporters};
 

@@ -15,10 +15,18 @@
 //! into f64 totals (relative error below 1e-5; a weight above ~1e19 overflows its f32 square
 //! to infinity, which then shows as an infinite norm rather than being hidden).
 //!
-//! **Non-finite values.** The optimiser applies whatever gradients it is given: a NaN
-//! gradient makes NaN weights. Keeping non-finite values out of the weights is the training
-//! loop's job (gradguard's pipeline skips such steps before calling the update); the
-//! [`StepUpdate`] it returns counts non-finite weights after the update so nothing goes unseen.
+//! **Non-finite values: the update is transactional.** [`Optimizer::step_checked`] (what
+//! [`crate::Trainer::apply_update`] calls) writes nothing when any tensor's new weights or new
+//! optimiser state would be non-finite (a NaN gradient, or a finite gradient times a huge
+//! learning rate overflowing f32): it returns [`Withheld`] and leaves every weight, every
+//! state buffer and the step counter exactly as they were. To cost nothing in the common case
+//! it first bounds the new weights from what is already known ([`Known`]: max |g| from the
+//! step statistics, max |w| ≤ ||w|| from the last update pass) and from its own bounds on the
+//! state buffers (see [`Optimizer::weight_bound`] for the formulas); only when that bound is
+//! unknown or above [`SAFE_BOUND`] does it run an exact read-only pass computing the new
+//! values without writing them. [`Optimizer::step`] is the unchecked update (for benches and
+//! loops that filter themselves): a NaN gradient there makes NaN weights, which the
+//! [`StepUpdate`] it returns counts so nothing goes unseen.
 
 use crate::spec::{OptimizerSpec, ScheduleSpec};
 
@@ -46,6 +54,34 @@ pub struct StepUpdate {
     pub new_weight_sum_sq: f64,
 }
 
+/// Below this bound on every new |w| (and every momentum-like state value) an update is known
+/// to stay finite in f32 (whose largest value is about 3.4e38) without reading anything: the
+/// margin of ~34x absorbs f32 rounding in the update.
+pub const SAFE_BOUND: f64 = 1e37;
+
+/// What the caller already knows about one tensor before its update (for the cheap bound of
+/// [`Optimizer::step_checked`]); `None` when unknown (the exact pass then decides).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Known {
+    /// max |g| of the gradients the update will use (after every remedy).
+    pub grad_max_abs: Option<f64>,
+    /// An upper bound on max |w| of the current weights (e.g. ||w||₂ = sqrt(Σw²)).
+    pub weight_max_abs: Option<f64>,
+}
+
+/// Why [`Optimizer::step_checked`] withheld an update (nothing was written).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Withheld {
+    /// The first tensor (view order) whose update would have written a non-finite value.
+    pub tensor: usize,
+    /// How many of its new weights would have been non-finite.
+    pub nonfinite_weights: usize,
+    /// How many of its new optimiser-state values would have been non-finite.
+    pub nonfinite_state: usize,
+    /// The learning rate of the withheld update.
+    pub lr: f64,
+}
+
 /// An optimiser with its state and learning-rate schedule.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Optimizer {
@@ -57,6 +93,10 @@ pub struct Optimizer {
     pub state: Vec<OptimState>,
     /// Updates applied so far (Adam's `t` after the last update).
     pub t: u64,
+    /// Per tensor, an upper bound on max |a| of the momentum buffer (SGD or RMSprop with
+    /// momentum, Adam's first moment), kept by [`Optimizer::step_checked`]; infinite when unknown (e.g. after
+    /// [`Optimizer::step`] or a checkpoint load), which only costs one exact pass.
+    state_bound: Vec<f64>,
 }
 
 impl Optimizer {
@@ -67,6 +107,7 @@ impl Optimizer {
             schedule,
             state: vec![OptimState::default(); n],
             t: 0,
+            state_bound: vec![f64::INFINITY; n],
         }
     }
 
@@ -95,6 +136,343 @@ impl Optimizer {
         }
         for ((w, g), st) in params.iter_mut().zip(self.state.iter_mut()) {
             out.push(update_one(&self.spec, st, w, g, lr, t));
+        }
+        self.state_bound.clear();
+        self.state_bound.resize(params.len(), f64::INFINITY);
+    }
+
+    /// The transactional update: like [`Optimizer::step`], but when any tensor's new weights
+    /// or new state would hold a non-finite value, nothing is written (weights, state buffers
+    /// and the step counter stay exactly as they were) and the first such tensor is returned.
+    ///
+    /// `known(i)` says what the caller knows of tensor `i` ([`Known`]). A tensor whose
+    /// [`Optimizer::weight_bound`] is at most [`SAFE_BOUND`] is not read before the update;
+    /// any other gets one exact read-only pass (the same arithmetic as the update, into
+    /// registers). Allocates nothing once the state buffers exist.
+    pub fn step_checked(
+        &mut self,
+        params: &mut [(&mut Vec<f32>, &mut Vec<f32>)],
+        lr: f64,
+        known: impl Fn(usize) -> Known,
+        out: &mut Vec<StepUpdate>,
+    ) -> Result<(), Withheld> {
+        out.clear();
+        let t = self.t + 1;
+        if self.state.len() < params.len() {
+            self.state.resize(params.len(), OptimState::default());
+        }
+        if self.state_bound.len() < params.len() {
+            self.state_bound.resize(params.len(), f64::INFINITY);
+        }
+        // Phase 1: decide, writing nothing.
+        for (i, (w, g)) in params.iter().enumerate() {
+            let k = known(i);
+            let st = &self.state[i];
+            let safe = self
+                .weight_bound(i, w.len(), st, k, lr, t)
+                .is_some_and(|(wb, sb)| wb <= SAFE_BOUND && sb <= SAFE_BOUND);
+            if !safe {
+                let c = check_one(&self.spec, st, w, g, lr, t);
+                if c.bad_w + c.bad_state > 0 {
+                    return Err(Withheld {
+                        tensor: i,
+                        nonfinite_weights: c.bad_w,
+                        nonfinite_state: c.bad_state,
+                        lr,
+                    });
+                }
+            }
+        }
+        // Phase 2: every tensor's update is known finite: apply, and carry the state bounds.
+        for (i, (w, g)) in params.iter_mut().enumerate() {
+            let k = known(i);
+            let bound = self
+                .weight_bound(i, w.len(), &self.state[i], k, lr, t)
+                .filter(|&(wb, sb)| wb <= SAFE_BOUND && sb <= SAFE_BOUND)
+                .map(|(_, sb)| sb);
+            let st = &mut self.state[i];
+            out.push(update_one(&self.spec, st, w, g, lr, t));
+            // the cheap bound when it held; else (the slow path) the buffer's measured max
+            self.state_bound[i] = match bound {
+                Some(b) => b,
+                None => momentum_max_abs(&self.spec, st),
+            };
+        }
+        self.t = t;
+        Ok(())
+    }
+
+    /// Upper bounds, from known figures only, on max |w_new| of tensor `i` and on the max |a|
+    /// of its momentum buffer after an update with `lr` at step `t` (`None` when a figure is
+    /// missing or an assumption fails). With G = max |g|, W = max |w|, B = the state bound
+    /// before (0 at the first update), s = 1.01 (f32 rounding):
+    /// - SGD: B' = μB + G (μ = 0: B' = 0), d = G + μB' with Nesterov, else B' (G when μ = 0);
+    ///   |w_new| ≤ s (W + lr d).
+    /// - RMSprop: v ≥ (1-α) g², so |g| / (sqrt(v) + eps) ≤ c = 1/sqrt(1-α) (+1e-7 for squares
+    ///   that underflow, needing eps ≥ 1e-12); B' = μB + c, d = B' (c without momentum).
+    /// - Adam: by Cauchy-Schwarz over the history, |m| ≤ (1-β1) sqrt(v / ((1-β2)(1-β1²/β2)))
+    ///   when β1² < β2, so the step is at most (lr/(1-β1^t)) (sqrt(1-β2^t) R + 1e-7) with
+    ///   R = (1-β1)/sqrt((1-β2)(1-β1²/β2)), needing eps ≥ 1e-12; the first moment's bound is
+    ///   B' = β1 B + (1-β1) G, and the product (lr/(1-β1^t)) B' the update forms first must
+    ///   stay below [`SAFE_BOUND`] too (as must lr G for RMSprop without momentum).
+    ///
+    /// Adam and RMSprop also need G < 1e18 (so g² and the second moment stay finite in f32),
+    /// and every method needs lr ≤ [`SAFE_BOUND`] (lr itself is rounded to f32).
+    pub fn weight_bound(
+        &self,
+        i: usize,
+        n: usize,
+        st: &OptimState,
+        k: Known,
+        lr: f64,
+        t: u64,
+    ) -> Option<(f64, f64)> {
+        const SLACK: f64 = 1.01;
+        let g = k.grad_max_abs.filter(|g| g.is_finite())?;
+        let w = k.weight_max_abs.filter(|w| w.is_finite())?;
+        if !(lr.is_finite() && lr.abs() <= SAFE_BOUND) {
+            return None;
+        }
+        let lr = lr.abs();
+        let (step, state) = match self.spec {
+            OptimizerSpec::Sgd {
+                momentum, nesterov, ..
+            } => {
+                if momentum == 0.0 {
+                    (lr * g, 0.0)
+                } else {
+                    let prev = if st.a.len() != n {
+                        0.0
+                    } else {
+                        *self.state_bound.get(i)?
+                    };
+                    let mu = momentum.abs();
+                    let b = mu * prev + g;
+                    let d = if nesterov { g + mu * b } else { b };
+                    (lr * d, b)
+                }
+            }
+            OptimizerSpec::Rmsprop {
+                alpha,
+                eps,
+                momentum,
+                ..
+            } => {
+                if !(g < 1e18 && eps >= 1e-12 && (0.0..1.0).contains(&alpha)) {
+                    return None;
+                }
+                let c = 1.0 / (1.0 - alpha).sqrt() + 1e-7;
+                // without momentum the update computes lr·g before dividing
+                let first = lr * g * SLACK;
+                if momentum <= 0.0 && (first.is_nan() || first > SAFE_BOUND) {
+                    return None;
+                }
+                if momentum > 0.0 {
+                    let prev = if st.a.len() != n {
+                        0.0
+                    } else {
+                        *self.state_bound.get(i)?
+                    };
+                    let b = momentum * prev + c;
+                    (lr * b, b)
+                } else {
+                    (lr * c, 0.0)
+                }
+            }
+            OptimizerSpec::Adam {
+                beta1, beta2, eps, ..
+            } => {
+                if !(g < 1e18
+                    && eps >= 1e-12
+                    && (0.0..1.0).contains(&beta1)
+                    && (0.0..1.0).contains(&beta2)
+                    && beta1 * beta1 < beta2)
+                {
+                    return None;
+                }
+                let bc1 = 1.0 - beta1.powf(t as f64);
+                let bc2 = 1.0 - beta2.powf(t as f64);
+                let r = (1.0 - beta1) / ((1.0 - beta2) * (1.0 - beta1 * beta1 / beta2)).sqrt();
+                // |m| is a convex combination of past gradients: M' = β1 M + (1-β1) G
+                let prev = if st.a.len() != n {
+                    0.0
+                } else {
+                    *self.state_bound.get(i)?
+                };
+                let m = beta1 * prev + (1.0 - beta1) * g;
+                // the update computes (lr/bc1)·m before dividing: that product must fit too
+                let first = (lr / bc1) * m * SLACK;
+                if first.is_nan() || first > SAFE_BOUND {
+                    return None;
+                }
+                ((lr / bc1) * (bc2.sqrt() * r + 1e-7), m)
+            }
+        };
+        let bound = SLACK * (w + step);
+        (bound.is_finite() && state.is_finite()).then_some((bound, SLACK * state))
+    }
+}
+
+/// max |a| of the momentum buffer or first moment (0 when the method keeps none): the state bound after an
+/// update whose figures were not known (read once, only on that slow path).
+fn momentum_max_abs(spec: &OptimizerSpec, st: &OptimState) -> f64 {
+    let keeps = match *spec {
+        OptimizerSpec::Sgd { momentum, .. } | OptimizerSpec::Rmsprop { momentum, .. } => {
+            momentum != 0.0
+        }
+        OptimizerSpec::Adam { .. } => true,
+    };
+    if !keeps {
+        return 0.0;
+    }
+    st.a.iter().fold(0f64, |m, &x| m.max((x as f64).abs()))
+}
+
+/// What the exact read-only pass found: non-finite new weights and new state values.
+#[derive(Default)]
+struct Check {
+    bad_w: usize,
+    bad_state: usize,
+}
+
+/// Runs `rule` over every element on copies of the state (zeros where the buffer does not
+/// exist yet, as [`ensure`] would make it), writing nothing, and counts non-finite results:
+/// in chunks of sixteen lanes (vectorisable, like [`run_rule`]), then the tail.
+#[inline(always)]
+fn check_rule(
+    w: &[f32],
+    g: &[f32],
+    a: &[f32],
+    b: &[f32],
+    rule: impl Fn(f32, f32, &mut f32, &mut f32) -> f32,
+) -> Check {
+    let n = w.len();
+    let g = &g[..n];
+    let (use_a, use_b) = (a.len() == n, b.len() == n);
+    let bad = |x: f32| ((x.to_bits() & EXP_MASK) == EXP_MASK) as u32;
+    let mut c = Check::default();
+    let main = n / LANES * LANES;
+    let (mut bw, mut bs) = ([0u32; LANES], [0u32; LANES]);
+    let mut base = 0;
+    while base < main {
+        let wc = &w[base..base + LANES];
+        let gc = &g[base..base + LANES];
+        let mut ac = [0f32; LANES];
+        let mut bc = [0f32; LANES];
+        if use_a {
+            ac.copy_from_slice(&a[base..base + LANES]);
+        }
+        if use_b {
+            bc.copy_from_slice(&b[base..base + LANES]);
+        }
+        for l in 0..LANES {
+            let new = rule(wc[l], gc[l], &mut ac[l], &mut bc[l]);
+            bw[l] += bad(new);
+            bs[l] += bad(ac[l]) + bad(bc[l]);
+        }
+        base += LANES;
+    }
+    c.bad_w = bw.iter().map(|&v| v as usize).sum();
+    c.bad_state = bs.iter().map(|&v| v as usize).sum();
+    for i in main..n {
+        let mut x = if use_a { a[i] } else { 0.0 };
+        let mut y = if use_b { b[i] } else { 0.0 };
+        let new = rule(w[i], g[i], &mut x, &mut y);
+        c.bad_w += bad(new) as usize;
+        c.bad_state += (bad(x) + bad(y)) as usize;
+    }
+    c
+}
+
+gradguard_core::multiversion! {
+    // The exact read-only pass, compiled per tier like the update itself.
+    fn check_one(
+        spec: &OptimizerSpec,
+        st: &OptimState,
+        w: &[f32],
+        g: &[f32],
+        lr: f64,
+        t: u64,
+    ) -> Check {
+        check_one_generic(spec, st, w, g, lr, t)
+    }
+}
+
+/// The exact read-only pass of [`Optimizer::step_checked`]: the same rules as
+/// [`update_one_generic`], on copies.
+#[inline(always)]
+fn check_one_generic(
+    spec: &OptimizerSpec,
+    st: &OptimState,
+    w: &[f32],
+    g: &[f32],
+    lr: f64,
+    t: u64,
+) -> Check {
+    let lr32 = lr as f32;
+    let n = w.len();
+    match *spec {
+        OptimizerSpec::Sgd {
+            momentum, nesterov, ..
+        } => {
+            if momentum == 0.0 {
+                check_rule(w, g, &[], &[], |old, gi, _, _| old - lr32 * gi)
+            } else {
+                let first = st.a.len() != n;
+                let mu = momentum as f32;
+                match (first, nesterov) {
+                    (true, false) => check_rule(w, g, &[], &[], |old, gi, b, _| {
+                        *b = gi;
+                        old - lr32 * gi
+                    }),
+                    (true, true) => check_rule(w, g, &[], &[], |old, gi, b, _| {
+                        *b = gi;
+                        old - lr32 * (gi + mu * gi)
+                    }),
+                    (false, false) => check_rule(w, g, &st.a, &[], |old, gi, b, _| {
+                        *b = mu * *b + gi;
+                        old - lr32 * *b
+                    }),
+                    (false, true) => check_rule(w, g, &st.a, &[], |old, gi, b, _| {
+                        *b = mu * *b + gi;
+                        old - lr32 * (gi + mu * *b)
+                    }),
+                }
+            }
+        }
+        OptimizerSpec::Adam {
+            beta1, beta2, eps, ..
+        } => {
+            let bc1 = 1.0 - beta1.powf(t as f64);
+            let bc2 = 1.0 - beta2.powf(t as f64);
+            let step_size = (lr / bc1) as f32;
+            let bc2_sqrt = bc2.sqrt() as f32;
+            let (b1, b2, eps) = (beta1 as f32, beta2 as f32, eps as f32);
+            check_rule(w, g, &st.a, &st.b, |old, gi, m, v| {
+                *m = b1 * *m + (1.0 - b1) * gi;
+                *v = b2 * *v + (1.0 - b2) * gi * gi;
+                old - step_size * *m / (v.sqrt() / bc2_sqrt + eps)
+            })
+        }
+        OptimizerSpec::Rmsprop {
+            alpha,
+            eps,
+            momentum,
+            ..
+        } => {
+            let (al, eps, mu) = (alpha as f32, eps as f32, momentum as f32);
+            if momentum > 0.0 {
+                check_rule(w, g, &st.a, &st.b, |old, gi, buf, v| {
+                    *v = al * *v + (1.0 - al) * gi * gi;
+                    *buf = mu * *buf + gi / (v.sqrt() + eps);
+                    old - lr32 * *buf
+                })
+            } else {
+                check_rule(w, g, &[], &st.b, |old, gi, _, v| {
+                    *v = al * *v + (1.0 - al) * gi * gi;
+                    old - lr32 * gi / (v.sqrt() + eps)
+                })
+            }
         }
     }
 }
@@ -421,5 +799,265 @@ mod tests {
         let mut out = Vec::new();
         opt.step(&mut [(&mut w, &mut g)], 0.1, &mut out);
         assert_eq!(out[0].weight_nonfinite, 1);
+    }
+
+    fn known(g: f64, w: f64) -> Known {
+        Known {
+            grad_max_abs: Some(g),
+            weight_max_abs: Some(w),
+        }
+    }
+
+    /// The cheap bound, by hand (s = 1.01, G = 2, W = 3):
+    /// SGD lr 0.1: s (3 + 0.1·2) = 3.232. Nesterov μ 0.9, first update: B' = 2,
+    /// d = 2 + 0.9·2 = 3.8, s (3 + 0.38) = 3.4138, state s·2 = 2.02. Adam lr 0.001 (0.9, 0.999,
+    /// t = 1): R = 0.1/sqrt(0.001·(1 - 0.81/0.999)) = 7.270292,
+    /// step = (0.001/0.1)·(sqrt(0.001)·R + 1e-7) = 0.002299069, s (3 + step) = 3.032322. RMSprop α 0.99 μ 0.5 lr 0.01 (W = 1):
+    /// c = 1/sqrt(0.01) + 1e-7, s (1 + 0.01 c) = 1.111, state s c = 10.1.
+    #[test]
+    fn weight_bound_hand_computed() {
+        let st = OptimState::default();
+        let sgd = Optimizer::new(
+            OptimizerSpec::Sgd {
+                lr: 0.1,
+                momentum: 0.0,
+                nesterov: false,
+            },
+            None,
+            1,
+        );
+        let (w, s) = sgd
+            .weight_bound(0, 1, &st, known(2.0, 3.0), 0.1, 1)
+            .unwrap();
+        assert!((w - 3.232).abs() < 1e-12 && s == 0.0, "{w} {s}");
+        let nest = Optimizer::new(
+            OptimizerSpec::Sgd {
+                lr: 0.1,
+                momentum: 0.9,
+                nesterov: true,
+            },
+            None,
+            1,
+        );
+        let (w, s) = nest
+            .weight_bound(0, 1, &st, known(2.0, 3.0), 0.1, 1)
+            .unwrap();
+        assert!(
+            (w - 3.4138).abs() < 1e-12 && (s - 2.02).abs() < 1e-12,
+            "{w} {s}"
+        );
+        let adam = Optimizer::new(
+            OptimizerSpec::Adam {
+                lr: 0.001,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+            None,
+            1,
+        );
+        let (w, _) = adam
+            .weight_bound(0, 1, &st, known(2.0, 3.0), 0.001, 1)
+            .unwrap();
+        assert!((w - 3.032322).abs() < 1e-6, "{w}");
+        let rms = Optimizer::new(
+            OptimizerSpec::Rmsprop {
+                lr: 0.01,
+                alpha: 0.99,
+                eps: 1e-8,
+                momentum: 0.5,
+            },
+            None,
+            1,
+        );
+        let (w, s) = rms
+            .weight_bound(0, 1, &st, known(2.0, 1.0), 0.01, 1)
+            .unwrap();
+        assert!(
+            (w - 1.111).abs() < 1e-6 && (s - 10.1).abs() < 1e-6,
+            "{w} {s}"
+        );
+        // unknown figures, an f32-overflowing lr, or gradients whose squares overflow: no bound
+        assert!(sgd
+            .weight_bound(0, 1, &st, Known::default(), 0.1, 1)
+            .is_none());
+        assert!(sgd
+            .weight_bound(0, 1, &st, known(2.0, 3.0), 1e39, 1)
+            .is_none());
+        assert!(adam
+            .weight_bound(0, 1, &st, known(1e19, 3.0), 0.001, 1)
+            .is_none());
+    }
+
+    /// The bound of the momentum buffer is carried from step to step: after one update with
+    /// G = 2 it is 1.01·2; the next update's with G = 1 is 1.01 (0.9·2.02 + 1) = 2.84618.
+    #[test]
+    fn momentum_state_bound_is_carried() {
+        let spec = OptimizerSpec::Sgd {
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: false,
+        };
+        let mut opt = Optimizer::new(spec, None, 1);
+        let (mut w, mut g) = (vec![3.0f32], vec![2.0f32]);
+        let mut out = Vec::new();
+        opt.step_checked(&mut [(&mut w, &mut g)], 0.1, |_| known(2.0, 3.0), &mut out)
+            .unwrap();
+        assert!((opt.state_bound[0] - 2.02).abs() < 1e-12);
+        let st = opt.state[0].clone();
+        let (_, s) = opt
+            .weight_bound(0, 1, &st, known(1.0, 3.0), 0.1, 2)
+            .unwrap();
+        assert!((s - 2.84618).abs() < 1e-9, "{s}");
+    }
+
+    fn all_specs() -> Vec<OptimizerSpec> {
+        vec![
+            OptimizerSpec::Sgd {
+                lr: 0.1,
+                momentum: 0.0,
+                nesterov: false,
+            },
+            OptimizerSpec::Sgd {
+                lr: 0.1,
+                momentum: 0.9,
+                nesterov: false,
+            },
+            OptimizerSpec::Sgd {
+                lr: 0.1,
+                momentum: 0.9,
+                nesterov: true,
+            },
+            OptimizerSpec::Adam {
+                lr: 0.1,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+            OptimizerSpec::Rmsprop {
+                lr: 0.1,
+                alpha: 0.99,
+                eps: 1e-8,
+                momentum: 0.0,
+            },
+            OptimizerSpec::Rmsprop {
+                lr: 0.1,
+                alpha: 0.99,
+                eps: 1e-8,
+                momentum: 0.5,
+            },
+        ]
+    }
+
+    /// The holes of issue 12: a finite, clipped gradient (|g| = 1) with lr 1e39 (SGD) or 1e300
+    /// (every optimiser) would overflow f32. The checked step writes nothing: weights, state
+    /// and step counter are exactly as before, and the tensor is named.
+    #[test]
+    fn an_overflowing_update_is_withheld_and_nothing_changes() {
+        for spec in all_specs() {
+            for lr in [1e39, 1e300] {
+                let mut opt = Optimizer::new(spec, None, 2);
+                let (mut w1, mut w2) = (vec![1.0f32, -2.0], vec![0.5f32; 20]);
+                let (mut g1, mut g2) = (vec![0.5f32, -0.5], vec![0.1f32; 20]);
+                let mut out = Vec::new();
+                opt.step_checked(
+                    &mut [(&mut w1, &mut g1), (&mut w2, &mut g2)],
+                    0.01,
+                    |_| Known::default(),
+                    &mut out,
+                )
+                .unwrap();
+                let before = (opt.clone(), w1.clone(), w2.clone());
+                let (mut g1, mut g2) = (vec![1.0f32, 0.0], vec![0.0f32; 20]);
+                let r = opt.step_checked(
+                    &mut [(&mut w1, &mut g1), (&mut w2, &mut g2)],
+                    lr,
+                    |i| known(if i == 0 { 1.0 } else { 0.0 }, 3.0),
+                    &mut out,
+                );
+                let w = r.expect_err("withheld");
+                assert_eq!(w.tensor, 0, "{spec:?} {lr}");
+                assert!(w.nonfinite_weights >= 1, "{spec:?} {lr}: {w:?}");
+                assert_eq!((&opt, &w1, &w2), (&before.0, &before.1, &before.2));
+            }
+        }
+    }
+
+    /// A NaN gradient is withheld by the checked step (the unchecked one writes NaN).
+    #[test]
+    fn nan_gradient_is_withheld_by_the_checked_step() {
+        let mut opt = Optimizer::new(OptimizerSpec::default(), None, 1);
+        let (mut w, mut g) = (vec![1.0f32, 2.0], vec![f32::NAN, 0.0]);
+        let mut out = Vec::new();
+        let r = opt.step_checked(&mut [(&mut w, &mut g)], 0.1, |_| Known::default(), &mut out);
+        assert_eq!(
+            r,
+            Err(Withheld {
+                tensor: 0,
+                nonfinite_weights: 1,
+                nonfinite_state: 0,
+                lr: 0.1
+            })
+        );
+        assert_eq!((w, opt.t), (vec![1.0, 2.0], 0));
+    }
+
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            20 => (-1.0f64..1.0, -30i32..39).prop_map(|(m, e)| (m * 10f64.powi(e)) as f32),
+            1 => Just(f32::NAN),
+            1 => Just(f32::INFINITY),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Over every optimiser, learning rates up to 1e300 and gradients up to 1e38 (and the
+        /// odd NaN/inf), with the figures known or not: after every checked step all weights
+        /// and state are finite; an applied step equals the unchecked update bit for bit; a
+        /// withheld one changed nothing.
+        #[test]
+        fn checked_steps_never_write_nonfinite_values(
+            which in 0usize..6,
+            lr_exp in -3.0f64..300.0,
+            w0 in proptest::collection::vec(-100.0f32..100.0, 1..40),
+            grads in proptest::collection::vec(proptest::collection::vec(value(), 40), 1..6),
+            tell in any::<bool>(),
+        ) {
+            let spec = all_specs()[which];
+            let lr = 10f64.powf(lr_exp);
+            let mut opt = Optimizer::new(spec, None, 1);
+            let mut w = w0.clone();
+            let mut out = Vec::new();
+            for g in grads {
+                let mut g = g[..w.len()].to_vec();
+                let gmax = g.iter().fold(0f64, |m, &x| m.max((x as f64).abs()));
+                let wmax = w.iter().fold(0f64, |m, &x| m.max((x as f64).abs()));
+                let k = if tell && g.iter().all(|x| x.is_finite()) {
+                    known(gmax, wmax)
+                } else {
+                    Known::default()
+                };
+                let (opt0, w_before) = (opt.clone(), w.clone());
+                let mut reference = (opt.clone(), w.clone(), g.clone());
+                let r = opt.step_checked(&mut [(&mut w, &mut g)], lr, |_| k, &mut out);
+                match r {
+                    Ok(()) => {
+                        let (ref mut o, ref mut rw, ref mut rg) = reference;
+                        o.step(&mut [(rw, rg)], lr, &mut Vec::new());
+                        prop_assert_eq!(&w, rw);
+                        prop_assert_eq!(&opt.state, &o.state);
+                    }
+                    Err(_) => {
+                        prop_assert_eq!(&w, &w_before);
+                        prop_assert_eq!(&opt, &opt0);
+                    }
+                }
+                prop_assert!(w.iter().all(|x| x.is_finite()), "{:?}", w);
+                prop_assert!(opt.state.iter().all(|s| s.a.iter().chain(&s.b).all(|x| x.is_finite())));
+            }
+        }
     }
 }

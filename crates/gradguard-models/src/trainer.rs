@@ -2,14 +2,15 @@
 
 pub use gradguard_core::RecurrentMatrix;
 use gradguard_core::{
-    ParamInfo, ParamUpdate, ParamView, Series, SeriesAxis, UpdateStats, WeightStats,
+    ParamInfo, ParamUpdate, ParamView, Series, SeriesAxis, StepStats, UpdateStats, WeightStats,
+    WithheldUpdate,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 use crate::network::Network;
 use crate::ops::loss_and_grad;
-use crate::optim::{OptimState, Optimizer, StepUpdate};
+use crate::optim::{Known, OptimState, Optimizer, StepUpdate};
 use crate::recurrent::RecurrentState;
 use crate::rng::Rng64;
 use crate::spec::{validate, LossKind, ModelSpec, TaskSpec, TrainSpec};
@@ -155,6 +156,8 @@ pub struct Trainer {
     brows: usize,
     pub(crate) loaded: Option<(u64, u64)>,
     upd_buf: Vec<StepUpdate>,
+    /// Per tensor, what the transactional update knows before it (reused every step).
+    known_buf: Vec<(Known, Option<WeightStats>)>,
     pub(crate) model_kind: &'static str,
     pub(crate) seed: u64,
 }
@@ -293,6 +296,7 @@ impl Trainer {
             brows: 0,
             loaded: None,
             upd_buf: Vec::new(),
+            known_buf: Vec::new(),
             model_kind: model.kind_name(),
             seed,
         })
@@ -530,15 +534,115 @@ impl Trainer {
     }
 
     /// Applies one optimiser update with learning rate `lr() * lr_scale`, using the current
-    /// gradients (as edited through the view). Returns per-tensor ||dw||, ||w_old|| and the
-    /// number of non-finite weights after the update. The optimiser does not filter
-    /// non-finite gradients: skip such steps with [`Trainer::skip`] instead.
+    /// gradients (as edited through the view), **transactionally**: when any tensor's new
+    /// weights or optimiser state would hold a non-finite value (a NaN gradient, or a finite
+    /// one times a learning rate that overflows f32), nothing is written, the gradients are
+    /// discarded as by [`Trainer::skip`], and the returned [`UpdateStats::withheld`] names the
+    /// tensor (see [`Optimizer::step_checked`]). Otherwise returns per-tensor ||dw||,
+    /// ||w_old|| and the number of non-finite weights after the update (then always 0).
+    ///
+    /// The check costs nothing extra when the bound from known figures holds: max |w| from
+    /// the last update pass and max |g| from the gradient buffers when the backward measured
+    /// them; [`Trainer::apply_update_with_stats`] takes max |g| from the step's statistics.
     pub fn apply_update(&mut self, lr_scale: f64) -> Result<UpdateStats, ModelError> {
+        self.apply_checked(lr_scale, None)
+    }
+
+    /// [`Trainer::apply_update`] with max |g| of each tensor taken from `stats` (the step's
+    /// statistics after every remedy, e.g. `Guard::stats()`), so that the common case reads
+    /// nothing before the update. A `stats` for other tensors (names or count differ) is
+    /// ignored.
+    pub fn apply_update_with_stats(
+        &mut self,
+        lr_scale: f64,
+        stats: &StepStats,
+    ) -> Result<UpdateStats, ModelError> {
+        self.apply_checked(lr_scale, Some(stats))
+    }
+
+    fn apply_checked(
+        &mut self,
+        lr_scale: f64,
+        stats: Option<&StepStats>,
+    ) -> Result<UpdateStats, ModelError> {
+        let lr = self.opt.lr() * lr_scale;
+        let slots = &self.net.store.slots;
+        let stats = stats.filter(|s| {
+            s.params.len() == slots.len()
+                && s.params
+                    .iter()
+                    .zip(slots)
+                    .all(|(p, s)| p.name == s.info.name)
+        });
+        self.known_buf.clear();
+        for (i, s) in slots.iter().enumerate() {
+            let from_stats = stats
+                .map(|st| &st.params[i])
+                .filter(|p| p.grad_nonfinite == 0)
+                .map(|p| p.grad_max_abs);
+            let from_buf = || {
+                s.g.try_lock()
+                    .ok()
+                    .and_then(|b| b.known())
+                    .filter(|k| k.nonfinite == 0)
+                    .map(|k| k.max_abs as f64)
+            };
+            let known_w = s.known;
+            let weight_max_abs = known_w
+                .filter(|k| k.nonfinite == 0)
+                .map(|k| k.sum_sq.sqrt());
+            self.known_buf.push((
+                Known {
+                    grad_max_abs: from_stats.or_else(from_buf),
+                    weight_max_abs,
+                },
+                known_w,
+            ));
+        }
+        let mut pairs = self.net.store.pairs_mut()?;
+        let mut buf = std::mem::take(&mut self.upd_buf);
+        let known = &self.known_buf;
+        let outcome = self
+            .opt
+            .step_checked(&mut pairs, lr, |i| known[i].0, &mut buf);
+        drop(pairs);
+        if let Err(w) = outcome {
+            // nothing was written: the weights' statistics still hold
+            for (i, (_, k)) in self.known_buf.iter().enumerate() {
+                if let Some(k) = k {
+                    self.net.store.set_weight_stats(i, *k);
+                }
+            }
+            self.net.store.zero_grads();
+            self.upd_buf = buf;
+            let param = self.net.store.slots[w.tensor].info.name.clone();
+            return Ok(UpdateStats {
+                step: self.opt.t,
+                lr,
+                params: Vec::new(),
+                withheld: Some(WithheldUpdate {
+                    param,
+                    nonfinite_weights: w.nonfinite_weights,
+                    nonfinite_state: w.nonfinite_state,
+                }),
+            });
+        }
+        Ok(self.finish_update(buf, lr))
+    }
+
+    /// The unchecked update (for bare-step benchmarks and loops that filter non-finite
+    /// gradients themselves): applies whatever the gradients give, like PyTorch; a NaN
+    /// gradient makes NaN weights, counted in the returned statistics.
+    pub fn apply_update_unchecked(&mut self, lr_scale: f64) -> Result<UpdateStats, ModelError> {
         let lr = self.opt.lr() * lr_scale;
         let mut pairs = self.net.store.pairs_mut()?;
         let mut buf = std::mem::take(&mut self.upd_buf);
         self.opt.step(&mut pairs, lr, &mut buf);
         drop(pairs);
+        Ok(self.finish_update(buf, lr))
+    }
+
+    fn finish_update(&mut self, buf: Vec<StepUpdate>, lr: f64) -> UpdateStats {
         for (i, u) in buf.iter().enumerate() {
             self.net.store.set_weight_stats(
                 i,
@@ -563,11 +667,12 @@ impl Trainer {
             })
             .collect();
         self.upd_buf = buf;
-        Ok(UpdateStats {
+        UpdateStats {
             step: self.opt.t,
             lr,
             params,
-        })
+            withheld: None,
+        }
     }
 
     /// Discards this step's gradients without updating (the optimiser state and its step

@@ -543,7 +543,7 @@ fn nonfinite_weights_written_by_the_optimiser_are_known() {
         let mut view = t.view().unwrap();
         view.params_mut()[0].grads[3] = f32::NAN;
     }
-    t.apply_update(1.0).unwrap();
+    t.apply_update_unchecked(1.0).unwrap();
     let view = t.view().unwrap();
     let known = view.params()[0]
         .known_weight_stats
@@ -801,4 +801,43 @@ fn stale_grad_stats_are_never_used() {
     t.view().unwrap().params_mut()[0].grads[0] = 1.0;
     t.restore(&snap).unwrap();
     assert_known_grads_are_fresh(&mut t, "after restore");
+}
+
+/// The transactional update: a NaN gradient, or a finite gradient whose update overflows f32
+/// (lr 1e39), writes nothing. Weights, optimiser state and step counter stay exactly as they
+/// were, the gradients are discarded, the weights' known statistics still hold, and the
+/// returned statistics name the tensor.
+#[test]
+fn apply_update_withholds_a_nonfinite_update_and_changes_nothing() {
+    for (lr_scale, nan) in [(1.0, true), (1e39 / 0.05, false)] {
+        let mut t = trainer(
+            "kind = \"mlp\"\nhidden = [8]",
+            REGRESSION,
+            "optimizer = { kind = \"sgd\", lr = 0.05, momentum = 0.9 }\nbatch_size = 16\nsteps = 10",
+            4,
+        );
+        t.step_gradients().unwrap();
+        t.apply_update(1.0).unwrap();
+        t.step_gradients().unwrap();
+        if nan {
+            let mut view = t.view().unwrap();
+            view.params_mut()[1].grads[0] = f32::NAN;
+        }
+        let (weights, opt) = (t.net.store.weights_snapshot(), t.opt.clone());
+        let known_before: Vec<_> = t.net.store.slots.iter().map(|s| s.known).collect();
+        let upd = t.apply_update(lr_scale).unwrap();
+        let w = upd.withheld.expect("withheld");
+        assert!(w.nonfinite_weights >= 1, "{w:?}");
+        if nan {
+            assert_eq!(w.param, t.param_infos()[1].name);
+        }
+        assert!(upd.params.is_empty());
+        assert_eq!(t.net.store.weights_snapshot(), weights);
+        assert_eq!(t.opt, opt);
+        assert_eq!(t.updates_applied(), 1);
+        let known_after: Vec<_> = t.net.store.slots.iter().map(|s| s.known).collect();
+        assert_eq!(known_after, known_before);
+        let view = t.view().unwrap();
+        assert!(view.iter().all(|p| p.grads.iter().all(|&g| g == 0.0)));
+    }
 }

@@ -211,7 +211,7 @@ pub struct RunOutcome {
     pub interrupted: Option<i32>,
 }
 
-pub use gradguard_engine::{default_reporters, merge_reporters, POST_REMEDY_CHECK};
+pub use gradguard_engine::{default_reporters, merge_reporters, POST_REMEDY_CHECK, UPDATE_CHECK};
 
 /// The dfdx trainer as the Guard's [`TrainingHost`]: snapshots are in-memory copies of the
 /// weights and optimiser state, kept in a ring.
@@ -345,7 +345,7 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
             }
         };
         let update = if decision.apply {
-            match trainer.apply_update(decision.lr_scale) {
+            match trainer.apply_update_with_stats(decision.lr_scale, guard.stats()) {
                 Ok(u) => Some(u),
                 Err(e) => {
                     pending_error = Some(e.into());
