@@ -540,6 +540,54 @@ fn skip_nonfinite_keeps_weights_finite_then_escalates() {
         .any(|e| e.actions.iter().any(|a| a.action.name() == "stop")));
 }
 
+/// The same run with no remedy, guarded (the default) and unguarded (the claims book's mode):
+/// guarded, no non-finite update is ever applied and no weight becomes non-finite; unguarded,
+/// the non-finite update is applied as PyTorch's `optimizer.step()` would, and the weights
+/// turn non-finite.
+#[test]
+fn unguarded_runs_apply_what_the_guard_withholds() {
+    let d = demo("regression-sgd").expect("demo");
+    let run = |unguarded: bool, name: &str| {
+        let out = scratch(name);
+        let opts = RunOptions {
+            unguarded,
+            ..quiet(&out)
+        };
+        run_experiment(d.spec().expect("spec"), &opts).expect("run");
+        events(&out)
+    };
+    let guarded = run(false, "guarded");
+    assert!(
+        guarded.iter().any(|e| e.grad_nonfinite > 0),
+        "the demo must explode"
+    );
+    for e in &guarded {
+        if e.grad_nonfinite > 0 {
+            assert!(
+                !e.applied,
+                "guarded step {} applied a non-finite update",
+                e.step
+            );
+        }
+        assert!(
+            e.layers.iter().all(|l| l.weight_norm.is_finite()),
+            "step {}",
+            e.step
+        );
+    }
+    let unguarded = run(true, "unguarded");
+    assert!(
+        unguarded.iter().any(|e| e.grad_nonfinite > 0 && e.applied),
+        "unguarded: no non-finite update was applied"
+    );
+    assert!(
+        unguarded
+            .iter()
+            .any(|e| e.layers.iter().any(|l| !l.weight_norm.is_finite())),
+        "unguarded: the weights never became non-finite"
+    );
+}
+
 #[test]
 fn rollback_restores_a_checkpoint_and_continues() {
     let d = demo("regression-sgd").expect("demo");
@@ -708,7 +756,7 @@ fn every_prescribable_cure_runs_in_compare() {
                 seeds: vec![1],
                 steps: Some(4),
                 stop_when_beyond_saving: true,
-                interrupt: None,
+                ..CompareOptions::default()
             },
         )
         .unwrap_or_else(|e| panic!("{cure}: {e}"));

@@ -251,6 +251,7 @@ pub fn run(args: &RunArgs, quiet: bool) -> anyhow::Result<()> {
         verify: args.verify.options(true),
         stop_when_beyond_saving: false,
         interrupt: Some(crate::interrupt().clone()),
+        unguarded: false,
     };
     let outcome =
         run_experiment(spec, &opts).with_context(|| format!("running {}", args.spec.display()))?;
@@ -437,6 +438,7 @@ fn demo_and_compare(
         }),
         stop_when_beyond_saving: false,
         interrupt: Some(crate::interrupt().clone()),
+        unguarded: false,
     };
     let outcome = run_experiment(spec, &opts)?;
     finish_line(&outcome);
@@ -462,6 +464,7 @@ fn demo_and_compare(
             steps: None,
             stop_when_beyond_saving: false,
             interrupt: Some(crate::interrupt().clone()),
+            unguarded: false,
         },
     )
     .map_err(interrupted)?;
@@ -520,6 +523,7 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             steps: args.steps,
             stop_when_beyond_saving: false,
             interrupt: Some(crate::interrupt().clone()),
+            unguarded: false,
         },
     )
     .map_err(interrupted)?;

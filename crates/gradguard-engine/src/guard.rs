@@ -126,6 +126,8 @@ pub struct Guard {
     last_event: Option<Event>,
     last_loss: f64,
     started: bool,
+    /// The post-remedy check is off (see [`Guard::set_unguarded`]).
+    unguarded: bool,
 }
 
 struct OpenStep {
@@ -170,6 +172,7 @@ impl Guard {
             last_event: None,
             last_loss: f64::NAN,
             started: false,
+            unguarded: false,
         }
     }
 
@@ -181,6 +184,15 @@ impl Guard {
     ) -> Self {
         let reporters = reporters.unwrap_or_else(|| crate::default_reporters(false, false, 0));
         Guard::new(default_detectors(), remedies, reporters)
+    }
+
+    /// Turns the post-remedy check ([`POST_REMEDY_CHECK`]) off: non-finite gradients that no
+    /// remedy withheld are applied, as PyTorch's `optimizer.step()` would apply them. Only for
+    /// studying unprotected training (the claims book tests the field's claims about training
+    /// without a guard); never the default. The loop must then also apply its update without
+    /// its own transactional check (in the pipeline: `RunOptions::unguarded`).
+    pub fn set_unguarded(&mut self, unguarded: bool) {
+        self.unguarded = unguarded;
     }
 
     /// The growth the probe at initialisation measured, which the diagnosis may blame.
@@ -317,7 +329,7 @@ impl Guard {
         // remedy, or one that lets them through): the step is skipped and the run stops, since
         // nothing the loop does next can make them finite.
         let nonfinite_after = !after.grads_finite() || !grad_norm_after.is_finite();
-        if nonfinite_after && strongest.severity() < 2 {
+        if nonfinite_after && !self.unguarded && strongest.severity() < 2 {
             strongest = if grads_finite_before {
                 Action::SkipStep {
                     reason: format!(

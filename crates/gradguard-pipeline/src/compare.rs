@@ -113,6 +113,8 @@ pub struct CompareOptions {
     pub stop_when_beyond_saving: bool,
     /// Stop (after the current step of the current run) once this flag is raised.
     pub interrupt: Option<crate::run::Interrupt>,
+    /// Every run unguarded ([`RunOptions::unguarded`]): the claims book only.
+    pub unguarded: bool,
 }
 
 /// One seed of one variant.
@@ -251,6 +253,7 @@ pub fn run_compare(
                 // `none` always runs its course: it is what each cure is measured against.
                 stop_when_beyond_saving: opts.stop_when_beyond_saving && v.cure.is_some(),
                 interrupt: opts.interrupt.clone(),
+                unguarded: opts.unguarded,
             };
             let outcome = run_experiment(spec, &run_opts)
                 .map_err(|e| CompareError::Run(v.name.clone(), Box::new(e)))?;

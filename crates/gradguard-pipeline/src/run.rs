@@ -190,6 +190,12 @@ pub struct RunOptions {
     pub stop_when_beyond_saving: bool,
     /// End the run after the current step once this flag is raised (Ctrl-C, SIGTERM).
     pub interrupt: Option<Interrupt>,
+    /// Train as an unprotected framework does: no post-remedy check
+    /// ([`gradguard_engine::Guard::set_unguarded`]) and no transactional update
+    /// (`Trainer::apply_update_unchecked`), so a non-finite gradient that no remedy withholds
+    /// reaches the weights as it would in PyTorch. For the claims book, which tests the
+    /// field's claims about training without a guard; never the default.
+    pub unguarded: bool,
 }
 
 /// What a completed run produced.
@@ -288,6 +294,7 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
         reporters.retain(|r| r.typetag_name() != "console");
     }
     let mut guard = Guard::new(detectors, remedies, reporters);
+    guard.set_unguarded(opts.unguarded);
     guard.set_initial_growth(initial_growth(&initial, spec.model.is_recurrent()));
     let mut ring = VecDeque::new();
     let info = RunInfo {
@@ -345,7 +352,12 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
             }
         };
         let update = if decision.apply {
-            match trainer.apply_update_with_stats(decision.lr_scale, guard.stats()) {
+            let applied = if opts.unguarded {
+                trainer.apply_update_unchecked(decision.lr_scale)
+            } else {
+                trainer.apply_update_with_stats(decision.lr_scale, guard.stats())
+            };
+            match applied {
                 Ok(u) => Some(u),
                 Err(e) => {
                     pending_error = Some(e.into());
@@ -575,6 +587,7 @@ pub fn verify_prescriptions(
             steps: None,
             stop_when_beyond_saving: true,
             interrupt: interrupt.cloned(),
+            unguarded: false,
         },
     )?;
     apply_evidence(

@@ -126,6 +126,9 @@ pub(super) fn run_variants(
             steps: ctx.steps,
             stop_when_beyond_saving: false,
             interrupt: ctx.interrupt.clone(),
+            // The claims are about training as the frameworks do it, without gradguard's
+            // guard: a non-finite update is applied as PyTorch would apply it.
+            unguarded: true,
         },
     )
     .map_err(|e| ClaimsError::Compare(id.into(), Box::new(e)))?;

@@ -223,6 +223,7 @@ impl Book {
             "Each claim about exploding gradients below is tested by real runs of gradguard ({} seed(s) per experiment, seeds 1..={}{}), and judged by the rule stated with it, computed from the numbers. \
              `exploding`, `healthy`, `not_learning` and `suspect` are gradguard's run verdicts: `healthy` requires that the run learned (its final loss on the whole training set is below half the best constant predictor's). \
              \"Held-out / const\" is the held-out loss divided by the constant predictor's held-out loss (below 1 is better than predicting the mean; a run with no finite held-out loss counts as infinitely bad). \
+             The claims are about training as the frameworks do it, so every run here is *unguarded*: gradguard's own post-remedy check and transactional update are off, and an update that no remedy withholds is applied even when it is non-finite, as PyTorch's `optimizer.step()` would apply it (a normal `gradguard run` never writes a non-finite value into the weights). \
              Made by `gradguard claims` in {:.0} s.\n\n",
             self.seeds,
             self.seeds,
