@@ -16,6 +16,8 @@
 //! measured norms along time steps or layers (`Event::series`), one chart per series with
 //! its values at the first step, at the step of the largest global norm and at the last
 //! step; the checklist of signs; the prescriptions; the remedies' activity; the findings.
+//! Plotted points and markers carry `<title>` tooltips (series, step, value; no JavaScript),
+//! on a bounded number of points per chart ([`crate::chart`]).
 //!
 //! Non-finite values are shown, not dropped: a NaN or infinite loss or norm is drawn as a
 //! cross on the top edge of its chart and counted under it. Memory is bounded: each series
@@ -675,6 +677,50 @@ mod tests {
         let without_ns = html.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
         assert!(!without_ns.contains("http://") && !without_ns.contains("https://"));
         assert!(!html.contains("<script") && !html.contains("src=") && !html.contains("<link"));
+    }
+
+    #[test]
+    fn chart_points_carry_title_tooltips() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut r = HtmlReporter::default();
+        r.start(&run_info(tmp.path())).unwrap();
+        let losses = [2.5, 0.345, 0.012345, f64::NAN];
+        for (k, &loss) in losses.iter().enumerate() {
+            let step = k as u64 + 1;
+            let mut e = event(step, 99);
+            e.loss = loss;
+            e.grad_norm = 1234.5678 * step as f64;
+            e.findings.clear();
+            r.event(&e).unwrap();
+        }
+        let (d, mut s) = (diagnosis(), summary());
+        s.first_nonfinite_step = Some(4);
+        let html = r
+            .render(&RunEnd {
+                diagnosis: &d,
+                summary: &s,
+            })
+            .unwrap();
+        for title in [
+            "loss, step 1: 2.5",
+            "loss, step 2: 0.345",
+            "loss, step 3: 0.0123",
+            "loss, step 4: NaN",
+            "before remedies, step 3: 3704",
+            "after remedies, step 1: 0.75",
+            "after remedies, step 2: 1",
+            "layers.0.weight, step 2: 0.9",
+            "layers.0.bias, step 4: 1.52",
+            "layers.0.bias, step 4: 0.008",
+            "step 4: first non-finite value",
+        ] {
+            assert!(
+                html.contains(&format!("<title>{title}</title>")),
+                "{title} missing"
+            );
+        }
+        // Still no script: the tooltips are the browser's own.
+        assert!(!html.contains("<script"));
     }
 
     #[test]

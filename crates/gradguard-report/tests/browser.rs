@@ -304,6 +304,13 @@ fn check_dom(page: &Path, svgs: usize, tmp: &Path) {
         page.display()
     );
     assert!(dom.contains("<text"), "chart text missing");
+    // Tooltips: the browser parsed each point's <title> as the SVG circle's child.
+    let tips = dom.matches("</title></circle>").count();
+    assert!(
+        tips >= 10 * svgs,
+        "only {tips} point tooltips in {}",
+        page.display()
+    );
 }
 
 /// Takes a screenshot, decodes it, and checks that charts were drawn: the page is not one
