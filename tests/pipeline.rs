@@ -351,8 +351,9 @@ fn run_command_writes_outputs_and_exits_zero_on_exploding() {
     let out = scratch("cli-run");
     let spec = scratch("cli-spec").join("regression-sgd.toml");
     std::fs::write(&spec, demo("regression-sgd").expect("demo").spec).expect("write");
+    // Not -q: the diagnosis on stdout is what this test reads (-q would print nothing).
     let res = Command::new(env!("CARGO_BIN_EXE_gradguard"))
-        .args(["-q", "run"])
+        .arg("run")
         .arg(&spec)
         .arg("--out")
         .arg(&out)

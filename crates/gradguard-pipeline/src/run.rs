@@ -182,7 +182,8 @@ pub struct RunOptions {
     pub steps: Option<u64>,
     /// Console output: `None` for the default console reporter, `Some(false)` for none.
     pub console: Option<bool>,
-    /// Only the final diagnosis on the console.
+    /// Nothing on the console (the CLI's `-q`): no console reporter runs, neither the default
+    /// one nor one the spec lists. The files are written as usual.
     pub quiet: bool,
     /// Verify the prescriptions of a run that did not end healthy (see [`VerifyOptions`]).
     pub verify: Option<VerifyOptions>,
@@ -276,15 +277,16 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
     let initial = probe_trainer(&mut trainer, spec.model.is_recurrent(), 3)?;
     let detectors: Vec<Box<dyn Detector>> = spec.detectors.take().unwrap_or_else(default_detectors);
     let remedies = std::mem::take(&mut spec.remedies);
-    let console = opts.console.unwrap_or(true);
+    let console = opts.console.unwrap_or(true) && !opts.quiet;
     let defaults = if spec.default_reporters {
-        default_reporters(console, opts.quiet, trainer.planned_steps())
+        default_reporters(console, false, trainer.planned_steps())
     } else {
         Vec::new()
     };
     let mut reporters = merge_reporters(defaults, spec.reporters.take().unwrap_or_default());
     if !console {
-        // An explicit "no console" (compare's variants) drops console reporters from specs too.
+        // An explicit "no console" (compare's variants, `-q`) drops console reporters from
+        // specs too.
         reporters.retain(|r| r.typetag_name() != "console");
     }
     let mut guard = Guard::new(detectors, remedies, reporters);
