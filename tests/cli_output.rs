@@ -1,5 +1,6 @@
 //! What the `gradguard` binary prints: `-q` leaves stdout empty (even when the spec lists a
-//! console reporter) and stderr to errors.
+//! console reporter) and stderr to errors; colour only on a terminal or with `--color
+//! always`, never with `NO_COLOR` under `auto`.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -127,4 +128,83 @@ fn quiet_silences_other_commands_but_not_requested_json() {
         v.as_array().is_some_and(|a| !a.is_empty()) || v.as_object().is_some_and(|o| !o.is_empty()),
         "{v}"
     );
+}
+
+/// A run's stdout with `args` before the spec, and `NO_COLOR` set to `no_color` (or unset).
+fn run_colored(dir: &std::path::Path, name: &str, args: &[&str], no_color: Option<&str>) -> String {
+    let spec = spec_with_console(dir);
+    let mut cmd = bin();
+    cmd.args(args)
+        .arg(&spec)
+        .arg("--out")
+        .arg(dir.join(name))
+        .env_remove("NO_COLOR");
+    if let Some(v) = no_color {
+        cmd.env("NO_COLOR", v);
+    }
+    let res = cmd.output().expect("gradguard runs");
+    assert_eq!(res.status.code(), Some(0), "{}", text(&res.stderr));
+    text(&res.stdout)
+}
+
+#[test]
+fn colour_only_when_asked_or_on_a_terminal_and_never_with_no_color() {
+    let dir = scratch("colour");
+    // --color always: the verdict line is coloured (bold + the verdict's colour), reset after.
+    let always = run_colored(
+        &dir,
+        "always",
+        &["--color", "always", "run", "--no-verify"],
+        None,
+    );
+    let verdict = always
+        .lines()
+        .find(|l| l.contains("Verdict: "))
+        .expect("a verdict line");
+    assert!(
+        verdict.starts_with("\x1b[1;3") && verdict.ends_with("\x1b[0m"),
+        "{verdict:?}"
+    );
+    // An explicit choice wins over NO_COLOR (no-color.org: user-level choices may override).
+    let forced = run_colored(
+        &dir,
+        "forced",
+        &["run", "--no-verify", "--color=always"],
+        Some("1"),
+    );
+    assert!(forced.contains("\x1b["), "{forced}");
+    // Tests run piped, so stdout is not a terminal: auto means no colour.
+    let piped = run_colored(&dir, "auto", &["run", "--no-verify"], None);
+    assert!(
+        piped.contains("Verdict: ") && !piped.contains('\x1b'),
+        "{piped:?}"
+    );
+    // NO_COLOR, any non-empty value; --color never.
+    let no_color = run_colored(&dir, "no-color", &["run", "--no-verify"], Some("0"));
+    assert!(!no_color.contains('\x1b'), "{no_color:?}");
+    let never = run_colored(
+        &dir,
+        "never",
+        &["--color", "never", "run", "--no-verify"],
+        None,
+    );
+    assert!(!never.contains('\x1b'), "{never:?}");
+    // Stripped of its codes, the coloured output is the plain one (same run, same seed),
+    // save for the directory named on the last line.
+    let strip = |s: &str| {
+        s.replace("\x1b[1;31m", "")
+            .replace("\x1b[1;32m", "")
+            .replace("\x1b[1;33m", "")
+            .replace("\x1b[31m", "")
+            .replace("\x1b[0m", "")
+            .replace(&dir.join("always").display().to_string(), "OUT")
+            .replace(&dir.join("auto").display().to_string(), "OUT")
+    };
+    assert_eq!(strip(&always), strip(&piped));
+    // A bad value is a usage error.
+    let bad = bin()
+        .args(["--color", "sometimes", "plugins"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
 }

@@ -57,6 +57,10 @@ pub struct Cli {
     /// stderr. The exit status still tells the result.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Colour on the console: `auto` colours when stdout is a terminal and NO_COLOR is unset
+    /// or empty; `always` and `never` decide regardless.
+    #[arg(long, global = true, value_enum, default_value_t = ColorArg::Auto, value_name = "WHEN")]
+    pub color: ColorArg,
     /// The memory a run may need (e.g. `8GiB`, `500MB`, or bytes); a spec whose estimate is
     /// above it is refused by `check` and before training. Default: half of this machine's
     /// memory.
@@ -65,6 +69,27 @@ pub struct Cli {
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--color`: when to colour the console's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorArg {
+    /// On a terminal, unless NO_COLOR is set to a non-empty value.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl From<ColorArg> for gradguard_report::color::ColorChoice {
+    fn from(c: ColorArg) -> Self {
+        match c {
+            ColorArg::Auto => Self::Auto,
+            ColorArg::Always => Self::Always,
+            ColorArg::Never => Self::Never,
+        }
+    }
 }
 
 /// The commands.
@@ -253,6 +278,7 @@ pub fn quiet() -> bool {
 /// Runs a parsed command line; errors are returned for the caller to print.
 pub fn run(cli: &Cli) -> anyhow::Result<()> {
     QUIET.store(cli.quiet, Ordering::Relaxed);
+    gradguard_report::color::set_color_choice(cli.color.into());
     match &cli.command {
         Command::Check(args) => check::run(args),
         Command::Plugins(args) => plugins::run(args),

@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod chart;
+pub mod color;
 pub mod compare;
 pub mod console;
 pub mod events_file;
