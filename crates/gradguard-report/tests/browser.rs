@@ -81,6 +81,7 @@ fn events(steps: u64, nan_from: u64, clipped: bool) -> Vec<Event> {
                 penalty: None,
                 grad_norm: if nan { f64::NAN } else { g },
                 grad_norm_after: clipped.then_some(g.min(1.0)),
+                held_out_loss: None,
                 grad_nonfinite: 0,
                 lr: Some(0.01),
                 layers,
