@@ -332,12 +332,26 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
             }
         };
         last_loss = step_info.loss;
+        let step = trainer.steps_done();
+        // `train.eval_every`: the held-out loss at the weights this step's gradients were
+        // computed at (evaluation reads the weights only, so the step is unchanged).
+        let held_out_loss = match spec.train.eval_every {
+            Some(n) if n > 0 && step.is_multiple_of(n) => match trainer.evaluate() {
+                Ok(e) => Some(e.loss),
+                Err(e) => {
+                    pending_error = Some(e.into());
+                    break;
+                }
+            },
+            _ => None,
+        };
         let input = StepInput {
-            step: trainer.steps_done(),
+            step,
             loss: step_info.loss,
             epoch: Some(step_info.position.epoch + 1),
             lr: Some(trainer.lr()),
             series: trainer.series(),
+            held_out_loss,
         };
         let decision = match trainer.view() {
             Ok(mut view) => guard.step(input, &mut view),
