@@ -208,3 +208,44 @@ fn colour_only_when_asked_or_on_a_terminal_and_never_with_no_color() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn diagnose_colours_its_verdict_only_when_asked() {
+    let dir = scratch("diagnose-colour");
+    let log = dir.join("events.jsonl");
+    let lines: String = (1..=5)
+        .map(|s| {
+            let loss = if s == 5 {
+                "\"NaN\"".to_string()
+            } else {
+                format!("{}", 1.0 / s as f64)
+            };
+            format!("{{\"step\":{s},\"loss\":{loss},\"grad_norm\":1.0}}\n")
+        })
+        .collect();
+    std::fs::write(&log, lines).unwrap();
+    let run = |args: &[&str]| {
+        let res = bin()
+            .args(args)
+            .arg("diagnose")
+            .arg(&log)
+            .env_remove("NO_COLOR")
+            .output()
+            .expect("gradguard runs");
+        text(&res.stdout)
+    };
+    let always = run(&["--color", "always"]);
+    assert!(
+        always.starts_with("\x1b[1;31mVerdict: exploding"),
+        "{always:?}"
+    );
+    assert!(
+        always.contains("[x] \x1b[31mloss_nonfinite\x1b[0m"),
+        "{always:?}"
+    );
+    let piped = run(&[]);
+    assert!(
+        piped.starts_with("Verdict: exploding") && !piped.contains('\x1b'),
+        "{piped:?}"
+    );
+}

@@ -296,7 +296,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             } else {
                 Box::new(std::io::stdout().lock())
             };
-            diagnose::run(args, &mut stdout, &mut std::io::stderr().lock())
+            let colored = gradguard_report::color::stdout_colored();
+            diagnose::run_colored(args, &mut stdout, &mut std::io::stderr().lock(), colored)
         }
         Command::Grads(cmd) => grads::run(cmd),
     }
