@@ -82,6 +82,7 @@ fn slice_loop(text: &str, out: &Path) -> Vec<String> {
                 epoch: Some(info.position.epoch + 1),
                 lr: Some(trainer.lr()),
                 series: trainer.series(),
+                held_out_loss: None,
             };
             guard.step(input, &mut plain)
         };

@@ -351,8 +351,9 @@ fn run_command_writes_outputs_and_exits_zero_on_exploding() {
     let out = scratch("cli-run");
     let spec = scratch("cli-spec").join("regression-sgd.toml");
     std::fs::write(&spec, demo("regression-sgd").expect("demo").spec).expect("write");
+    // Not -q: the diagnosis on stdout is what this test reads (-q would print nothing).
     let res = Command::new(env!("CARGO_BIN_EXE_gradguard"))
-        .args(["-q", "run"])
+        .arg("run")
         .arg(&spec)
         .arg("--out")
         .arg(&out)
@@ -1188,4 +1189,56 @@ fn each_rerun_gets_its_own_directory_and_a_used_out_is_refused() {
         2,
         "no line of the earlier run is left"
     );
+}
+
+/// `train.eval_every`: the held-out loss is evaluated every N steps, recorded in those steps'
+/// events (absent from the others) and drawn in report.html at each evaluation.
+#[test]
+fn eval_every_records_and_draws_the_held_out_loss() {
+    let out = scratch("eval-every");
+    let text = "name = \"tiny\"\n[model]\nkind = \"mlp\"\nhidden = [4]\n[task]\n\
+                kind = \"regression\"\nn_features = 3\n[train]\nbatch_size = 8\nsteps = 7\n\
+                eval_every = 3\n";
+    let spec = ExperimentSpec::parse(
+        text,
+        gradguard::pipeline::spec_error::SpecFormat::Toml,
+        Path::new("tiny.toml"),
+    )
+    .expect("spec");
+    run_experiment(spec, &quiet(&out)).expect("run");
+    let log = std::fs::read_to_string(out.join("events.jsonl")).expect("events.jsonl");
+    let mut evaluated = Vec::new();
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        let step = v["step"].as_u64().expect("step");
+        match v.get("held_out_loss") {
+            Some(h) => {
+                let h = h.as_f64().expect("a finite held-out loss");
+                assert!(h > 0.0, "step {step}: {h}");
+                evaluated.push((step, h));
+            }
+            None => assert!(
+                !step.is_multiple_of(3),
+                "step {step} should carry the held-out loss"
+            ),
+        }
+    }
+    assert_eq!(
+        evaluated.iter().map(|e| e.0).collect::<Vec<_>>(),
+        [3, 6],
+        "{log}"
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
+    for (step, h) in &evaluated {
+        let title = format!(
+            "<title>held-out loss, step {step}: {}</title>",
+            gradguard::core::float::fmt_short(*h)
+        );
+        assert!(html.contains(&title), "{title}");
+    }
+    // Without eval_every, nothing changes: no held-out loss in the events.
+    let plain = scratch("eval-every-off");
+    run_experiment(tiny_spec(""), &quiet(&plain)).expect("run");
+    let log = std::fs::read_to_string(plain.join("events.jsonl")).expect("events.jsonl");
+    assert!(!log.contains("held_out_loss"), "{log}");
 }

@@ -37,7 +37,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<()> {
         (true, n) => format!("default + {n} listed"),
         (false, n) => n.to_string(),
     };
-    println!(
+    say!(
         "{}: valid spec `{}` (model {}, detectors: {}, remedies: {}, reporters: {})",
         args.spec.display(),
         spec.name,

@@ -51,13 +51,13 @@ pub fn run(args: &ClaimsArgs) -> anyhow::Result<()> {
         steps: args.steps,
         interrupt: Some(crate::interrupt().clone()),
     };
-    println!(
+    say!(
         "gradguard claims: {} seed(s) per experiment, runs under {}",
         opts.seeds,
         opts.out_dir.join("runs").display()
     );
     let book = run_claims(&opts, &mut |c| {
-        println!(
+        say!(
             "{:>3}  {:<13}  {:>5.1} s  {}",
             c.id,
             c.verdict.as_str(),
@@ -70,7 +70,7 @@ pub fn run(args: &ClaimsArgs) -> anyhow::Result<()> {
         other => anyhow::Error::new(other),
     })?;
     let (md, json) = book.write(&args.out)?;
-    println!(
+    say!(
         "the claims book ({:.0} s): {} (and {})",
         book.seconds,
         md.display(),

@@ -96,8 +96,19 @@ pub struct DiagnoseArgs {
 }
 
 /// Runs `gradguard diagnose`: writes the diagnosis to `out` and the malformed-line warnings to
-/// `err`.
+/// `err`, without colour.
 pub fn run(args: &DiagnoseArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
+    run_colored(args, out, err, false)
+}
+
+/// [`run`], with the plain-words diagnosis coloured when `colored` (the verdict line and
+/// the signs seen, as the console reporter does: [`gradguard_report::color`]).
+pub fn run_colored(
+    args: &DiagnoseArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    colored: bool,
+) -> Result<()> {
     let shown = args.events.display().to_string();
     let reader: Box<dyn BufRead> = if crate::tb_log::is_tensorboard(&args.events) {
         // A TensorBoard log: its scalars become the same events a JSON-lines log holds.
@@ -178,7 +189,13 @@ pub fn run(args: &DiagnoseArgs, out: &mut dyn Write, err: &mut dyn Write) -> Res
             writeln!(err, "warning: {shown}: {e} (line skipped)")
                 .context("cannot write to stderr")?;
         }
-        write!(out, "{}", diagnosis.to_plain_words()).context("cannot write the diagnosis")?;
+        let words = diagnosis.to_plain_words();
+        let words = if colored {
+            gradguard_report::color::paint_diagnosis(&words, diagnosis.verdict)
+        } else {
+            words
+        };
+        write!(out, "{words}").context("cannot write the diagnosis")?;
     }
     let figures = RunFigures {
         name,

@@ -10,6 +10,25 @@
 
 #![warn(missing_docs)]
 
+/// `println!` unless `-q` was given (see [`quiet`]). Data a flag asked for (`--json`) is
+/// printed with plain `println!`: `-q` quiets the talk, not the requested output.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if !$crate::quiet() {
+            println!($($arg)*);
+        }
+    };
+}
+
+/// `print!` unless `-q` was given (see [`quiet`]).
+macro_rules! say_text {
+    ($($arg:tt)*) => {
+        if !$crate::quiet() {
+            print!($($arg)*);
+        }
+    };
+}
+
 pub mod check;
 pub mod claims;
 pub mod diagnose;
@@ -19,6 +38,7 @@ pub mod tb_log;
 pub mod train;
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 
@@ -32,9 +52,15 @@ pub struct Cli {
     /// More log output (-v: debug, -vv: trace). Logs go to stderr.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
-    /// Only errors on stderr.
+    /// Quiet: nothing on stdout (no progress, no diagnosis, even from a console reporter the
+    /// spec lists; output asked for with `--json` is still printed) and only errors on
+    /// stderr. The exit status still tells the result.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Colour on the console: `auto` colours when stdout is a terminal and NO_COLOR is unset
+    /// or empty; `always` and `never` decide regardless.
+    #[arg(long, global = true, value_enum, default_value_t = ColorArg::Auto, value_name = "WHEN")]
+    pub color: ColorArg,
     /// The memory a run may need (e.g. `8GiB`, `500MB`, or bytes); a spec whose estimate is
     /// above it is refused by `check` and before training. Default: half of this machine's
     /// memory.
@@ -43,6 +69,27 @@ pub struct Cli {
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--color`: when to colour the console's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorArg {
+    /// On a terminal, unless NO_COLOR is set to a non-empty value.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl From<ColorArg> for gradguard_report::color::ColorChoice {
+    fn from(c: ColorArg) -> Self {
+        match c {
+            ColorArg::Auto => Self::Auto,
+            ColorArg::Always => Self::Always,
+            ColorArg::Never => Self::Never,
+        }
+    }
 }
 
 /// The commands.
@@ -220,8 +267,18 @@ fn init_tracing(verbose: u8, quiet: bool) {
         .try_init();
 }
 
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Whether the command line asked for quiet (`-q`): the commands then print nothing on
+/// stdout but what `--json` asked for. Set by [`run`].
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
 /// Runs a parsed command line; errors are returned for the caller to print.
 pub fn run(cli: &Cli) -> anyhow::Result<()> {
+    QUIET.store(cli.quiet, Ordering::Relaxed);
+    gradguard_report::color::set_color_choice(cli.color.into());
     match &cli.command {
         Command::Check(args) => check::run(args),
         Command::Plugins(args) => plugins::run(args),
@@ -231,11 +288,17 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Verify(args) => train::verify(args),
         Command::Probe(args) => train::probe(args),
         Command::Claims(args) => claims::run(args),
-        Command::Diagnose(args) => diagnose::run(
-            args,
-            &mut std::io::stdout().lock(),
-            &mut std::io::stderr().lock(),
-        ),
+        Command::Diagnose(args) => {
+            // Quiet: the plain-words diagnosis goes nowhere (the exit status still tells an
+            // incomplete log); JSON asked for with --json is still printed.
+            let mut stdout: Box<dyn std::io::Write> = if cli.quiet && !args.json {
+                Box::new(std::io::sink())
+            } else {
+                Box::new(std::io::stdout().lock())
+            };
+            let colored = gradguard_report::color::stdout_colored();
+            diagnose::run_colored(args, &mut stdout, &mut std::io::stderr().lock(), colored)
+        }
         Command::Grads(cmd) => grads::run(cmd),
     }
 }

@@ -127,7 +127,7 @@ pub fn run(args: &PluginsArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&plugins)?);
     } else {
-        print!("{}", render_text(&plugins));
+        say_text!("{}", render_text(&plugins));
     }
     Ok(())
 }

@@ -203,18 +203,18 @@ fn load(path: &Path) -> anyhow::Result<ExperimentSpec> {
 
 fn finish_line(outcome: &RunOutcome) {
     if let Some(why) = &outcome.stopped_early {
-        println!("The run stopped early: {why}.");
+        say!("The run stopped early: {why}.");
     }
     if let Some(v) = &outcome.verification {
-        println!(
+        say!(
             "\nVerification: the top prescriptions, each over the same seeds, from the same initial weights and data order, stopped once beyond saving:\n"
         );
-        println!("{}", v.table);
-        println!("Verification report: {}", v.html.display());
+        say!("{}", v.table);
+        say!("Verification report: {}", v.html.display());
     } else if outcome.diagnosis.verdict != gradguard_core::Verdict::Healthy {
         if let Some(p) = outcome.diagnosis.prescriptions.first() {
             if p.evidence.note.starts_with("not verified") {
-                println!("The prescriptions are untested: {}.", p.evidence.note);
+                say!("The prescriptions are untested: {}.", p.evidence.note);
             }
         }
     }
@@ -289,14 +289,14 @@ fn ranked_lines(prescriptions: &[Prescription]) -> String {
 fn print_ranking(c: &Comparison) {
     if let Some(d) = &c.ranked {
         if !d.prescriptions.is_empty() {
-            println!(
+            say!(
                 "What to try, ranked by these runs (the diagnosis of `none`, seed {}):",
                 c.outcomes
                     .first()
                     .and_then(|o| o.seeds.first())
                     .map_or(0, |s| s.seed)
             );
-            print!("{}", ranked_lines(&d.prescriptions));
+            say_text!("{}", ranked_lines(&d.prescriptions));
         }
     }
 }
@@ -318,7 +318,7 @@ pub fn verify(args: &VerifyRunArgs) -> anyhow::Result<()> {
         ))
     })?;
     if summary.verdict == gradguard_core::Verdict::Healthy || summary.prescriptions.is_empty() {
-        println!(
+        say!(
             "{}: verdict {}, no prescription to verify.",
             args.run_dir.display(),
             summary.verdict.as_str()
@@ -358,12 +358,12 @@ pub fn verify(args: &VerifyRunArgs) -> anyhow::Result<()> {
     let json = serde_json::to_string_pretty(&summary)?;
     gradguard_report::write_atomically(&summary_path, json.as_bytes())?;
     if let Some(c) = &comparison {
-        println!("{}", c.table);
-        println!("Verification report: {}", c.html.display());
+        say!("{}", c.table);
+        say!("Verification report: {}", c.html.display());
     }
-    println!("What to try, ranked by these runs:");
-    print!("{}", ranked_lines(&diagnosis.prescriptions));
-    println!("Updated {}", summary_path.display());
+    say!("What to try, ranked by these runs:");
+    say_text!("{}", ranked_lines(&diagnosis.prescriptions));
+    say!("Updated {}", summary_path.display());
     Ok(())
 }
 
@@ -371,7 +371,7 @@ pub fn verify(args: &VerifyRunArgs) -> anyhow::Result<()> {
 pub fn demo_cmd(args: &DemoArgs, quiet: bool) -> anyhow::Result<()> {
     if args.list {
         for d in DEMOS {
-            println!("{:<20} {}", d.name, d.summary);
+            say!("{:<20} {}", d.name, d.summary);
         }
         return Ok(());
     }
@@ -422,8 +422,8 @@ fn demo_and_compare(
     } else {
         ("", "")
     };
-    println!("{part1}{}: {}", d.name, d.summary);
-    println!("Training without any remedy, watching every sign of exploding gradients...\n");
+    say!("{part1}{}: {}", d.name, d.summary);
+    say!("Training without any remedy, watching every sign of exploding gradients...\n");
     let spec = d.spec()?;
     let opts = RunOptions {
         out_dir: Some(out_root.join(d.name)),
@@ -449,7 +449,7 @@ fn demo_and_compare(
     let first = seed.unwrap_or(spec.seed);
     // Several seeds, so that one lucky or unlucky seed cannot credit or discredit a cure.
     let seeds: Vec<u64> = (first..first + 3).collect();
-    println!(
+    say!(
         "\n{part2}the same run under each cure, for {} seeds (per seed, every variant starts from the same weights and data order).\n",
         seeds.len()
     );
@@ -468,17 +468,17 @@ fn demo_and_compare(
         },
     )
     .map_err(interrupted)?;
-    println!("{}", comparison.table);
-    println!("{}", seeds_note(&seeds));
+    say!("{}", comparison.table);
+    say!("{}", seeds_note(&seeds));
     if cure_found(&comparison) {
-        println!(
+        say!(
             "A cure is credited only where all {} seeds ended healthy; the others did not stop the explosion every time.",
             seeds.len()
         );
     } else {
-        println!("No cure made every seed healthy: see each variant's report.");
+        say!("No cure made every seed healthy: see each variant's report.");
     }
-    println!(
+    say!(
         "Reports: {} (this run) and {} (comparison)",
         outcome.out_dir.join("report.html").display(),
         comparison.html.display()
@@ -531,12 +531,12 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&comparison.to_json())?);
         return Ok(());
     }
-    println!("{}", comparison.table);
+    say!("{}", comparison.table);
     if seeds.len() > 1 {
-        println!("{}", seeds_note(&seeds));
+        say!("{}", seeds_note(&seeds));
     }
     print_ranking(&comparison);
-    println!(
+    say!(
         "Report: {} (as JSON: {})",
         comparison.html.display(),
         comparison.json.display()
@@ -551,7 +551,7 @@ pub fn probe(args: &ProbeArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", report.to_plain_words());
+        say_text!("{}", report.to_plain_words());
     }
     if let Some(level) = args.fail_on {
         if level.fails(report.risk) {

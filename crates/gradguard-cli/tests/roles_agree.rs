@@ -18,6 +18,7 @@ fn role_in_log(name: &str) -> Role {
         penalty: None,
         grad_norm: 1.0,
         grad_norm_after: None,
+        held_out_loss: None,
         grad_nonfinite: 0,
         lr: None,
         layers: vec![LayerRecord {

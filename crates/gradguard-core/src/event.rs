@@ -61,6 +61,15 @@ pub struct Event {
         skip_serializing_if = "Option::is_none"
     )]
     pub grad_norm_after: Option<f64>,
+    /// The loss over the held-out split, at the steps where the loop evaluated it (absent
+    /// at the others, and from logs that do not record it). report.html draws it beside the
+    /// training loss.
+    #[serde(
+        default,
+        with = "crate::float::lossy_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub held_out_loss: Option<f64>,
     /// Number of non-finite gradient values.
     #[serde(default)]
     pub grad_nonfinite: usize,
@@ -120,6 +129,7 @@ impl Event {
             penalty: None,
             grad_norm: stats.grad_norm,
             grad_norm_after: None,
+            held_out_loss: None,
             grad_nonfinite: stats.grad_nonfinite,
             lr: None,
             layers,
@@ -151,5 +161,25 @@ mod tests {
         assert!(back.loss.is_nan() && back.grad_norm.is_nan());
         assert_eq!(back.layers[0].grad_nonfinite, 1);
         assert!(back.applied);
+        // No held-out loss: absent from the line (logs stay as they were), None when read.
+        assert!(!line.contains("held_out_loss"), "{line}");
+        assert_eq!(back.held_out_loss, None);
+    }
+
+    #[test]
+    fn the_held_out_loss_is_written_and_read_when_measured() {
+        let line = r#"{"step":5,"loss":1.5,"grad_norm":2.0,"held_out_loss":0.75}"#;
+        let e: Event = serde_json::from_str(line).unwrap();
+        assert_eq!(e.held_out_loss, Some(0.75));
+        let out = serde_json::to_string(&e).unwrap();
+        assert!(out.contains("\"held_out_loss\":0.75"), "{out}");
+        let nan: Event =
+            serde_json::from_str(r#"{"step":6,"loss":1.5,"grad_norm":2.0,"held_out_loss":"NaN"}"#)
+                .unwrap();
+        assert!(nan.held_out_loss.is_some_and(f64::is_nan));
+        let absent: Event =
+            serde_json::from_str(r#"{"step":6,"loss":1.5,"grad_norm":2.0,"held_out_loss":null}"#)
+                .unwrap();
+        assert_eq!(absent.held_out_loss, None);
     }
 }

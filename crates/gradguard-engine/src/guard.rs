@@ -53,6 +53,9 @@ pub struct StepInput {
     pub lr: Option<f64>,
     /// Extra norms the model measured (per time step or per layer), for the growth detectors.
     pub series: Vec<Series>,
+    /// The held-out loss when the loop evaluated it at this step (at the weights the step's
+    /// gradients were computed at); recorded in the event as `held_out_loss`.
+    pub held_out_loss: Option<f64>,
 }
 
 /// What the Guard decided for one step. The loop then applies the update (scaled by
@@ -259,6 +262,7 @@ impl Guard {
             epoch,
             lr,
             series,
+            held_out_loss,
         } = input;
         self.last_loss = loss;
         self.stats.measure_into(view);
@@ -277,6 +281,7 @@ impl Guard {
             }
         }
         let mut event = Event::from_stats(step, loss, &self.stats, self.last_update.as_ref());
+        event.held_out_loss = held_out_loss;
         let grad_norm_before = self.stats.grad_norm;
         let grads_finite_before = self.stats.grads_finite() && grad_norm_before.is_finite();
         let mut actions: Vec<ActionRecord> = Vec::new();

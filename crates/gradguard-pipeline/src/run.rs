@@ -182,7 +182,8 @@ pub struct RunOptions {
     pub steps: Option<u64>,
     /// Console output: `None` for the default console reporter, `Some(false)` for none.
     pub console: Option<bool>,
-    /// Only the final diagnosis on the console.
+    /// Nothing on the console (the CLI's `-q`): no console reporter runs, neither the default
+    /// one nor one the spec lists. The files are written as usual.
     pub quiet: bool,
     /// Verify the prescriptions of a run that did not end healthy (see [`VerifyOptions`]).
     pub verify: Option<VerifyOptions>,
@@ -282,15 +283,16 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
     let initial = probe_trainer(&mut trainer, spec.model.is_recurrent(), 3)?;
     let detectors: Vec<Box<dyn Detector>> = spec.detectors.take().unwrap_or_else(default_detectors);
     let remedies = std::mem::take(&mut spec.remedies);
-    let console = opts.console.unwrap_or(true);
+    let console = opts.console.unwrap_or(true) && !opts.quiet;
     let defaults = if spec.default_reporters {
-        default_reporters(console, opts.quiet, trainer.planned_steps())
+        default_reporters(console, false, trainer.planned_steps())
     } else {
         Vec::new()
     };
     let mut reporters = merge_reporters(defaults, spec.reporters.take().unwrap_or_default());
     if !console {
-        // An explicit "no console" (compare's variants) drops console reporters from specs too.
+        // An explicit "no console" (compare's variants, `-q`) drops console reporters from
+        // specs too.
         reporters.retain(|r| r.typetag_name() != "console");
     }
     let mut guard = Guard::new(detectors, remedies, reporters);
@@ -337,12 +339,26 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
             }
         };
         last_loss = step_info.loss;
+        let step = trainer.steps_done();
+        // `train.eval_every`: the held-out loss at the weights this step's gradients were
+        // computed at (evaluation reads the weights only, so the step is unchanged).
+        let held_out_loss = match spec.train.eval_every {
+            Some(n) if n > 0 && step.is_multiple_of(n) => match trainer.evaluate() {
+                Ok(e) => Some(e.loss),
+                Err(e) => {
+                    pending_error = Some(e.into());
+                    break;
+                }
+            },
+            _ => None,
+        };
         let input = StepInput {
-            step: trainer.steps_done(),
+            step,
             loss: step_info.loss,
             epoch: Some(step_info.position.epoch + 1),
             lr: Some(trainer.lr()),
             series: trainer.series(),
+            held_out_loss,
         };
         let decision = match trainer.view() {
             Ok(mut view) => guard.step(input, &mut view),

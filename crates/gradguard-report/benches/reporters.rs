@@ -16,6 +16,7 @@ fn event(step: u64, names: &[&str]) -> Event {
         penalty: None,
         grad_norm: 1.234_567 + 1e-3 * (step % 17) as f64,
         grad_norm_after: Some(1.0),
+        held_out_loss: None,
         grad_nonfinite: 0,
         lr: Some(0.01),
         layers: names

@@ -16,10 +16,19 @@
 //! lines. Up to [`MAX_LINES`] lines get distinct styles (ten colours, solid then dashed);
 //! further lines are not drawn, and the legend says how many. Legend labels wrap instead of
 //! being cut.
+//!
+//! Points carry tooltips without JavaScript: an invisible circle with an SVG `<title>`
+//! (`loss, step 12: 0.345`, the value written by [`gradguard_core::float::fmt_short`], NaN
+//! and inf included) that browsers show on hover, and each marker's line carries its label.
+//! To keep pages small on long runs, tooltips go on a bounded number of the points actually
+//! drawn (after [`BoundedSeries`]' decimation): every point of a line when it has at most its
+//! share of [`MAX_TIPS`] (at most [`MAX_TIPS_PER_LINE`]), otherwise evenly spaced points plus
+//! the line's largest and smallest values and its first non-finite one.
 
 use gradguard_core::ReportError;
 use plotters::prelude::*;
 
+use crate::html_page::escape;
 use crate::series::BoundedSeries;
 
 /// Colours of successive lines (the Tableau 10 palette).
@@ -38,6 +47,12 @@ pub const PALETTE: [RGBColor; 10] = [
 
 /// The most lines a chart draws with distinct styles (ten colours, solid then dashed).
 pub const MAX_LINES: usize = 20;
+
+/// The most points of one chart that carry a `<title>` tooltip, shared among its lines.
+pub const MAX_TIPS: usize = 400;
+
+/// The most points of one line that carry a `<title>` tooltip.
+pub const MAX_TIPS_PER_LINE: usize = 100;
 
 /// A vertical marker at a step, with its label (drawn dotted, labelled on the plot and in the
 /// legend).
@@ -169,9 +184,20 @@ impl Chart {
     /// The chart as an `<svg>` element.
     pub fn to_svg(&self) -> Result<String, ReportError> {
         let mut svg = String::new();
-        self.draw(&mut svg).map_err(|e| {
+        let tips = self.draw(&mut svg).map_err(|e| {
             ReportError::Other(format!("drawing the chart \"{}\": {e}", self.title))
         })?;
+        if !tips.is_empty() {
+            // On top of everything plotters drew, so hovering reaches them.
+            let at = svg.rfind("</svg>").unwrap_or(svg.len());
+            let mut group = String::from("<g class=\"tips\" fill=\"#000\" fill-opacity=\"0\">\n");
+            for tip in &tips {
+                group.push_str(tip);
+                group.push('\n');
+            }
+            group.push_str("</g>\n");
+            svg.insert_str(at, &group);
+        }
         Ok(svg)
     }
 
@@ -237,7 +263,9 @@ impl Chart {
         }
     }
 
-    fn draw(&self, svg: &mut String) -> Result<(), Box<dyn std::error::Error>> {
+    /// Draws the chart into `svg` and returns the tooltip elements (see the module docs),
+    /// in the SVG's pixel coordinates, for [`Chart::to_svg`] to add on top.
+    fn draw(&self, svg: &mut String) -> Result<Vec<String>, Box<dyn std::error::Error>> {
         let legend_width = 250u32.min(self.width / 3);
         let root = SVGBackend::with_string(svg, (self.width, self.height)).into_drawing_area();
         root.fill(&WHITE)?;
@@ -418,10 +446,94 @@ impl Chart {
                     .color(&RGBColor(120, 120, 120)),
             ))?;
         }
+        let mut tips = Vec::new();
+        let drawn = self.lines.len().min(MAX_LINES);
+        let per_line = (MAX_TIPS / drawn.max(1)).min(MAX_TIPS_PER_LINE);
+        for line in self.lines.iter().take(MAX_LINES) {
+            // Every point drawn, where it is drawn: finite values on the line, non-finite
+            // ones on the top edge, values <= 0 of a log chart on the bottom edge.
+            let mut points: Vec<(u64, f64)> = line
+                .segments
+                .iter()
+                .flatten()
+                .chain(&line.nonfinite)
+                .copied()
+                .filter(|p| in_window(p.0))
+                .collect();
+            points.sort_by_key(|p| p.0);
+            for k in tip_indices(&points, per_line) {
+                let (step, v) = points[k];
+                let y = if v.is_finite() {
+                    self.plot_y(v).unwrap_or(y0)
+                } else {
+                    y1
+                };
+                let (px, py) = chart.backend_coord(&(step as f64, y));
+                tips.push(format!(
+                    "<circle cx=\"{px}\" cy=\"{py}\" r=\"5\"><title>{}</title></circle>",
+                    escape(&format!(
+                        "{}, step {step}: {}",
+                        line.label,
+                        crate::format_number(v)
+                    ))
+                ));
+            }
+        }
+        for m in &self.markers {
+            let x = m.step as f64;
+            if x < x0 || x > x1 {
+                continue;
+            }
+            let (px, top) = chart.backend_coord(&(x, y1));
+            let (_, bottom) = chart.backend_coord(&(x, y0));
+            tips.push(format!(
+                "<line x1=\"{px}\" y1=\"{top}\" x2=\"{px}\" y2=\"{bottom}\" stroke=\"#000\" stroke-opacity=\"0\" stroke-width=\"7\"><title>{}</title></line>",
+                escape(&format!("step {}: {}", m.step, m.label))
+            ));
+        }
         draw_legend(&legend_area, &legend)?;
         root.present()?;
-        Ok(())
+        Ok(tips)
     }
+}
+
+/// Which of `points` (sorted by step) carry a tooltip: all of them when there are at most
+/// `budget`, else `budget` of them: the largest and smallest finite values, the first
+/// non-finite one, and the rest evenly spaced from the first point to the last.
+fn tip_indices(points: &[(u64, f64)], budget: usize) -> Vec<usize> {
+    let n = points.len();
+    if n <= budget {
+        return (0..n).collect();
+    }
+    if budget == 0 {
+        return Vec::new();
+    }
+    let finite = || points.iter().enumerate().filter(|(_, p)| p.1.is_finite());
+    let mut chosen = std::collections::BTreeSet::new();
+    chosen.extend(
+        finite()
+            .max_by(|a, b| a.1 .1.total_cmp(&b.1 .1))
+            .map(|(i, _)| i),
+    );
+    chosen.extend(
+        finite()
+            .min_by(|a, b| a.1 .1.total_cmp(&b.1 .1))
+            .map(|(i, _)| i),
+    );
+    chosen.extend(points.iter().position(|p| !p.1.is_finite()));
+    let even = budget.saturating_sub(chosen.len()).max(1);
+    for j in 0..even {
+        if chosen.len() >= budget {
+            break;
+        }
+        let k = if even == 1 {
+            0
+        } else {
+            j * (n - 1) / (even - 1)
+        };
+        chosen.insert(k);
+    }
+    chosen.into_iter().take(budget).collect()
 }
 
 #[derive(Clone, Copy)]
@@ -656,6 +768,120 @@ mod tests {
         assert!(svg.contains("+3 more series not drawn"), "{svg}");
         // Ten solid lines, ten dashed ones (drawn as many short segments).
         assert!(count(&svg, "<polyline") > 20);
+    }
+
+    /// The `<title>` elements of `svg`, in order.
+    fn titles(svg: &str) -> Vec<&str> {
+        svg.split("<title>")
+            .skip(1)
+            .filter_map(|t| t.split("</title>").next())
+            .collect()
+    }
+
+    #[test]
+    fn points_and_markers_carry_title_tooltips() {
+        let mut c = Chart::new("loss", "loss", true);
+        c.lines.push(Line::from_points(
+            "loss <train>",
+            &[
+                (1, 30.5),
+                (2, 0.012345),
+                (3, f64::NAN),
+                (4, 0.0),
+                (5, 1234.5678),
+            ],
+        ));
+        c.markers.push(Marker {
+            step: 3,
+            label: "first non-finite value".into(),
+        });
+        let svg = c.to_svg().unwrap();
+        assert_eq!(
+            titles(&svg),
+            [
+                "loss &lt;train&gt;, step 1: 30.5",
+                "loss &lt;train&gt;, step 2: 0.0123",
+                "loss &lt;train&gt;, step 3: NaN",
+                "loss &lt;train&gt;, step 4: 0",
+                "loss &lt;train&gt;, step 5: 1235",
+                "step 3: first non-finite value",
+            ],
+            "{svg}"
+        );
+        // Hover targets, invisible, on top of the drawing, inside the <svg>.
+        let tips = svg.find("<g class=\"tips\"").unwrap();
+        assert!(tips < svg.rfind("</svg>").unwrap() && svg.trim_end().ends_with("</svg>"));
+        assert!(svg[tips..].starts_with("<g class=\"tips\" fill=\"#000\" fill-opacity=\"0\">"));
+        // Each tooltip sits where its point is drawn: the NaN on the top edge, the 0 of this
+        // log chart on the bottom edge, the finite values in between.
+        let cy = |k: usize| -> i32 {
+            let circle = svg[tips..].split("<circle").nth(k + 1).unwrap();
+            let v = circle.split("cy=\"").nth(1).unwrap();
+            v[..v.find('"').unwrap()].parse().unwrap()
+        };
+        let ys: Vec<i32> = (0..5).map(cy).collect();
+        let top = *ys.iter().min().unwrap();
+        let bottom = *ys.iter().max().unwrap();
+        assert_eq!(
+            (ys[2], ys[3]),
+            (top, bottom),
+            "NaN on top, 0 at the bottom: {ys:?}"
+        );
+        assert!(
+            ys[4] < ys[0] && ys[0] < ys[1],
+            "1235 above 30.5 above 0.0123: {ys:?}"
+        );
+    }
+
+    #[test]
+    fn tooltips_are_bounded_on_long_series() {
+        let mut pts: Vec<(u64, f64)> = (1..=5000).map(|s| (s, 1.0 + (s % 13) as f64)).collect();
+        pts[3332].1 = 1e6; // step 3333: the spike keeps its tooltip
+        pts[4000].1 = f64::INFINITY; // step 4001
+        pts[17].1 = 1e-3; // step 18: the smallest value
+        let k = tip_indices(&pts, 100);
+        assert!(k.len() <= 100 && k.len() >= 95, "{}", k.len());
+        for must in [0, 4999, 3332, 4000, 17] {
+            assert!(k.contains(&must), "index {must}");
+        }
+        assert!(k.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(tip_indices(&pts[..7], 100), (0..7).collect::<Vec<_>>());
+        assert!(tip_indices(&pts, 0).is_empty());
+        assert!(tip_indices(&pts, 2).len() <= 2);
+
+        let mut c = Chart::new("per tensor", "norm", true);
+        for i in 0..25 {
+            c.lines.push(Line::from_points(format!("t{i}"), &pts));
+        }
+        let svg = c.to_svg().unwrap();
+        let n = titles(&svg).len();
+        assert!((MAX_TIPS / 2..=MAX_TIPS).contains(&n), "{n} tooltips");
+        assert!(svg.contains("<title>t0, step 3333: 1.00e6</title>"));
+        assert!(svg.contains("<title>t19, step 4001: inf</title>"));
+        assert!(
+            !svg.contains("<title>t20,"),
+            "lines not drawn get no tooltip"
+        );
+        let mut one = Chart::new("one", "norm", true);
+        one.lines.push(Line::from_points("x", &pts));
+        let n = titles(&one.to_svg().unwrap()).len();
+        assert!(
+            (MAX_TIPS_PER_LINE - 5..=MAX_TIPS_PER_LINE).contains(&n),
+            "{n}"
+        );
+    }
+
+    #[test]
+    fn a_zoomed_chart_gives_tooltips_only_inside_its_window() {
+        let mut c = Chart::new("zoom", "loss", false);
+        let pts: Vec<(u64, f64)> = (1..=300).map(|s| (s, s as f64 * 0.5)).collect();
+        c.lines.push(Line::from_points("loss", &pts));
+        c.x_window = Some((10, 20));
+        let svg = c.to_svg().unwrap();
+        let t = titles(&svg);
+        assert_eq!(t.len(), 11, "{t:?}");
+        assert_eq!(t[0], "loss, step 10: 5");
+        assert_eq!(t[10], "loss, step 20: 10");
     }
 
     #[test]

@@ -455,6 +455,9 @@ mod tests {
         assert!(html.contains("<td><code>clip_global_norm</code></td><td><span class=\"badge healthy\">healthy</span></td>"));
         assert!(html.contains(&svg_text("NaN / inf (top edge)")));
         assert!(html.contains("<td class=\"num\">13.0 s</td>"));
+        // Points carry tooltips naming the variant, the step and the value.
+        assert!(html.contains("<title>none, step 20: NaN</title>"), "{html}");
+        assert!(html.contains("<title>clip_global_norm, step 30: 12.5</title>"));
         let err = render_compare_html(&variants(), &[], &unwritable_dir(tmp.path()).join("c.html"))
             .unwrap_err()
             .to_string();

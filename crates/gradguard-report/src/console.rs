@@ -15,7 +15,8 @@
 //! `step N | loss L | grad norm G` every `every` steps, the last step, and one line per
 //! finding. At `finish` the bar is cleared and the diagnosis is printed on stdout with
 //! [`Diagnosis::to_plain_words`](gradguard_core::Diagnosis::to_plain_words), followed by
-//! where the outputs are.
+//! where the outputs are. On a terminal the verdict line and the signs seen are coloured,
+//! unless `NO_COLOR` is set or the CLI's `--color` says otherwise ([`crate::color`]).
 
 use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
@@ -333,7 +334,20 @@ impl Reporter for ConsoleReporter {
             text.push_str(&format!("\n{}: {} step(s)\n", st.name, end.summary.steps));
             text.push_str(&losses_line(end.summary));
         }
-        text.push_str(&end.diagnosis.to_plain_words());
+        // Coloured on a terminal (crate::color): the verdict line and the signs seen.
+        let words = end.diagnosis.to_plain_words();
+        let colored = match &self.output {
+            Some(_) => crate::color::decide(crate::color::color_choice(), false, false),
+            None => crate::color::stdout_colored(),
+        };
+        if colored {
+            text.push_str(&crate::color::paint_diagnosis(
+                &words,
+                end.diagnosis.verdict,
+            ));
+        } else {
+            text.push_str(&words);
+        }
         if !self.quiet {
             text.push_str(&format!("Outputs: {}\n", st.out_dir.display()));
         }

@@ -9,13 +9,16 @@
 //! | `max_findings` | `200`           | findings listed in the page (the rest are counted)           |
 //!
 //! The page holds, in order: the verdict and the figures at a glance; SVG charts of the
-//! training loss, of the global gradient L2 norm (log scale, before remedies, plus what the
+//! training loss (with the held-out loss at each evaluation, when the events carry
+//! `held_out_loss`), of the global gradient L2 norm (log scale, before remedies, plus what the
 //! optimiser received after remedies when a remedy changed it) with the clip threshold
 //! (`RunInfo::clip_threshold`) as a dashed line, of every tensor's gradient norm over time
 //! (log scale) and of every tensor's update ratio ||Δw|| / ||w|| (log scale); when the model
 //! measured norms along time steps or layers (`Event::series`), one chart per series with
 //! its values at the first step, at the step of the largest global norm and at the last
 //! step; the checklist of signs; the prescriptions; the remedies' activity; the findings.
+//! Plotted points and markers carry `<title>` tooltips (series, step, value; no JavaScript),
+//! on a bounded number of points per chart ([`crate::chart`]).
 //!
 //! Non-finite values are shown, not dropped: a NaN or infinite loss or norm is drawn as a
 //! cross on the top edge of its chart and counted under it. Memory is bounded: each series
@@ -58,6 +61,8 @@ struct State {
     path: PathBuf,
     run: RunInfo,
     loss: BoundedSeries,
+    /// The held-out loss at the steps the loop evaluated it (`Event::held_out_loss`).
+    held_out: BoundedSeries,
     grad_norm: BoundedSeries,
     grad_norm_after: BoundedSeries,
     layers: Vec<LayerSeries>,
@@ -340,9 +345,16 @@ impl HtmlReporter {
 
         body.push_str("<h2>Charts</h2>\n");
         let markers = markers(st, s);
-        let loss_log = st.loss.finite_range().is_some_and(|(lo, _)| lo > 0.0);
+        let positive = |s: &BoundedSeries| s.finite_range().is_none_or(|(lo, _)| lo > 0.0);
+        let loss_log =
+            st.loss.finite_range().is_some() && positive(&st.loss) && positive(&st.held_out);
         let mut loss = Chart::new("Training loss", "loss", loss_log);
         loss.lines.push(Line::from_series("loss", &st.loss));
+        // The held-out loss, at each evaluation the log recorded, on the same axes.
+        if !st.held_out.is_empty() {
+            loss.lines
+                .push(Line::from_series("held-out loss", &st.held_out));
+        }
         loss.markers = markers.clone();
         body.push_str(&figure(&loss, &nonfinite_note("The loss", &st.loss))?);
 
@@ -472,6 +484,7 @@ impl Reporter for HtmlReporter {
             path,
             run: run.clone(),
             loss: BoundedSeries::new(cap),
+            held_out: BoundedSeries::new(cap),
             grad_norm: BoundedSeries::new(cap),
             grad_norm_after: BoundedSeries::new(cap),
             layers: Vec::new(),
@@ -496,6 +509,9 @@ impl Reporter for HtmlReporter {
             )));
         };
         st.loss.push(e.step, e.loss);
+        if let Some(h) = e.held_out_loss {
+            st.held_out.push(e.step, h);
+        }
         st.grad_norm.push(e.step, e.grad_norm);
         if let Some(after) = e.grad_norm_after {
             st.grad_norm_after.push(e.step, after);
@@ -675,6 +691,104 @@ mod tests {
         let without_ns = html.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
         assert!(!without_ns.contains("http://") && !without_ns.contains("https://"));
         assert!(!html.contains("<script") && !html.contains("src=") && !html.contains("<link"));
+    }
+
+    #[test]
+    fn chart_points_carry_title_tooltips() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut r = HtmlReporter::default();
+        r.start(&run_info(tmp.path())).unwrap();
+        let losses = [2.5, 0.345, 0.012345, f64::NAN];
+        for (k, &loss) in losses.iter().enumerate() {
+            let step = k as u64 + 1;
+            let mut e = event(step, 99);
+            e.loss = loss;
+            e.grad_norm = 1234.5678 * step as f64;
+            e.findings.clear();
+            r.event(&e).unwrap();
+        }
+        let (d, mut s) = (diagnosis(), summary());
+        s.first_nonfinite_step = Some(4);
+        let html = r
+            .render(&RunEnd {
+                diagnosis: &d,
+                summary: &s,
+            })
+            .unwrap();
+        for title in [
+            "loss, step 1: 2.5",
+            "loss, step 2: 0.345",
+            "loss, step 3: 0.0123",
+            "loss, step 4: NaN",
+            "before remedies, step 3: 3704",
+            "after remedies, step 1: 0.75",
+            "after remedies, step 2: 1",
+            "layers.0.weight, step 2: 0.9",
+            "layers.0.bias, step 4: 1.52",
+            "layers.0.bias, step 4: 0.008",
+            "step 4: first non-finite value",
+        ] {
+            assert!(
+                html.contains(&format!("<title>{title}</title>")),
+                "{title} missing"
+            );
+        }
+        // Still no script: the tooltips are the browser's own.
+        assert!(!html.contains("<script"));
+    }
+
+    #[test]
+    fn the_held_out_loss_is_drawn_at_each_evaluation() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut r = HtmlReporter::default();
+        r.start(&run_info(tmp.path())).unwrap();
+        for step in 1..=30 {
+            let mut e = event(step, 99);
+            // Evaluated every 10 steps.
+            e.held_out_loss = (step % 10 == 0).then_some(3.0 / step as f64);
+            r.event(&e).unwrap();
+        }
+        let (d, s) = (diagnosis(), summary());
+        let html = r
+            .render(&RunEnd {
+                diagnosis: &d,
+                summary: &s,
+            })
+            .unwrap();
+        // A second series on the loss chart, in the legend, with one point per evaluation.
+        assert!(html.contains(&svg_text("held-out loss")), "legend entry");
+        for title in [
+            "held-out loss, step 10: 0.3",
+            "held-out loss, step 20: 0.15",
+            "held-out loss, step 30: 0.1",
+        ] {
+            assert!(html.contains(&format!("<title>{title}</title>")), "{title}");
+        }
+        assert_eq!(html.matches("<title>held-out loss, step ").count(), 3);
+        // Drawn as a line through its three points, in the second line colour (orange
+        // #FF7F0E): the loss chart holds such a polyline of three points.
+        let orange_point_counts = |html: &str| -> Vec<usize> {
+            let chart = html.split("<figure>").nth(1).unwrap().to_string();
+            assert!(chart.contains(&svg_text("Training loss")));
+            chart
+                .split("<polyline")
+                .skip(1)
+                .filter(|p| p.split('>').next().unwrap().contains("stroke=\"#FF7F0E\""))
+                .filter_map(|p| p.split("points=\"").nth(1)?.split('"').next())
+                .map(|pts| pts.split_whitespace().count())
+                .collect()
+        };
+        assert!(
+            orange_point_counts(&html).contains(&3),
+            "{:?}",
+            orange_point_counts(&html)
+        );
+
+        // A log without held-out losses draws one line and no legend entry for it.
+        let html = render_synthetic(tmp.path(), 30, 99, 2000);
+        assert!(!html.contains("held-out loss, step"));
+        assert!(!html.contains(&svg_text("held-out loss")));
+        assert!(orange_point_counts(&html).is_empty());
     }
 
     #[test]

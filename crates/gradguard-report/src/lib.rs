@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod chart;
+pub mod color;
 pub mod compare;
 pub mod console;
 pub mod events_file;
@@ -194,6 +195,7 @@ pub(crate) mod test_util {
             penalty: None,
             grad_norm: if step >= nan_from { f64::NAN } else { g },
             grad_norm_after: Some(g.min(1.0)),
+            held_out_loss: None,
             grad_nonfinite: 0,
             lr: Some(0.01),
             layers: vec![

@@ -81,6 +81,7 @@ fn events(steps: u64, nan_from: u64, clipped: bool) -> Vec<Event> {
                 penalty: None,
                 grad_norm: if nan { f64::NAN } else { g },
                 grad_norm_after: clipped.then_some(g.min(1.0)),
+                held_out_loss: None,
                 grad_nonfinite: 0,
                 lr: Some(0.01),
                 layers,
@@ -304,6 +305,13 @@ fn check_dom(page: &Path, svgs: usize, tmp: &Path) {
         page.display()
     );
     assert!(dom.contains("<text"), "chart text missing");
+    // Tooltips: the browser parsed each point's <title> as the SVG circle's child.
+    let tips = dom.matches("</title></circle>").count();
+    assert!(
+        tips >= 10 * svgs,
+        "only {tips} point tooltips in {}",
+        page.display()
+    );
 }
 
 /// Takes a screenshot, decodes it, and checks that charts were drawn: the page is not one

@@ -198,6 +198,11 @@ pub struct TrainSpec {
     /// Reshuffle the training samples every epoch (seeded). Default true.
     #[serde(default = "yes")]
     pub shuffle: bool,
+    /// Evaluate the held-out split every this many steps (> 0) and record its loss in that
+    /// step's event (`held_out_loss`, drawn in report.html beside the training loss).
+    /// Default: absent, the held-out split is evaluated once, at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_every: Option<u64>,
 }
 
 fn d_batch() -> usize {
@@ -215,6 +220,7 @@ impl Default for TrainSpec {
             steps: None,
             bptt: None,
             shuffle: true,
+            eval_every: None,
         }
     }
 }

@@ -324,6 +324,9 @@ impl TrainSpec {
         if let Some(b) = self.bptt {
             iss.positive_u("train.bptt.window", b.window);
         }
+        if self.eval_every == Some(0) {
+            iss.push("train.eval_every", "must be > 0");
+        }
     }
 
     /// Checks the training values; returns every issue with its key path.
@@ -441,6 +444,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("use rnn, lstm or gru"), "{e}");
+        let never = TrainSpec {
+            eval_every: Some(0),
+            ..TrainSpec::default()
+        };
+        let e = validate(&mlp, &reg, &never).unwrap_err().to_string();
+        assert!(
+            e.contains("train.eval_every") && e.contains("must be > 0"),
+            "{e}"
+        );
+        let every = TrainSpec {
+            eval_every: Some(5),
+            ..TrainSpec::default()
+        };
+        validate(&mlp, &reg, &every).expect("eval_every = 5 is valid");
         let ce = TrainSpec {
             loss: Some(LossKind::CrossEntropy),
             ..TrainSpec::default()
