@@ -214,6 +214,26 @@ mod tests {
     }
 
     #[test]
+    fn reset_restarts_the_window() {
+        // target 0 (every window is above it), window 3, no warm-up.
+        let mut d = LossNotConverging::new(0, 3, 0.9, 1, Some(0.0));
+        let s = stats(vec![param("w", Role::Weight, 1.0, 1.0)]);
+        let mut found = Vec::new();
+        for step in 1..=2 {
+            d.observe(&Observation::new(step, 1.0, &s), &mut found);
+        }
+        d.reset();
+        // Only one loss in the new window: not judged yet.
+        d.observe(&Observation::new(3, 1.0, &s), &mut found);
+        assert!(found.is_empty(), "{found:?}");
+        for step in 4..=5 {
+            d.observe(&Observation::new(step, 1.0, &s), &mut found);
+        }
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].step, 5);
+    }
+
+    #[test]
     fn invalid_parameters_are_refused() {
         let new = |window, fraction, initial, target| {
             LossNotConverging::new(10, window, fraction, initial, target)

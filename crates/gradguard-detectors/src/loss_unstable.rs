@@ -217,6 +217,49 @@ mod tests {
         found
     }
 
+    fn observe_losses(d: &mut LossUnstable, losses: &[(u64, f64)]) -> Vec<Finding> {
+        let s = crate::testing::stats(Vec::new());
+        let mut found = Vec::new();
+        for &(step, loss) in losses {
+            d.observe(&Observation::new(step, loss, &s), &mut found);
+        }
+        found
+    }
+
+    #[test]
+    fn invalid_parameters_are_refused() {
+        let rc = UnstableMode::RelativeChange;
+        assert!(LossUnstable::new(rc, 0.0, 10, 0.01).validate().is_err());
+        assert!(LossUnstable::new(rc, 1.0, 1, 0.01).validate().is_err());
+        assert!(LossUnstable::new(rc, 1.0, 10, -0.01).validate().is_err());
+        assert!(LossUnstable::new(rc, 1.0, 2, 0.0).validate().is_ok());
+    }
+
+    #[test]
+    fn the_floor_is_a_fraction_of_the_first_loss() {
+        // first 100, floor_fraction 0.01: floor 1. From 0.001 to 0.5 the change is
+        // 0.499 / max(0.001, 1) = 0.499 < 1: quiet (without the floor it would be 499).
+        let mut d = LossUnstable::new(UnstableMode::RelativeChange, 1.0, 10, 0.01);
+        let found = observe_losses(&mut d, &[(1, 100.0), (2, 0.001), (3, 0.5)]);
+        // 100 -> 0.001 is a change of 0.99999 < 1 too.
+        assert!(found.is_empty(), "{found:?}");
+        // From 0.5 to 2.0: 1.5 / max(0.5, 1) = 1.5 > 1: fires.
+        let found = observe_losses(&mut d, &[(4, 2.0)]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!((found[0].value - 1.5).abs() < 1e-12, "{}", found[0].value);
+    }
+
+    #[test]
+    fn reset_forgets_the_previous_loss() {
+        let mut d = LossUnstable::new(UnstableMode::RelativeChange, 1.0, 10, 0.01);
+        assert!(observe_losses(&mut d, &[(1, 1.0)]).is_empty());
+        d.reset();
+        // No previous loss after the reset: a tenfold jump has nothing to compare with.
+        assert!(observe_losses(&mut d, &[(2, 10.0)]).is_empty());
+        // The next one is compared with 10 (and the floor with the new first loss, 10).
+        assert_eq!(observe_losses(&mut d, &[(3, 100.0)]).len(), 1);
+    }
+
     #[test]
     fn relative_change_fires_on_the_jump() {
         let mut d = LossUnstable::default();

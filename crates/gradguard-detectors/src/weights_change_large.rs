@@ -160,6 +160,34 @@ mod tests {
     }
 
     #[test]
+    fn invalid_parameters_are_refused() {
+        assert!(WeightsChangeLarge::new(0.0, 3).validate().is_err());
+        assert!(WeightsChangeLarge::new(-1.0, 3).validate().is_err());
+        assert!(WeightsChangeLarge::new(1.0, 0).validate().is_err());
+        assert!(WeightsChangeLarge::new(1e-9, 1).validate().is_ok());
+    }
+
+    #[test]
+    fn reset_restarts_every_streak() {
+        // patience 2: one large change, reset, one large change: no finding; a second: one.
+        let mut d = WeightsChangeLarge::new(1.0, 2);
+        let s = stats(vec![param("l1.weight", Role::Weight, 1.0, 1.0)]);
+        let u = update(1, &[("l1.weight", 5.0)]);
+        let mut found = Vec::new();
+        let mut observe = |d: &mut WeightsChangeLarge, step: u64, found: &mut Vec<Finding>| {
+            let mut obs = Observation::new(step, 1.0, &s);
+            obs.update = Some(&u);
+            d.observe(&obs, found);
+        };
+        observe(&mut d, 2, &mut found);
+        d.reset();
+        observe(&mut d, 3, &mut found);
+        assert!(found.is_empty(), "{found:?}");
+        observe(&mut d, 4, &mut found);
+        assert_eq!(found.len(), 1, "{found:?}");
+    }
+
+    #[test]
     fn fires_after_patience_on_the_layer_and_once_per_streak() {
         let mut d = WeightsChangeLarge {
             patience: 2,

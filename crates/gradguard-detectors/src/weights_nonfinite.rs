@@ -80,6 +80,19 @@ mod tests {
     use gradguard_core::Role;
 
     #[test]
+    fn reset_names_a_tensor_that_is_still_bad_again() {
+        let mut d = WeightsNonfinite::default();
+        let s = stats(vec![param("w", Role::Weight, 1.0, f64::NAN)]);
+        let mut found = Vec::new();
+        d.observe(&Observation::new(1, 1.0, &s), &mut found);
+        d.observe(&Observation::new(2, 1.0, &s), &mut found);
+        assert_eq!(found.len(), 1, "once per turn: {found:?}");
+        d.reset();
+        d.observe(&Observation::new(3, 1.0, &s), &mut found);
+        assert_eq!(found.len(), 2, "after a reset it is new again: {found:?}");
+    }
+
+    #[test]
     fn names_the_tensor_once_when_it_turns_bad() {
         let mut d = WeightsNonfinite::default();
         let mut found = Vec::new();
