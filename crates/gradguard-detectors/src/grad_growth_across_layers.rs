@@ -339,6 +339,26 @@ mod tests {
     }
 
     #[test]
+    fn growth_through_a_zero_layer_is_named_at_the_output_end() {
+        // Biases 100, 0, 1 (input first): total 100, factor 10 over 2 boundaries, but no
+        // single boundary has a ratio (0/1 = 0, and 100/0 is skipped), so the finding names
+        // the output end, layers.2.bias.
+        let s = stats(
+            [100.0, 0.0, 1.0]
+                .iter()
+                .enumerate()
+                .map(|(l, &v)| param(&format!("layers.{l}.bias"), Role::Bias, v, 1.0))
+                .collect(),
+        );
+        let mut d = GradGrowthAcrossLayers::new(1.5, 10.0, 1.05, 100.0, 1);
+        let mut found = Vec::new();
+        d.observe(&Observation::new(1, 1.0, &s), &mut found);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].layer.as_deref(), Some("layers.2.bias"));
+        assert!((found[0].value - 10.0).abs() < 1e-12);
+    }
+
+    #[test]
     fn chain_growth_edges() {
         // Halving towards the output: total = 1 / 0.125 = 8 over 3 boundaries, factor
         // 8^(1/3) = 2; every ratio v[i-1] / v[i] is 2, so growth starts at the output end.
