@@ -340,6 +340,18 @@ mod tests {
     }
 
     #[test]
+    fn weight_norm_is_the_l2_norm_of_the_weights() {
+        let names = vec!["w".to_string()];
+        let shapes = vec![vec![3usize]];
+        let ws = vec![vec![2.0f32, 3.0, 6.0]];
+        let mut gs = vec![vec![0.0f32; 3]];
+        let s = StepStats::measure(&view_of(&names, &shapes, &ws, &mut gs));
+        // sqrt(4 + 9 + 36) = 7.
+        assert_eq!(s.params[0].weight_sum_sq, 49.0);
+        assert_eq!(s.params[0].weight_norm(), 7.0);
+    }
+
+    #[test]
     fn known_weight_stats_replace_reading_the_weights() {
         let (shape, w, wb) = (vec![2usize], vec![1.0f32, 2.0], vec![3.0f32, 4.0]);
         let (mut g, mut gb) = (vec![3.0f32, 4.0], vec![0.0f32, 1.0]);

@@ -359,6 +359,21 @@ mod tests {
     }
 
     #[test]
+    fn invalid_parameters_are_refused() {
+        let new = GradGrowthAcrossLayers::new;
+        for bad in [
+            new(0.0, 10.0, 1.05, 100.0, 3),
+            new(1.5, 0.0, 1.05, 100.0, 3),
+            new(1.5, 10.0, 0.0, 100.0, 3),
+            new(1.5, 10.0, 1.05, -1.0, 3),
+            new(1.5, 10.0, 1.05, 100.0, 0),
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?} passed");
+        }
+        assert!(new(1.5, 10.0, 1.05, 100.0, 1).validate().is_ok());
+    }
+
+    #[test]
     fn chain_growth_edges() {
         // Halving towards the output: total = 1 / 0.125 = 8 over 3 boundaries, factor
         // 8^(1/3) = 2; every ratio v[i-1] / v[i] is 2, so growth starts at the output end.
