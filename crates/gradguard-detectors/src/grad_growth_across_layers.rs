@@ -373,6 +373,71 @@ mod tests {
         assert!(new(1.5, 10.0, 1.05, 100.0, 1).validate().is_ok());
     }
 
+    /// One step over time-step series of these values (names `s0`, `s1`, ...).
+    fn observe_time(
+        d: &mut GradGrowthAcrossLayers,
+        step: u64,
+        chains: &[Vec<f64>],
+    ) -> Vec<Finding> {
+        let s = stats(vec![param(
+            "rnn.0.weight_hh",
+            Role::RecurrentWeight,
+            1.0,
+            1.0,
+        )]);
+        let series: Vec<Series> = chains
+            .iter()
+            .enumerate()
+            .map(|(k, v)| Series {
+                name: format!("s{k}"),
+                axis: SeriesAxis::TimeSteps,
+                values: v.clone(),
+            })
+            .collect();
+        let mut obs = Observation::new(step, 1.0, &s);
+        obs.series = &series;
+        let mut found = Vec::new();
+        d.observe(&obs, &mut found);
+        found
+    }
+
+    #[test]
+    fn time_growth_needs_both_the_total_and_the_factor() {
+        // 1.04 per step over 200 steps: total 1.04^199 = 2456 >= 100, factor 1.04 <= 1.05.
+        let slow: Vec<f64> = (0..200).map(|t| 1.04f64.powi(199 - t)).collect();
+        let mut d = GradGrowthAcrossLayers::new(1.5, 10.0, 1.05, 100.0, 1);
+        assert!(observe_time(&mut d, 1, &[slow]).is_empty());
+        // 4, 2, 1: factor exactly 2 (strict >) with time_factor 2: quiet; just below: fires.
+        let mut d = GradGrowthAcrossLayers::new(1.5, 10.0, 2.0, 1.0, 1);
+        assert!(observe_time(&mut d, 1, &[vec![4.0, 2.0, 1.0]]).is_empty());
+        let mut d = GradGrowthAcrossLayers::new(1.5, 10.0, 2.0f64.next_down(), 1.0, 1);
+        assert_eq!(observe_time(&mut d, 1, &[vec![4.0, 2.0, 1.0]]).len(), 1);
+    }
+
+    #[test]
+    fn each_time_series_keeps_its_own_streak() {
+        // Two growing series, patience 2: each fires at the second step, independently of
+        // the other and of the (quiet) layer chain.
+        let up = vec![8.0, 4.0, 2.0, 1.0];
+        let mut d = GradGrowthAcrossLayers::new(1.5, 10.0, 1.05, 4.0, 2);
+        assert!(observe_time(&mut d, 1, &[up.clone(), up.clone()]).is_empty());
+        let found = observe_time(&mut d, 2, &[up.clone(), up]);
+        let names: Vec<_> = found.iter().map(|f| f.layer.as_deref()).collect();
+        assert_eq!(names, vec![Some("s0"), Some("s1")]);
+    }
+
+    #[test]
+    fn time_growth_through_a_zero_step_starts_at_the_last_step() {
+        let mut d = GradGrowthAcrossLayers::new(1.5, 10.0, 1.05, 10.0, 1);
+        let found = observe_time(&mut d, 1, &[vec![100.0, 0.0, 1.0]]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].message.contains("starts at t=3"),
+            "{}",
+            found[0].message
+        );
+    }
+
     #[test]
     fn chain_growth_edges() {
         // Halving towards the output: total = 1 / 0.125 = 8 over 3 boundaries, factor
