@@ -427,6 +427,16 @@ mod tests {
     }
 
     #[test]
+    fn reset_restarts_the_streaks() {
+        let up = vec![8.0, 4.0, 2.0, 1.0];
+        let mut d = GradGrowthAcrossLayers::new(1.5, 10.0, 1.05, 4.0, 2);
+        assert!(observe_time(&mut d, 1, &[up.clone()]).is_empty());
+        d.reset();
+        assert!(observe_time(&mut d, 2, &[up.clone()]).is_empty());
+        assert_eq!(observe_time(&mut d, 3, &[up]).len(), 1);
+    }
+
+    #[test]
     fn time_growth_through_a_zero_step_starts_at_the_last_step() {
         let mut d = GradGrowthAcrossLayers::new(1.5, 10.0, 1.05, 10.0, 1);
         let found = observe_time(&mut d, 1, &[vec![100.0, 0.0, 1.0]]);
