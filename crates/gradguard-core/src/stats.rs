@@ -340,6 +340,42 @@ mod tests {
     }
 
     #[test]
+    fn scaling_keeps_each_tensors_figures_true() {
+        let names = vec!["a".to_string(), "b".to_string()];
+        let shapes = vec![vec![2usize], vec![1]];
+        let ws = vec![vec![1.0f32, 1.0], vec![1.0]];
+        let mut gs = vec![vec![3.0f32, -4.0], vec![2.0]];
+        let mut s = StepStats::measure(&view_of(&names, &shapes, &ws, &mut gs));
+        s.scale_param(0, -0.5);
+        s.refresh_totals();
+        // a: ||(3, -4)|| = 5 -> 2.5, sum of squares 25 -> 6.25, max |g| 4 -> 2.
+        assert_eq!(s.params[0].grad_norm, 2.5);
+        assert_eq!(s.params[0].grad_sum_sq, 6.25);
+        assert_eq!(s.params[0].grad_max_abs, 2.0);
+        assert_eq!(s.params[1].grad_norm, 2.0);
+        assert_eq!(s.grad_sum_sq, 10.25);
+        assert_eq!(s.grad_max_abs, 2.0);
+    }
+
+    #[test]
+    fn first_nonfinite_names_the_first_bad_tensor() {
+        let names = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let shapes = vec![vec![1usize]; 3];
+        let ws = vec![vec![1.0f32], vec![f32::INFINITY], vec![1.0]];
+        let mut gs = vec![vec![1.0f32], vec![1.0], vec![f32::NAN]];
+        let s = StepStats::measure(&view_of(&names, &shapes, &ws, &mut gs));
+        assert_eq!(s.first_nonfinite_grad().map(|p| p.name.as_str()), Some("c"));
+        assert_eq!(
+            s.first_nonfinite_weight().map(|p| p.name.as_str()),
+            Some("b")
+        );
+        let ws = vec![vec![1.0f32]; 3];
+        let mut gs = vec![vec![1.0f32]; 3];
+        let s = StepStats::measure(&view_of(&names, &shapes, &ws, &mut gs));
+        assert!(s.first_nonfinite_grad().is_none() && s.first_nonfinite_weight().is_none());
+    }
+
+    #[test]
     fn weight_norm_is_the_l2_norm_of_the_weights() {
         let names = vec!["w".to_string()];
         let shapes = vec![vec![3usize]];
