@@ -430,9 +430,9 @@ mod tests {
     fn reset_restarts_the_streaks() {
         let up = vec![8.0, 4.0, 2.0, 1.0];
         let mut d = GradGrowthAcrossLayers::new(1.5, 10.0, 1.05, 4.0, 2);
-        assert!(observe_time(&mut d, 1, &[up.clone()]).is_empty());
+        assert!(observe_time(&mut d, 1, std::slice::from_ref(&up)).is_empty());
         d.reset();
-        assert!(observe_time(&mut d, 2, &[up.clone()]).is_empty());
+        assert!(observe_time(&mut d, 2, std::slice::from_ref(&up)).is_empty());
         assert_eq!(observe_time(&mut d, 3, &[up]).len(), 1);
     }
 

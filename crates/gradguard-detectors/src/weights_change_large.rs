@@ -174,7 +174,7 @@ mod tests {
         let s = stats(vec![param("l1.weight", Role::Weight, 1.0, 1.0)]);
         let u = update(1, &[("l1.weight", 5.0)]);
         let mut found = Vec::new();
-        let mut observe = |d: &mut WeightsChangeLarge, step: u64, found: &mut Vec<Finding>| {
+        let observe = |d: &mut WeightsChangeLarge, step: u64, found: &mut Vec<Finding>| {
             let mut obs = Observation::new(step, 1.0, &s);
             obs.update = Some(&u);
             d.observe(&obs, found);
