@@ -105,6 +105,10 @@ pub enum Command {
     /// Train a spec, watching for exploding gradients; writes summary.json, events.jsonl and
     /// report.html. Exits 0 when the run completed, whatever the verdict.
     Run(train::RunArgs),
+    /// Continue an interrupted run from its newest checkpoint (written every 30 s by default,
+    /// and when Ctrl-C or SIGTERM stops a run): same spec, same outputs, and the same result
+    /// as a run that was never interrupted.
+    Resume(train::ResumeArgs),
     /// Run an embedded demo (`--list` to see them); without a name, a short tour.
     Demo(train::DemoArgs),
     /// Run the same spec under each cure (same seed and data order) and compare.
@@ -283,6 +287,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Check(args) => check::run(args),
         Command::Plugins(args) => plugins::run(args),
         Command::Run(args) => train::run(args, cli.quiet),
+        Command::Resume(args) => train::resume(args, cli.quiet),
         Command::Demo(args) => train::demo_cmd(args, cli.quiet),
         Command::Compare(args) => train::compare(args),
         Command::Verify(args) => train::verify(args),
@@ -333,6 +338,7 @@ pub fn main() -> ExitCode {
     if matches!(
         cli.command,
         Command::Run(_)
+            | Command::Resume(_)
             | Command::Demo(_)
             | Command::Compare(_)
             | Command::Verify(_)

@@ -33,6 +33,21 @@ pub struct RunArgs {
     /// Number of optimiser steps (overrides the spec's epochs or steps).
     #[arg(long)]
     pub steps: Option<u64>,
+    /// Continue the interrupted run in --out (default: `runs/<spec name>/latest`) from its
+    /// newest checkpoint, instead of starting a new one. The spec must be the one that run
+    /// started with (its seed and steps included); `gradguard resume RUN_DIR` needs no spec.
+    #[arg(long, conflicts_with = "overwrite")]
+    pub resume: bool,
+    /// How to verify the prescriptions when the run is not healthy.
+    #[command(flatten)]
+    pub verify: VerifyArgs,
+}
+
+/// Arguments of `gradguard resume`.
+#[derive(Debug, clap::Args)]
+pub struct ResumeArgs {
+    /// A run directory written by `gradguard run` (it holds spec.json and checkpoints/).
+    pub run_dir: PathBuf,
     /// How to verify the prescriptions when the run is not healthy.
     #[command(flatten)]
     pub verify: VerifyArgs,
@@ -237,6 +252,9 @@ fn output_dir(out: Option<&Path>, overwrite: bool, default_root: &Path) -> anyho
 /// `gradguard run`.
 pub fn run(args: &RunArgs, quiet: bool) -> anyhow::Result<()> {
     let spec = load(&args.spec)?;
+    if args.resume {
+        return run_resume(args, spec, quiet);
+    }
     let out = output_dir(
         args.out.as_deref(),
         args.overwrite,
@@ -252,9 +270,82 @@ pub fn run(args: &RunArgs, quiet: bool) -> anyhow::Result<()> {
         stop_when_beyond_saving: false,
         interrupt: Some(crate::interrupt().clone()),
         unguarded: false,
+        resume: false,
     };
     let outcome =
         run_experiment(spec, &opts).with_context(|| format!("running {}", args.spec.display()))?;
+    finish_line(&outcome);
+    match outcome.interrupted {
+        Some(sig) => Err(crate::Interrupted(sig).into()),
+        None => Ok(()),
+    }
+}
+
+/// `gradguard run SPEC --resume`: the run in --out (or `runs/<name>/latest`), checked to have
+/// started from this spec.
+fn run_resume(args: &RunArgs, mut spec: ExperimentSpec, quiet: bool) -> anyhow::Result<()> {
+    let run_dir = match &args.out {
+        Some(dir) => dir.clone(),
+        None => {
+            let latest = PathBuf::from("runs").join(&spec.name).join("latest");
+            std::fs::canonicalize(&latest).map_err(|e| {
+                UserError(format!(
+                    "{}: {e}: no earlier run of `{}` to resume (give its directory with --out)",
+                    latest.display(),
+                    spec.name
+                ))
+            })?
+        }
+    };
+    let recorded_path = run_dir.join("spec.json");
+    let recorded = load(&recorded_path)?;
+    let seed = args.seed.unwrap_or(spec.seed);
+    if let Some(steps) = args.steps {
+        spec.train.steps = Some(steps);
+        spec.train.epochs = None;
+    }
+    let given = gradguard_pipeline::run::spec_record(&spec, seed);
+    let then = gradguard_pipeline::run::spec_record(&recorded, recorded.seed);
+    if given.is_none() || given != then {
+        return Err(UserError(format!(
+            "{} was started from a different spec (or seed or steps) than {}: resume it with `gradguard resume {}`, which uses the spec it started with",
+            run_dir.display(),
+            args.spec.display(),
+            run_dir.display()
+        ))
+        .into());
+    }
+    resume_dir(&run_dir, recorded, &args.verify, quiet)
+}
+
+/// `gradguard resume RUN_DIR`.
+pub fn resume(args: &ResumeArgs, quiet: bool) -> anyhow::Result<()> {
+    let spec = load(&args.run_dir.join("spec.json"))?;
+    resume_dir(&args.run_dir, spec, &args.verify, quiet)
+}
+
+fn resume_dir(
+    run_dir: &Path,
+    spec: ExperimentSpec,
+    verify: &VerifyArgs,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let opts = RunOptions {
+        out_dir: Some(run_dir.to_path_buf()),
+        seed: None,
+        steps: None,
+        console: None,
+        quiet,
+        verify: verify.options(true),
+        stop_when_beyond_saving: false,
+        interrupt: Some(crate::interrupt().clone()),
+        unguarded: false,
+        resume: true,
+    };
+    let outcome = run_experiment(spec, &opts).map_err(|e| match e {
+        gradguard_pipeline::RunError::Resume(_) => anyhow::Error::from(UserError(e.to_string())),
+        other => anyhow::Error::from(other),
+    })?;
     finish_line(&outcome);
     match outcome.interrupted {
         Some(sig) => Err(crate::Interrupted(sig).into()),
@@ -439,6 +530,7 @@ fn demo_and_compare(
         stop_when_beyond_saving: false,
         interrupt: Some(crate::interrupt().clone()),
         unguarded: false,
+        resume: false,
     };
     let outcome = run_experiment(spec, &opts)?;
     finish_line(&outcome);

@@ -42,6 +42,7 @@ pub mod probe;
 pub mod registry;
 pub mod remedy_context;
 pub mod sign;
+pub mod state;
 pub mod stats;
 pub mod window;
 
@@ -63,6 +64,7 @@ pub use plugin::{
 pub use probe::{gate_blocks, RecurrentMatrix};
 pub use remedy_context::{ParamEdit, RemedyContext, TensorEdit};
 pub use sign::{Finding, Sign};
+pub use state::{PluginState, StateError};
 pub use stats::{ParamStats, ParamUpdate, StepStats, UpdateStats, WithheldUpdate};
 pub use window::Window;
 

@@ -7,9 +7,12 @@
 //!    crate needs `typetag` and `serde` as dependencies.
 //!    For a remedy, declare what it is with [`Remedy::capabilities`] (it clips, and which
 //!    gradients; it reads the weights; it adds a penalty).
-//! 3. Describe it with [`describe_plugin!`](crate::describe_plugin) so `gradguard plugins`
+//! 3. If it keeps history between steps (a window, a streak, an EMA), implement `save_state`
+//!    and `restore_state` (two lines each, see [`PluginState`]) so that a resumed run
+//!    continues exactly; mark those fields `#[serde(skip)]` so they stay out of specs.
+//! 4. Describe it with [`describe_plugin!`](crate::describe_plugin) so `gradguard plugins`
 //!    lists it (a test in gradguard fails for a built-in kind without a description).
-//! 4. Make sure the final binary references your crate: typetag registers kinds with
+//! 5. Make sure the final binary references your crate: typetag registers kinds with
 //!    link-time constructors, and a crate the binary never names can be dropped by the linker
 //!    ("unknown variant `my_kind`, there are no variants"). Calling any function of your
 //!    crate from `main` (for example a `pub fn register() {}`) is enough.
@@ -27,6 +30,7 @@ use crate::observation::Observation;
 use crate::param::ParamInfo;
 use crate::remedy_context::RemedyContext;
 use crate::sign::Finding;
+use crate::state::{PluginState, StateError};
 
 /// Watches each step's [`Observation`] and reports what it sees as [`Finding`]s.
 ///
@@ -46,6 +50,22 @@ pub trait Detector: Send {
 
     /// Forgets all history (e.g. after a rollback restored earlier weights).
     fn reset(&mut self) {}
+
+    /// The history this detector keeps between steps (windows, streaks), for checkpoints: a
+    /// fresh detector built from the same parameters and given it by
+    /// [`Detector::restore_state`] must then behave exactly as this one would. `None` when
+    /// it keeps none (the default). A detector with history that does not implement this
+    /// resumes with an empty history, so a resumed run may then differ from an uninterrupted
+    /// one. See [`PluginState`] for the two-line implementation.
+    fn save_state(&self) -> Result<Option<PluginState>, StateError> {
+        Ok(None)
+    }
+
+    /// Restores what [`Detector::save_state`] returned. Default: an error, since a detector
+    /// without history was given one.
+    fn restore_state(&mut self, _state: &PluginState) -> Result<(), StateError> {
+        Err(StateError::unexpected(self.typetag_name()))
+    }
 }
 
 /// How a remedy wants checkpoints kept so that it can ask for [`Action::Rollback`].
@@ -97,6 +117,19 @@ pub trait Remedy: Send {
 
     /// Forgets all history.
     fn reset(&mut self) {}
+
+    /// The history this remedy keeps between steps (windows, EMAs, counters), for
+    /// checkpoints; `None` when it keeps none (the default). Same contract as
+    /// [`Detector::save_state`].
+    fn save_state(&self) -> Result<Option<PluginState>, StateError> {
+        Ok(None)
+    }
+
+    /// Restores what [`Remedy::save_state`] returned. Default: an error, since a remedy
+    /// without history was given one.
+    fn restore_state(&mut self, _state: &PluginState) -> Result<(), StateError> {
+        Err(StateError::unexpected(self.typetag_name()))
+    }
 }
 
 /// What a reporter learns when a run starts.
@@ -132,6 +165,26 @@ pub trait Reporter: Send {
     fn event(&mut self, event: &Event) -> Result<(), ReportError>;
     /// Called once at the end, also when the run stopped early.
     fn finish(&mut self, end: &RunEnd<'_>) -> Result<(), ReportError>;
+
+    /// Writes out whatever is buffered, so that the files hold every event so far (the loop
+    /// calls it before writing a checkpoint: a resumed run reads the events back). Default:
+    /// nothing buffered.
+    fn flush(&mut self) -> Result<(), ReportError> {
+        Ok(())
+    }
+
+    /// Called instead of [`Reporter::start`] when a run resumes from a checkpoint: `past`
+    /// holds the events the run recorded up to the checkpoint (read back from its events
+    /// log), so the reporter can rebuild what it writes. The default starts afresh and
+    /// replays them through [`Reporter::event`]; a reporter whose output is not rebuilt that
+    /// way (a console, a file it appends to) overrides it.
+    fn resume(&mut self, run: &RunInfo, past: &[Event]) -> Result<(), ReportError> {
+        self.start(run)?;
+        for e in past {
+            self.event(e)?;
+        }
+        Ok(())
+    }
 }
 
 /// The three plugin families.

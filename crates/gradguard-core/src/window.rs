@@ -64,6 +64,20 @@ impl Window {
         }
     }
 
+    /// A window of `capacity` holding `values` (oldest first, at most `capacity` of them), as
+    /// a restored checkpoint gives them. Only the values are allocated now; the ring grows to
+    /// `capacity` as values are pushed.
+    pub fn from_values(capacity: usize, mut values: Vec<f64>) -> Self {
+        values.truncate(capacity);
+        // Oldest first: a full ring's oldest value is in slot 0, where the next push goes.
+        Window {
+            values,
+            next: 0,
+            capacity,
+            scratch: Vec::new(),
+        }
+    }
+
     /// How many values the window keeps.
     pub fn capacity(&self) -> usize {
         self.capacity

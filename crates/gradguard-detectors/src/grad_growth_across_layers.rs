@@ -32,8 +32,8 @@
 //! **Cost.** One pass over the tensors' statistics and the series; index scratch allocated once.
 
 use gradguard_core::{
-    describe_plugin, Detector, Family, Finding, Observation, ParamDoc, PluginInfo, Role,
-    SeriesAxis, Sign,
+    describe_plugin, Detector, Family, Finding, Observation, ParamDoc, PluginInfo, PluginState,
+    Role, SeriesAxis, Sign, StateError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -283,6 +283,15 @@ impl Detector for GradGrowthAcrossLayers {
 
     fn reset(&mut self) {
         self.streak.iter_mut().for_each(|s| *s = 0);
+    }
+
+    fn save_state(&self) -> Result<Option<PluginState>, StateError> {
+        PluginState::encode(&self.streak).map(Some)
+    }
+
+    fn restore_state(&mut self, state: &PluginState) -> Result<(), StateError> {
+        self.streak = state.decode()?;
+        Ok(())
     }
 }
 

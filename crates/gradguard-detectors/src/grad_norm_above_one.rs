@@ -21,7 +21,8 @@
 //! a warning: the diagnosis never calls a run exploding or suspect from it alone.
 
 use gradguard_core::{
-    describe_plugin, Detector, Family, Finding, Observation, ParamDoc, PluginInfo, Role, Sign,
+    describe_plugin, Detector, Family, Finding, Observation, ParamDoc, PluginInfo, PluginState,
+    Role, Sign, StateError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -145,6 +146,15 @@ impl Detector for GradNormAboveOne {
 
     fn reset(&mut self) {
         self.streak.iter_mut().for_each(|s| *s = 0);
+    }
+
+    fn save_state(&self) -> Result<Option<PluginState>, StateError> {
+        PluginState::encode(&self.streak).map(Some)
+    }
+
+    fn restore_state(&mut self, state: &PluginState) -> Result<(), StateError> {
+        self.streak = state.decode()?;
+        Ok(())
     }
 }
 

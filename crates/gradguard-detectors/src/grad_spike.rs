@@ -25,7 +25,8 @@
 //! spike, since the level is at least `min_ratio` times the median). Scratch allocated once.
 
 use gradguard_core::{
-    describe_plugin, Detector, Family, Finding, Observation, ParamDoc, PluginInfo, Sign, Window,
+    describe_plugin, Detector, Family, Finding, Observation, ParamDoc, PluginInfo, PluginState,
+    Sign, StateError, Window,
 };
 use serde::{Deserialize, Serialize};
 
@@ -173,6 +174,15 @@ impl Detector for GradSpike {
 
     fn reset(&mut self) {
         self.ring.clear();
+    }
+
+    fn save_state(&self) -> Result<Option<PluginState>, StateError> {
+        PluginState::encode(&self.ring).map(Some)
+    }
+
+    fn restore_state(&mut self, state: &PluginState) -> Result<(), StateError> {
+        self.ring = state.decode()?;
+        Ok(())
     }
 }
 

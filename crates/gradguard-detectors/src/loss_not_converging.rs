@@ -15,7 +15,8 @@
 //! Healthy training passes this easily; it is a warning, never decisive on its own.
 
 use gradguard_core::{
-    describe_plugin, Detector, Family, Finding, Observation, ParamDoc, PluginInfo, Sign,
+    describe_plugin, Detector, Family, Finding, Observation, ParamDoc, PluginInfo, PluginState,
+    Sign, StateError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -181,6 +182,26 @@ impl Detector for LossNotConverging {
     fn reset(&mut self) {
         self.window_n = 0;
         self.window_min = f64::INFINITY;
+    }
+
+    fn save_state(&self) -> Result<Option<PluginState>, StateError> {
+        PluginState::encode(&(
+            self.initial_sum,
+            self.initial_n,
+            self.window_min,
+            self.window_n,
+        ))
+        .map(Some)
+    }
+
+    fn restore_state(&mut self, state: &PluginState) -> Result<(), StateError> {
+        (
+            self.initial_sum,
+            self.initial_n,
+            self.window_min,
+            self.window_n,
+        ) = state.decode()?;
+        Ok(())
     }
 }
 

@@ -19,7 +19,8 @@
 //! more than 10% of its steps swing (see [`crate::diagnoser`]).
 
 use gradguard_core::{
-    describe_plugin, Detector, Family, Finding, Observation, ParamDoc, PluginInfo, Sign, Window,
+    describe_plugin, Detector, Family, Finding, Observation, ParamDoc, PluginInfo, PluginState,
+    Sign, StateError, Window,
 };
 use serde::{Deserialize, Serialize};
 
@@ -186,6 +187,15 @@ impl Detector for LossUnstable {
         self.first = None;
         self.ring.clear();
         self.cooldown = 0;
+    }
+
+    fn save_state(&self) -> Result<Option<PluginState>, StateError> {
+        PluginState::encode(&(self.prev, self.first, &self.ring, self.cooldown)).map(Some)
+    }
+
+    fn restore_state(&mut self, state: &PluginState) -> Result<(), StateError> {
+        (self.prev, self.first, self.ring, self.cooldown) = state.decode()?;
+        Ok(())
     }
 }
 

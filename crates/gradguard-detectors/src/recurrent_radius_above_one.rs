@@ -33,7 +33,8 @@
 //! caught at once by the update ratio (`weights_change_large` and the diagnosis' wreck rule).
 
 use gradguard_core::{
-    describe_plugin, Detector, Family, Finding, Observation, ParamDoc, PluginInfo, Role, Sign,
+    describe_plugin, Detector, Family, Finding, Observation, ParamDoc, PluginInfo, PluginState,
+    Role, Sign, StateError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -219,6 +220,15 @@ impl Detector for RecurrentRadiusAboveOne {
 
     fn reset(&mut self) {
         self.reported.iter_mut().for_each(|r| *r = 0.0);
+    }
+
+    fn save_state(&self) -> Result<Option<PluginState>, StateError> {
+        PluginState::encode(&self.reported).map(Some)
+    }
+
+    fn restore_state(&mut self, state: &PluginState) -> Result<(), StateError> {
+        self.reported = state.decode()?;
+        Ok(())
     }
 }
 

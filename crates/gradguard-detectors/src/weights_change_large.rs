@@ -21,7 +21,8 @@
 //! 0.23; a threshold of 0.1 fired in 4 of 5 healthy seeds. A threshold near 1 separated the two.
 
 use gradguard_core::{
-    describe_plugin, Detector, Family, Finding, Observation, ParamDoc, PluginInfo, Sign,
+    describe_plugin, Detector, Family, Finding, Observation, ParamDoc, PluginInfo, PluginState,
+    Sign, StateError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -118,6 +119,15 @@ impl Detector for WeightsChangeLarge {
 
     fn reset(&mut self) {
         self.streak.iter_mut().for_each(|s| *s = 0);
+    }
+
+    fn save_state(&self) -> Result<Option<PluginState>, StateError> {
+        PluginState::encode(&self.streak).map(Some)
+    }
+
+    fn restore_state(&mut self, state: &PluginState) -> Result<(), StateError> {
+        self.streak = state.decode()?;
+        Ok(())
     }
 }
 

@@ -12,7 +12,10 @@
 //! This sign is decisive: a non-finite weight means the run is broken. In the reference runs
 //! it appears 0-1 updates after the loss became non-finite, when that update was applied.
 
-use gradguard_core::{describe_plugin, Detector, Family, Finding, Observation, PluginInfo, Sign};
+use gradguard_core::{
+    describe_plugin, Detector, Family, Finding, Observation, PluginInfo, PluginState, Sign,
+    StateError,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::util::fmt_num;
@@ -62,6 +65,15 @@ impl Detector for WeightsNonfinite {
 
     fn reset(&mut self) {
         self.bad.iter_mut().for_each(|b| *b = false);
+    }
+
+    fn save_state(&self) -> Result<Option<PluginState>, StateError> {
+        PluginState::encode(&self.bad).map(Some)
+    }
+
+    fn restore_state(&mut self, state: &PluginState) -> Result<(), StateError> {
+        self.bad = state.decode()?;
+        Ok(())
     }
 }
 

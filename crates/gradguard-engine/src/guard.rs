@@ -2,10 +2,11 @@
 
 use gradguard_core::{
     Action, ActionRecord, CheckpointPolicy, Detector, Diagnosis, Event, Finding, Learning,
-    Observation, ParamView, Remedy, RemedyContext, RemedyError, ReportError, Reporter, RunEnd,
-    RunInfo, RunSummary, Series, Sign, StepStats, UpdateStats,
+    Observation, ParamView, PluginState, Remedy, RemedyContext, RemedyError, ReportError, Reporter,
+    RunEnd, RunInfo, RunSummary, Series, Sign, StepStats, UpdateStats,
 };
 use gradguard_detectors::{default_detectors, run_summary, Diagnoser, InitialGrowth, RunFigures};
+use serde::{Deserialize, Serialize};
 
 use crate::host::{HostError, TrainingHost};
 
@@ -38,6 +39,33 @@ pub enum GuardError {
     /// The Guard was driven out of order (e.g. `after_update` without `step`).
     #[error("the Guard was driven out of order: {0}")]
     Order(&'static str),
+    /// A checkpoint's Guard state could not be saved, or does not fit this Guard's plugins.
+    #[error("the Guard's checkpoint state: {0}")]
+    State(String),
+}
+
+/// The version of [`Guard::save_state`]'s layout.
+const STATE_FORMAT: u32 = 1;
+
+/// What [`Guard::save_state`] keeps: everything a step depends on from earlier steps.
+#[derive(Serialize, Deserialize)]
+struct SavedGuard {
+    format: u32,
+    detectors: Vec<SavedPlugin>,
+    remedies: Vec<SavedPlugin>,
+    diagnoser: Diagnoser,
+    last_update: Option<UpdateStats>,
+    lr_scale: f64,
+    halting: bool,
+    last_loss: f64,
+}
+
+/// One plugin's kind (to check the spec still lists the same plugins in the same order) and
+/// its saved history.
+#[derive(Serialize, Deserialize)]
+struct SavedPlugin {
+    kind: String,
+    state: Option<PluginState>,
 }
 
 /// What the training loop tells the Guard about a step besides its gradients.
@@ -243,6 +271,139 @@ impl Guard {
                     what: "take a snapshot",
                     source,
                 })?;
+        }
+        self.started = true;
+        Ok(())
+    }
+
+    /// Everything later steps depend on, for a checkpoint: each detector's and remedy's
+    /// history ([`Detector::save_state`], [`Remedy::save_state`]), the diagnoser (every step
+    /// so far, for the diagnosis), the last update's statistics, the learning-rate scale the
+    /// remedies set, and whether the run is halting. Call it between steps (after
+    /// [`Guard::after_update`]). The weights, optimiser, data position and snapshots are the
+    /// training loop's to save.
+    pub fn save_state(&self) -> Result<PluginState, GuardError> {
+        let plugin_err = |family: &str, i: usize, kind: &str, e: gradguard_core::StateError| {
+            GuardError::State(format!("{family} {} (`{kind}`): {e}", i + 1))
+        };
+        let mut detectors = Vec::with_capacity(self.detectors.len());
+        for (i, d) in self.detectors.iter().enumerate() {
+            let kind = d.typetag_name();
+            detectors.push(SavedPlugin {
+                kind: kind.to_string(),
+                state: d
+                    .save_state()
+                    .map_err(|e| plugin_err("detector", i, kind, e))?,
+            });
+        }
+        let mut remedies = Vec::with_capacity(self.remedies.len());
+        for (i, r) in self.remedies.iter().enumerate() {
+            let kind = r.typetag_name();
+            remedies.push(SavedPlugin {
+                kind: kind.to_string(),
+                state: r
+                    .save_state()
+                    .map_err(|e| plugin_err("remedy", i, kind, e))?,
+            });
+        }
+        PluginState::encode(&SavedGuard {
+            format: STATE_FORMAT,
+            detectors,
+            remedies,
+            diagnoser: self.diagnoser.clone(),
+            last_update: self.last_update.clone(),
+            lr_scale: self.lr_scale,
+            halting: self.halting,
+            last_loss: self.last_loss,
+        })
+        .map_err(|e| GuardError::State(e.to_string()))
+    }
+
+    /// Flushes every reporter ([`Reporter::flush`]); the first error is returned after every
+    /// reporter was flushed. Call it before writing a checkpoint.
+    pub fn flush_reporters(&mut self) -> Result<(), GuardError> {
+        let mut first = None;
+        for r in self.reporters.iter_mut() {
+            if let Err(e) = r.flush() {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), |e| Err(e.into()))
+    }
+
+    /// Starts a resumed run instead of [`Guard::start`]: restores what [`Guard::save_state`]
+    /// saved (checking that the detectors and remedies are the same kinds, in the same order,
+    /// as when it was saved) and resumes every reporter with the events recorded up to the
+    /// checkpoint ([`Reporter::resume`]: files are rebuilt from them, the console says where
+    /// the run resumes). No snapshot is taken: the loop restores its own. After an error the
+    /// Guard may hold part of the saved history: build a new one rather than go on with it.
+    pub fn resume(
+        &mut self,
+        mut info: RunInfo,
+        state: &PluginState,
+        past: &[Event],
+    ) -> Result<(), GuardError> {
+        let saved: SavedGuard = state
+            .decode()
+            .map_err(|e| GuardError::State(e.to_string()))?;
+        if saved.format != STATE_FORMAT {
+            return Err(GuardError::State(format!(
+                "layout {}, this gradguard reads layout {STATE_FORMAT}",
+                saved.format
+            )));
+        }
+        fn same_kinds<'a>(
+            family: &str,
+            saved: &[SavedPlugin],
+            now: impl ExactSizeIterator<Item = &'a str>,
+        ) -> Result<(), GuardError> {
+            let now: Vec<&str> = now.collect();
+            let then: Vec<&str> = saved.iter().map(|p| p.kind.as_str()).collect();
+            if now != then {
+                return Err(GuardError::State(format!(
+                    "the checkpoint was made with the {family} [{}], the spec now lists [{}]: resume with the spec the run started with",
+                    then.join(", "),
+                    now.join(", ")
+                )));
+            }
+            Ok(())
+        }
+        same_kinds(
+            "detectors",
+            &saved.detectors,
+            self.detectors.iter().map(|d| d.typetag_name()),
+        )?;
+        same_kinds(
+            "remedies",
+            &saved.remedies,
+            self.remedies.iter().map(|r| r.typetag_name()),
+        )?;
+        let restore_err = |family: &str, i: usize, kind: &str, e: gradguard_core::StateError| {
+            GuardError::State(format!("{family} {} (`{kind}`): {e}", i + 1))
+        };
+        for (i, (d, s)) in self.detectors.iter_mut().zip(&saved.detectors).enumerate() {
+            if let Some(st) = &s.state {
+                d.restore_state(st)
+                    .map_err(|e| restore_err("detector", i, &s.kind, e))?;
+            }
+        }
+        for (i, (r, s)) in self.remedies.iter_mut().zip(&saved.remedies).enumerate() {
+            if let Some(st) = &s.state {
+                r.restore_state(st)
+                    .map_err(|e| restore_err("remedy", i, &s.kind, e))?;
+            }
+        }
+        self.diagnoser = saved.diagnoser;
+        self.last_update = saved.last_update;
+        self.lr_scale = saved.lr_scale;
+        self.halting = saved.halting;
+        self.last_loss = saved.last_loss;
+        self.last_event = past.last().cloned();
+        if info.clip_threshold.is_none() {
+            info.clip_threshold = self.clip_threshold();
+        }
+        for r in self.reporters.iter_mut() {
+            r.resume(&info, past)?;
         }
         self.started = true;
         Ok(())

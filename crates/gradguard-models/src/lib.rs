@@ -40,11 +40,12 @@ mod gradcheck_tests;
 #[cfg(test)]
 mod trainer_tests;
 
+pub use checkpoint::CheckpointExtras;
 pub use error::{ModelError, SpecIssue};
 pub use recurrent::{tune_allocator, CellKind};
 pub use spec::{
-    Activation, InitScheme, InitSpec, LossKind, ModelSpec, OptimizerSpec, ScheduleSpec, TaskSpec,
-    TrainSpec,
+    Activation, CheckpointSpec, InitScheme, InitSpec, LossKind, ModelSpec, OptimizerSpec,
+    ScheduleSpec, TaskSpec, TrainSpec,
 };
 pub use tasks::{build_task, Baseline, TaskData};
 pub use trainer::{

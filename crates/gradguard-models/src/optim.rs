@@ -120,6 +120,19 @@ impl Optimizer {
         }
     }
 
+    /// This optimiser (same configuration and schedule) with its per-tensor state and step
+    /// counter replaced, as a checkpoint restores them. The bounds the transactional check
+    /// keeps are forgotten (unknown bounds only cost one exact pass, never a different result).
+    pub fn with_state(&self, state: Vec<OptimState>, t: u64) -> Optimizer {
+        Optimizer {
+            spec: self.spec,
+            schedule: self.schedule,
+            state_bound: vec![f64::INFINITY; state.len()],
+            state,
+            t,
+        }
+    }
+
     /// Applies one update to every `(weights, grads)` pair with learning rate `lr`, advancing
     /// the step counter once. Returns one [`StepUpdate`] per tensor.
     pub fn step(

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ModelError;
 use crate::network::Network;
 use crate::ops::loss_and_grad;
-use crate::optim::{Known, OptimState, Optimizer, StepUpdate};
+use crate::optim::{Known, Optimizer, StepUpdate};
 use crate::recurrent::RecurrentState;
 use crate::rng::Rng64;
 use crate::spec::{validate, LossKind, ModelSpec, TaskSpec, TrainSpec};
@@ -54,13 +54,13 @@ pub struct Evaluation {
 /// Everything that determines the rest of a run, in memory (for rollback).
 #[derive(Clone, Debug)]
 pub struct Snapshot {
-    weights: Vec<Vec<f32>>,
-    optimizer: Optimizer,
-    cursor: DataCursor,
-    order: Vec<usize>,
-    rng: [u64; 4],
-    steps_done: u64,
-    states: Vec<Option<RecurrentState>>,
+    pub(crate) weights: Vec<Vec<f32>>,
+    pub(crate) optimizer: Optimizer,
+    pub(crate) cursor: DataCursor,
+    pub(crate) order: Vec<usize>,
+    pub(crate) rng: [u64; 4],
+    pub(crate) steps_done: u64,
+    pub(crate) states: Vec<Option<RecurrentState>>,
 }
 
 impl Snapshot {
@@ -930,10 +930,5 @@ impl Trainer {
             seq_len: self.data.steps,
             bptt_window: self.bptt,
         })
-    }
-
-    /// The optimiser's per-tensor state (for checkpoints).
-    pub(crate) fn optim_state(&self) -> &[OptimState] {
-        &self.opt.state
     }
 }

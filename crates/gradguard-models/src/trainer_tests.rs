@@ -208,6 +208,83 @@ fn snapshot_restore_replays_exactly() {
     assert_ne!(a.0, c.0);
 }
 
+/// A checkpoint with rollback snapshots and blobs: the blobs come back byte for byte, and
+/// restoring a loaded snapshot gives exactly what restoring the in-memory one gives. Damaged
+/// extras are errors that change nothing.
+#[test]
+fn checkpoint_with_snapshots_and_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ck.safetensors");
+    let spec = (
+        "kind = \"gru\"\nhidden = 4",
+        SINE,
+        "optimizer = { kind = \"sgd\", lr = 0.05, momentum = 0.9 }\nbatch_size = 40",
+    );
+    let mut t = trainer(spec.0, spec.1, spec.2, 4);
+    train_losses(&mut t, 3, 1);
+    let early = t.snapshot();
+    train_losses(&mut t, 4, 1);
+    let later = t.snapshot();
+    train_losses(&mut t, 2, 1);
+    let blob: Vec<u8> = (0..=255u8).collect();
+    t.save_checkpoint_with(
+        &path,
+        &[&early, &later],
+        &[("guard", &blob), ("run", b"{}")],
+    )
+    .unwrap();
+    let mut fresh = trainer(spec.0, spec.1, spec.2, 4);
+    let extras = fresh.load_checkpoint_with(&path).unwrap();
+    assert_eq!(extras.blobs["guard"], blob);
+    assert_eq!(extras.blobs["run"], b"{}");
+    assert_eq!(extras.snapshots.len(), 2);
+    assert_eq!(extras.snapshots[0].steps_done(), 3);
+    assert_eq!(extras.snapshots[1].steps_done(), 7);
+    assert_eq!(fresh.updates_applied(), t.updates_applied());
+    // Rolling back to the loaded snapshot equals rolling back to the in-memory one.
+    let next = |t: &mut Trainer| {
+        let l = t.step_gradients().unwrap().loss;
+        t.apply_update(1.0).unwrap();
+        (
+            l,
+            t.view()
+                .unwrap()
+                .iter()
+                .map(|p| p.weights.to_vec())
+                .collect::<Vec<_>>(),
+        )
+    };
+    t.restore(&early).unwrap();
+    fresh.restore(&extras.snapshots[0]).unwrap();
+    assert_eq!(next(&mut t), next(&mut fresh));
+    // The plain loader ignores the extras.
+    let mut plain = trainer(spec.0, spec.1, spec.2, 4);
+    plain.load_checkpoint(&path).unwrap();
+    // A snapshot count beyond the tensors is refused, naming what is missing.
+    let bytes = std::fs::read(&path).unwrap();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    assert!(
+        text.contains("\"ring\":\"2\""),
+        "the ring count is in the header"
+    );
+    let damaged = bytes_replace(&bytes, b"\"ring\":\"2\"", b"\"ring\":\"3\"");
+    let bad = dir.path().join("bad.safetensors");
+    std::fs::write(&bad, damaged).unwrap();
+    let before = plain.snapshot();
+    let e = plain.load_checkpoint_with(&bad).unwrap_err().to_string();
+    assert!(e.contains("ring.2."), "{e}");
+    let after = plain.snapshot();
+    assert_eq!(before.steps_done(), after.steps_done(), "nothing changed");
+}
+
+fn bytes_replace(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let i = hay
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("pattern");
+    [&hay[..i], to, &hay[i + from.len()..]].concat()
+}
+
 /// Checkpoint round trip: a fresh trainer loading the file continues bit-exactly; a model
 /// of another shape gets an error naming the tensor.
 #[test]

@@ -254,6 +254,7 @@ pub fn run_compare(
                 stop_when_beyond_saving: opts.stop_when_beyond_saving && v.cure.is_some(),
                 interrupt: opts.interrupt.clone(),
                 unguarded: opts.unguarded,
+                resume: false,
             };
             let outcome = run_experiment(spec, &run_opts)
                 .map_err(|e| CompareError::Run(v.name.clone(), Box::new(e)))?;

@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod checkpoints;
 pub mod claims;
 pub mod compare;
 pub mod cures;

@@ -69,6 +69,10 @@ pub enum RunError {
     /// The Guard could not go on (a checkpoint request failed).
     #[error(transparent)]
     Guard(GuardError),
+    /// The run could not be resumed (no checkpoint, a damaged one, an events log that does
+    /// not cover it).
+    #[error("cannot resume: {0}")]
+    Resume(String),
 }
 
 /// The name of the lock file a run holds in its output directory.
@@ -197,6 +201,10 @@ pub struct RunOptions {
     /// reaches the weights as it would in PyTorch. For the claims book, which tests the
     /// field's claims about training without a guard; never the default.
     pub unguarded: bool,
+    /// Continue the run in `out_dir` (which must be given) from its newest checkpoint instead
+    /// of starting afresh (see [`crate::checkpoints`]). The spec must be the one the run
+    /// started with (`gradguard resume` reads it from the run's `spec.json`).
+    pub resume: bool,
 }
 
 /// What a completed run produced.
@@ -271,16 +279,30 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
         spec.train.epochs = None;
     }
     // A run without a directory gets a fresh one of its own: reruns never overwrite or mix.
-    let out_dir = match &opts.out_dir {
-        Some(dir) => dir.clone(),
-        None => crate::out_dir::fresh_run_dir(&PathBuf::from("runs").join(&spec.name))?,
+    let out_dir = match (&opts.out_dir, opts.resume) {
+        (Some(dir), _) => dir.clone(),
+        (None, true) => {
+            return Err(RunError::Resume(
+                "resuming needs the run's directory".into(),
+            ))
+        }
+        (None, false) => crate::out_dir::fresh_run_dir(&PathBuf::from("runs").join(&spec.name))?,
     };
     // The spec as given, for deciding which cures apply and for verification.
     let original = spec.try_clone()?;
     // Held to the end of the run: no second run writes into the same directory.
     let _lock = lock_run_dir(&out_dir)?;
     let mut trainer = Trainer::new(&spec.model, &spec.task, &spec.train, seed)?;
-    let initial = probe_trainer(&mut trainer, spec.model.is_recurrent(), 3)?;
+    let resumed = if opts.resume {
+        Some(crate::checkpoints::load_newest(&out_dir, &mut trainer)?)
+    } else {
+        None
+    };
+    // A resumed run's probe result is in the Guard's saved state.
+    let initial = match resumed {
+        None => Some(probe_trainer(&mut trainer, spec.model.is_recurrent(), 3)?),
+        Some(_) => None,
+    };
     let detectors: Vec<Box<dyn Detector>> = spec.detectors.take().unwrap_or_else(default_detectors);
     let remedies = std::mem::take(&mut spec.remedies);
     let console = opts.console.unwrap_or(true) && !opts.quiet;
@@ -297,7 +319,9 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
     }
     let mut guard = Guard::new(detectors, remedies, reporters);
     guard.set_unguarded(opts.unguarded);
-    guard.set_initial_growth(initial_growth(&initial, spec.model.is_recurrent()));
+    if let Some(initial) = &initial {
+        guard.set_initial_growth(initial_growth(initial, spec.model.is_recurrent()));
+    }
     let mut ring = VecDeque::new();
     let info = RunInfo {
         name: spec.name.clone(),
@@ -306,16 +330,36 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
         params: trainer.param_infos(),
         clip_threshold: None,
     };
-    guard.start(
-        info,
-        &mut TrainerHost {
-            trainer: &mut trainer,
-            ring: &mut ring,
-        },
-    )?;
-    write_spec(&original, &out_dir, seed);
     let mut recorder = CompareRecorder::new(gradguard_report::BoundedSeries::DEFAULT_CAPACITY);
     let mut last_loss = f64::NAN;
+    match resumed {
+        Some(r) => {
+            guard.resume(info, &r.guard, &r.past)?;
+            ring.extend(r.snapshots);
+            for e in &r.past {
+                recorder.push(e);
+            }
+            last_loss = guard.last_loss();
+            tracing::info!(
+                "resumed from {} (step {}, {} events)",
+                r.path.display(),
+                r.run.step,
+                r.run.events
+            );
+        }
+        None => {
+            guard.start(
+                info,
+                &mut TrainerHost {
+                    trainer: &mut trainer,
+                    ring: &mut ring,
+                },
+            )?;
+            write_spec(&original, &out_dir, seed);
+        }
+    }
+    let checkpoint = spec.train.checkpoint;
+    let mut last_checkpoint = Instant::now();
     let mut stopped_early: Option<String> = None;
     let mut pending_error: Option<RunError> = None;
     let planned = trainer.planned_steps();
@@ -329,6 +373,19 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
                 "interrupted by signal {sig} after step {}",
                 trainer.steps_done()
             ));
+            // The last step is complete: a checkpoint of it lets `gradguard resume` go on.
+            if checkpoint.enabled() && guard.steps() > 0 {
+                match crate::checkpoints::write_checkpoint(
+                    &out_dir,
+                    &trainer,
+                    &ring,
+                    &mut guard,
+                    checkpoint.keep,
+                ) {
+                    Ok(path) => tracing::info!("checkpoint {}", path.display()),
+                    Err(e) => tracing::warn!("no checkpoint at the interruption: {e}"),
+                }
+            }
             break;
         }
         let step_info = match trainer.step_gradients() {
@@ -412,6 +469,27 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
                 trainer.steps_done()
             ));
             break;
+        }
+        if !trainer.finished()
+            && checkpoint.due(
+                trainer.steps_done(),
+                last_checkpoint.elapsed().as_secs_f64(),
+            )
+        {
+            // A failed checkpoint does not end the run: it is said, and the older ones stay.
+            match crate::checkpoints::write_checkpoint(
+                &out_dir,
+                &trainer,
+                &ring,
+                &mut guard,
+                checkpoint.keep,
+            ) {
+                Ok(path) => tracing::debug!("checkpoint {}", path.display()),
+                Err(e) => {
+                    tracing::warn!("step {}: no checkpoint written: {e}", trainer.steps_done())
+                }
+            }
+            last_checkpoint = Instant::now();
         }
     }
 
@@ -506,9 +584,20 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
 /// in the run directory, so that `gradguard verify RUN_DIR` can run the prescriptions later. Best effort: a run is not
 /// failed for it (the reporters already created the directory, or say why they could not).
 fn write_spec(spec: &ExperimentSpec, out_dir: &std::path::Path, seed: u64) {
-    let Ok(mut value) = serde_json::to_value(spec) else {
+    let Some(value) = spec_record(spec, seed) else {
         return;
     };
+    if let Ok(text) = serde_json::to_string_pretty(&value) {
+        if std::fs::create_dir_all(out_dir).is_ok() {
+            let _ = gradguard_report::write_atomically(&out_dir.join("spec.json"), text.as_bytes());
+        }
+    }
+}
+
+/// The spec as a run records it in its `spec.json`: with the seed used, and a CSV path made
+/// absolute. `None` when it does not serialise.
+pub fn spec_record(spec: &ExperimentSpec, seed: u64) -> Option<serde_json::Value> {
+    let mut value = serde_json::to_value(spec).ok()?;
     value["seed"] = serde_json::Value::from(seed);
     // A CSV path as written is relative to where the run started: make it absolute, so
     // `gradguard verify` finds the data from any folder.
@@ -525,11 +614,7 @@ fn write_spec(spec: &ExperimentSpec, out_dir: &std::path::Path, seed: u64) {
             *path = serde_json::Value::from(abs);
         }
     }
-    if let Ok(text) = serde_json::to_string_pretty(&value) {
-        if std::fs::create_dir_all(out_dir).is_ok() {
-            let _ = gradguard_report::write_atomically(&out_dir.join("spec.json"), text.as_bytes());
-        }
-    }
+    Some(value)
 }
 
 /// The diagnosed run a verification starts from.

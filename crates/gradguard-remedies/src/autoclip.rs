@@ -20,8 +20,8 @@
 //! - `on_nonfinite = "skip_step"`: see [`NonFinitePolicy`].
 
 use gradguard_core::{
-    describe_plugin, Action, ClipScope, Family, ParamDoc, PluginInfo, Remedy, RemedyCapabilities,
-    RemedyContext, RemedyError, Window,
+    describe_plugin, Action, ClipScope, Family, ParamDoc, PluginInfo, PluginState, Remedy,
+    RemedyCapabilities, RemedyContext, RemedyError, StateError, Window,
 };
 use serde::{Deserialize, Serialize};
 
@@ -131,6 +131,15 @@ impl Remedy for AutoClip {
 
     fn reset(&mut self) {
         self.state.clear();
+    }
+
+    fn save_state(&self) -> Result<Option<PluginState>, StateError> {
+        PluginState::encode(&self.state).map(Some)
+    }
+
+    fn restore_state(&mut self, state: &PluginState) -> Result<(), StateError> {
+        self.state = state.decode()?;
+        Ok(())
     }
 }
 

@@ -14,8 +14,8 @@
 //! - `cooldown = 100`: steps after a back-off during which findings are ignored.
 
 use gradguard_core::{
-    describe_plugin, Action, Family, ParamDoc, PluginInfo, Remedy, RemedyCapabilities,
-    RemedyContext, RemedyError,
+    describe_plugin, Action, Family, ParamDoc, PluginInfo, PluginState, Remedy, RemedyCapabilities,
+    RemedyContext, RemedyError, StateError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -91,6 +91,15 @@ impl Remedy for LrBackoff {
 
     fn reset(&mut self) {
         self.last = None;
+    }
+
+    fn save_state(&self) -> Result<Option<PluginState>, StateError> {
+        PluginState::encode(&self.last).map(Some)
+    }
+
+    fn restore_state(&mut self, state: &PluginState) -> Result<(), StateError> {
+        self.last = state.decode()?;
+        Ok(())
     }
 }
 

@@ -17,8 +17,8 @@
 //! - `max_rollbacks = 5`: rollbacks before the run is stopped.
 
 use gradguard_core::{
-    describe_plugin, Action, CheckpointPolicy, Family, ParamDoc, PluginInfo, Remedy,
-    RemedyCapabilities, RemedyContext, RemedyError,
+    describe_plugin, Action, CheckpointPolicy, Family, ParamDoc, PluginInfo, PluginState, Remedy,
+    RemedyCapabilities, RemedyContext, RemedyError, StateError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -143,6 +143,15 @@ impl Remedy for Rollback {
             keep: self.keep,
             skip_batches: self.skip_batches,
         })
+    }
+
+    fn save_state(&self) -> Result<Option<PluginState>, StateError> {
+        PluginState::encode(&self.rollbacks).map(Some)
+    }
+
+    fn restore_state(&mut self, state: &PluginState) -> Result<(), StateError> {
+        self.rollbacks = state.decode()?;
+        Ok(())
     }
 }
 

@@ -18,8 +18,8 @@
 //! - `escalate = "stop"`: `"stop"` or `"rollback"`.
 
 use gradguard_core::{
-    describe_plugin, Action, CheckpointPolicy, Family, ParamDoc, PluginInfo, Remedy,
-    RemedyCapabilities, RemedyContext, RemedyError,
+    describe_plugin, Action, CheckpointPolicy, Family, ParamDoc, PluginInfo, PluginState, Remedy,
+    RemedyCapabilities, RemedyContext, RemedyError, StateError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -113,6 +113,15 @@ impl Remedy for SkipNonfinite {
 
     fn reset(&mut self) {
         self.consecutive = 0;
+    }
+
+    fn save_state(&self) -> Result<Option<PluginState>, StateError> {
+        PluginState::encode(&self.consecutive).map(Some)
+    }
+
+    fn restore_state(&mut self, state: &PluginState) -> Result<(), StateError> {
+        self.consecutive = state.decode()?;
+        Ok(())
     }
 }
 

@@ -19,8 +19,8 @@
 //! - `sigma = 6.0`: the z-score above which a step is skipped (`> 0`).
 
 use gradguard_core::{
-    describe_plugin, Action, Family, ParamDoc, PluginInfo, Remedy, RemedyCapabilities,
-    RemedyContext, RemedyError, Window,
+    describe_plugin, Action, Family, ParamDoc, PluginInfo, PluginState, Remedy, RemedyCapabilities,
+    RemedyContext, RemedyError, StateError, Window,
 };
 use serde::{Deserialize, Serialize};
 
@@ -145,6 +145,15 @@ impl Remedy for SkipSpike {
     fn reset(&mut self) {
         self.losses.clear();
         self.norms.clear();
+    }
+
+    fn save_state(&self) -> Result<Option<PluginState>, StateError> {
+        PluginState::encode(&(&self.losses, &self.norms)).map(Some)
+    }
+
+    fn restore_state(&mut self, state: &PluginState) -> Result<(), StateError> {
+        (self.losses, self.norms) = state.decode()?;
+        Ok(())
     }
 }
 

@@ -24,8 +24,8 @@
 //! - `on_nonfinite = "skip_step"`: see [`NonFinitePolicy`].
 
 use gradguard_core::{
-    describe_plugin, Action, ClipScope, Family, ParamDoc, PluginInfo, Remedy, RemedyCapabilities,
-    RemedyContext, RemedyError, Window,
+    describe_plugin, Action, ClipScope, Family, ParamDoc, PluginInfo, PluginState, Remedy,
+    RemedyCapabilities, RemedyContext, RemedyError, StateError, Window,
 };
 use serde::{Deserialize, Serialize};
 
@@ -42,7 +42,7 @@ fn default_warmup() -> usize {
     25
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct ZState {
     /// The warm-up norms (capacity `warmup_steps`, at least 1; emptied once full).
     warm: Window,
@@ -179,6 +179,15 @@ impl Remedy for ZClip {
             ..ZState::default()
         };
         self.state.warm.clear();
+    }
+
+    fn save_state(&self) -> Result<Option<PluginState>, StateError> {
+        PluginState::encode(&self.state).map(Some)
+    }
+
+    fn restore_state(&mut self, state: &PluginState) -> Result<(), StateError> {
+        self.state = state.decode()?;
+        Ok(())
     }
 }
 

@@ -218,6 +218,32 @@ fn losses_line(s: &gradguard_core::RunSummary) -> String {
 
 #[typetag::serde(name = "console")]
 impl Reporter for ConsoleReporter {
+    /// Takes in the steps before the checkpoint silently (the bar starts at the checkpoint's
+    /// step) and says where the run resumes.
+    fn resume(&mut self, run: &RunInfo, past: &[Event]) -> Result<(), ReportError> {
+        let quiet = self.quiet;
+        self.quiet = true;
+        let replayed = self
+            .start(run)
+            .and_then(|()| past.iter().try_for_each(|e| self.event(e)));
+        self.quiet = quiet;
+        replayed?;
+        let at = past.last().map_or(0, |e| e.step);
+        if let Some(bar) = self.state.as_ref().and_then(|st| st.bar.as_ref()) {
+            bar.set_position(at);
+        }
+        if !self.quiet {
+            let text = format!(
+                "gradguard: resuming {} (seed {}) after step {at}, outputs in {}",
+                run.name,
+                run.seed,
+                run.out_dir.display()
+            );
+            self.progress_line(&text);
+        }
+        Ok(())
+    }
+
     fn start(&mut self, run: &RunInfo) -> Result<(), ReportError> {
         let bar = if self.use_bar() {
             let (bar, template) = match self.total_steps {

@@ -104,6 +104,42 @@ impl Reporter for JsonlReporter {
         Ok(())
     }
 
+    /// Keeps the first `past.len()` lines of the log as they are (bytes unchanged: the
+    /// events the checkpoint covers) and appends after them; whatever followed (steps after the
+    /// checkpoint, a torn last line) is cut off. A log with fewer lines is rewritten from
+    /// `past`.
+    fn resume(&mut self, run: &RunInfo, past: &[Event]) -> Result<(), ReportError> {
+        crate::check_file_name("jsonl", "file", &self.file)?;
+        let path = crate::out_path(&run.out_dir, &self.file);
+        let keep = match std::fs::File::open(&path) {
+            Ok(f) => offset_after_lines(f, past.len()).map_err(|e| ReportError::io(&path, e))?,
+            Err(_) => None,
+        };
+        let Some(offset) = keep else {
+            self.start(run)?;
+            for e in past {
+                self.event(e)?;
+            }
+            return Ok(());
+        };
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| ReportError::io(&path, e))?;
+        file.set_len(offset)
+            .map_err(|e| ReportError::io(&path, e))?;
+        let mut file = file;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))
+            .map_err(|e| ReportError::io(&path, e))?;
+        self.open = Some(OpenFile {
+            path,
+            file,
+            pending: Vec::with_capacity(PENDING_LIMIT + 4096),
+            lines: past.len() as u64,
+        });
+        Ok(())
+    }
+
     fn event(&mut self, event: &Event) -> Result<(), ReportError> {
         let Some(open) = self.open.as_mut() else {
             return Err(ReportError::Other(format!(
@@ -132,12 +168,37 @@ impl Reporter for JsonlReporter {
     }
 
     fn finish(&mut self, _end: &RunEnd<'_>) -> Result<(), ReportError> {
+        self.flush()
+    }
+
+    /// Writes the pending lines and syncs the file, so a checkpoint taken next never covers
+    /// events the log lacks.
+    fn flush(&mut self) -> Result<(), ReportError> {
         if let Some(open) = self.open.as_mut() {
             open.write_pending()
+                .and_then(|()| open.file.sync_data())
                 .map_err(|e| ReportError::io(&open.path, e))?;
         }
         Ok(())
     }
+}
+
+/// The byte offset just after the first `lines` complete (newline-ended) lines of `file`, or
+/// `None` when it has fewer.
+fn offset_after_lines(file: File, lines: usize) -> std::io::Result<Option<u64>> {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(file);
+    let mut offset = 0u64;
+    let mut buf = Vec::new();
+    for _ in 0..lines {
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf)?;
+        if n == 0 || buf.last() != Some(&b'\n') {
+            return Ok(None);
+        }
+        offset += n as u64;
+    }
+    Ok(Some(offset))
 }
 
 impl Drop for OpenFile {

@@ -143,15 +143,48 @@ impl TensorboardReporter {
     }
 }
 
-#[typetag::serde(name = "tensorboard")]
-impl Reporter for TensorboardReporter {
-    fn start(&mut self, run: &RunInfo) -> Result<(), ReportError> {
-        let dir = if self.dir.is_empty() {
-            run.out_dir.clone()
+impl TensorboardReporter {
+    /// The folder the event files go to: the run directory, or `dir` inside it.
+    fn event_dir(&self, run: &RunInfo) -> Result<PathBuf, ReportError> {
+        if self.dir.is_empty() {
+            Ok(run.out_dir.clone())
         } else {
             crate::check_file_name("tensorboard", "dir", &self.dir)?;
-            run.out_dir.join(&self.dir)
-        };
+            Ok(run.out_dir.join(&self.dir))
+        }
+    }
+}
+
+#[typetag::serde(name = "tensorboard")]
+impl Reporter for TensorboardReporter {
+    /// Removes the event files this reporter wrote before the interruption (TensorBoard would
+    /// show their steps twice), then starts a new file and replays the steps up to the
+    /// checkpoint into it.
+    fn resume(&mut self, run: &RunInfo, past: &[Event]) -> Result<(), ReportError> {
+        let dir = self.event_dir(run)?;
+        if self.file.is_none() {
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for entry in entries.flatten() {
+                    let name = entry.file_name();
+                    let is_ours = name
+                        .to_str()
+                        .is_some_and(|n| n.starts_with("events.out.tfevents."));
+                    if is_ours && entry.file_type().is_ok_and(|t| t.is_file()) {
+                        let path = entry.path();
+                        std::fs::remove_file(&path).map_err(|e| ReportError::io(&path, e))?;
+                    }
+                }
+            }
+        }
+        self.start(run)?;
+        for e in past {
+            self.event(e)?;
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, run: &RunInfo) -> Result<(), ReportError> {
+        let dir = self.event_dir(run)?;
         crate::create_dir(&dir)?;
         let wall = now_secs();
         let (path, file) = match &self.file {
@@ -248,6 +281,10 @@ impl Reporter for TensorboardReporter {
     }
 
     fn finish(&mut self, _end: &RunEnd<'_>) -> Result<(), ReportError> {
+        self.flush()
+    }
+
+    fn flush(&mut self) -> Result<(), ReportError> {
         if let Some(open) = self.open.as_mut() {
             open.writer
                 .flush()

@@ -7,7 +7,7 @@ use super::verdict::Decisive;
 use super::{apply_evidence, DiagnosisRules, InitialGrowth, MeasuredCure};
 
 /// Per sign: how often it was found, its first finding and its largest value.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct SignAcc {
     pub(super) count: u64,
     pub(super) first: Option<Finding>,
@@ -16,7 +16,10 @@ pub(super) struct SignAcc {
 }
 
 /// Accumulates a run's events and builds its [`Diagnosis`]. See the [module documentation](super).
-#[derive(Clone, Debug)]
+///
+/// It serialises whole (serde), so a checkpoint can hold it and a resumed run diagnose every
+/// step, before and after the interruption.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Diagnoser {
     pub(super) rules: DiagnosisRules,
     pub(super) signs: Vec<SignAcc>,

@@ -7,7 +7,7 @@ use super::Diagnoser;
 use crate::util::fmt_num;
 
 /// What made the run exploding, first.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(super) enum Decisive {
     Loss {
         step: u64,

@@ -32,7 +32,7 @@ mod validation;
 
 pub use model::{Activation, InitScheme, InitSpec, MlpSpec, ModelSpec, RecurrentSpec};
 pub use task::{AddingTask, CopyTask, CsvSeriesTask, CsvTask, RegressionTask, SineTask, TaskSpec};
-pub use train::{BpttSpec, LossKind, OptimizerSpec, ScheduleSpec, TrainSpec};
+pub use train::{BpttSpec, CheckpointSpec, LossKind, OptimizerSpec, ScheduleSpec, TrainSpec};
 pub use validation::validate;
 
 // Serde defaults shared by the parts.

@@ -203,6 +203,70 @@ pub struct TrainSpec {
     /// Default: absent, the held-out split is evaluated once, at the end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_every: Option<u64>,
+    /// Checkpoints to disk, from which `gradguard resume RUN_DIR` continues an interrupted
+    /// run. Default: `{ seconds = 30, keep = 2 }`, one after the first step that ends 30 s or
+    /// more after the last one (so a run of a few seconds writes none), plus one when a
+    /// signal interrupts the run.
+    #[serde(default, skip_serializing_if = "CheckpointSpec::is_default")]
+    pub checkpoint: CheckpointSpec,
+}
+
+/// `[train] checkpoint = { every = N, keep = K }`: when a run writes checkpoints to
+/// `<run dir>/checkpoints/checkpoint-<N>.safetensors` (N: the steps recorded before it) (atomically: weights, optimiser state, data
+/// position, RNG, the snapshots kept for rollback, and the Guard's state: every detector's and
+/// remedy's history and the diagnosis so far).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSpec {
+    /// One every this many steps; `0` writes none (not even on a signal). Default: absent,
+    /// timed by `seconds` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<u64>,
+    /// Without `every`: one after the first step that ends at least this many seconds of
+    /// training after the last checkpoint (or the start). Default 30.
+    #[serde(default = "d_checkpoint_seconds")]
+    pub seconds: f64,
+    /// How many of the newest checkpoints are kept (>= 1); older ones are deleted. Default 2.
+    #[serde(default = "d_checkpoint_keep")]
+    pub keep: usize,
+}
+
+fn d_checkpoint_seconds() -> f64 {
+    30.0
+}
+fn d_checkpoint_keep() -> usize {
+    2
+}
+
+impl Default for CheckpointSpec {
+    fn default() -> Self {
+        CheckpointSpec {
+            every: None,
+            seconds: d_checkpoint_seconds(),
+            keep: d_checkpoint_keep(),
+        }
+    }
+}
+
+impl CheckpointSpec {
+    /// Whether these are the defaults (left out of a written spec).
+    pub fn is_default(&self) -> bool {
+        *self == CheckpointSpec::default()
+    }
+
+    /// Whether checkpoints are written at all.
+    pub fn enabled(&self) -> bool {
+        self.every != Some(0)
+    }
+
+    /// Whether a checkpoint is due after `step`, `since_last_s` seconds after the last one.
+    pub fn due(&self, step: u64, since_last_s: f64) -> bool {
+        match self.every {
+            Some(0) => false,
+            Some(n) => step.is_multiple_of(n),
+            None => since_last_s >= self.seconds,
+        }
+    }
 }
 
 fn d_batch() -> usize {
@@ -221,6 +285,7 @@ impl Default for TrainSpec {
             bptt: None,
             shuffle: true,
             eval_every: None,
+            checkpoint: CheckpointSpec::default(),
         }
     }
 }

@@ -327,6 +327,15 @@ impl TrainSpec {
         if self.eval_every == Some(0) {
             iss.push("train.eval_every", "must be > 0");
         }
+        if self.checkpoint.keep == 0 {
+            iss.push("train.checkpoint.keep", "must be >= 1");
+        }
+        if !(self.checkpoint.seconds.is_finite() && self.checkpoint.seconds >= 0.0) {
+            iss.push(
+                "train.checkpoint.seconds",
+                "must be a finite number of seconds >= 0",
+            );
+        }
     }
 
     /// Checks the training values; returns every issue with its key path.
@@ -458,6 +467,22 @@ mod tests {
             ..TrainSpec::default()
         };
         validate(&mlp, &reg, &every).expect("eval_every = 5 is valid");
+        let bad_checkpoint = TrainSpec {
+            checkpoint: crate::CheckpointSpec {
+                every: None,
+                seconds: f64::NAN,
+                keep: 0,
+            },
+            ..TrainSpec::default()
+        };
+        let e = validate(&mlp, &reg, &bad_checkpoint)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("train.checkpoint.keep") && e.contains(">= 1"),
+            "{e}"
+        );
+        assert!(e.contains("train.checkpoint.seconds"), "{e}");
         let ce = TrainSpec {
             loss: Some(LossKind::CrossEntropy),
             ..TrainSpec::default()
