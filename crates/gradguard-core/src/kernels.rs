@@ -1148,4 +1148,124 @@ mod tests {
         assert_eq!(zero_nonfinite(&mut x), 2);
         assert_eq!(x, [1.0, 0.0, 0.0, 2.0]);
     }
+
+    /// Which builds may run which tier's code: the safety contract of every
+    /// [`multiversion!`](crate::multiversion) dispatch (a wrong `true` would run AVX-512
+    /// instructions on a CPU that has only AVX2).
+    #[test]
+    fn covers_is_the_documented_table() {
+        use Build::{Avx2, Avx512, Portable};
+        // rows: the active build; columns: the tiers Avx512, Avx2, Portable
+        let table = [
+            (Avx512, [true, true, true]),
+            (Avx2, [false, true, true]),
+            (Portable, [false, false, true]),
+        ];
+        for (build, row) in table {
+            for (tier, expect) in [Avx512, Avx2, Portable].into_iter().zip(row) {
+                assert_eq!(build.covers(tier), expect, "{build:?} covers {tier:?}");
+            }
+        }
+    }
+
+    /// `GRADGUARD_FORCE_PORTABLE=1` forces the portable build in a process that starts with
+    /// it: this test binary is run again with the variable set, on the test that checks
+    /// `portable_forced` and the active build against the variable. (The variable is read once
+    /// per process, so it cannot be set from inside this one.)
+    #[test]
+    fn the_variable_forces_the_portable_build_in_a_fresh_process() {
+        if std::env::var_os(FORCE_PORTABLE_VAR).is_some() {
+            // already the forced run (CI's second step, or the child below): the test named
+            // below checks this process itself
+            return;
+        }
+        let test = "kernels::tests::force_portable_selects_the_portable_build";
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env(FORCE_PORTABLE_VAR, "1")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        // the child ran that one test (a renamed test would pass vacuously otherwise)
+        assert!(stdout.contains("1 passed"), "{stdout}");
+        assert!(
+            stderr.contains("active build Portable (forced portable: true)"),
+            "{stderr}"
+        );
+    }
+
+    /// The AVX-512 build squares ordinary sub-blocks in f32 (the speed the module documents),
+    /// the exact builds in f64, seen where the two round differently: x = 1 + 2^-12, whose
+    /// square 1 + 2^-11 + 2^-24 needs 25 significand bits. In f32 each lane's first square
+    /// rounds to 1 + 2^-11 (a tie, to even) and each later sum, above 2, drops its 2^-24 (below
+    /// half an ulp), so each of the 64 lanes holds 16 * (1 + 2^-11) and 1024 values give
+    /// 1024 * (1 + 2^-11) = 1024.5. In f64 every square and partial sum is exact:
+    /// 1024.5 + 1024 * 2^-24 = 1024.5 + 2^-14.
+    #[test]
+    fn the_avx512_build_squares_ordinary_sub_blocks_in_f32() {
+        let x = vec![1.0f32 + 2f32.powi(-12); 1024];
+        let exact = 1024.5 + 2f64.powi(-14);
+        for build in supported_builds() {
+            let s = slice_stats_on(&x, build);
+            let expect = if build.is_exact() { exact } else { 1024.5 };
+            assert_eq!(s.sum_sq, expect, "{build:?}");
+            assert_eq!(s.max_abs, 1.0 + 2f32.powi(-12), "{build:?}");
+            // fed as a stream in two pieces: the same
+            let mut st = StatsStream::with_build(build);
+            st.advance(&x[..700]);
+            assert_eq!(st.finish(&x).sum_sq, expect, "{build:?} streamed");
+        }
+    }
+
+    #[test]
+    fn scale_in_place_multiplies_every_value() {
+        let mut x = [1.5f32, -2.0, 0.0, 3.0];
+        scale_in_place(&mut x, 4.0);
+        assert_eq!(x, [6.0, -8.0, 0.0, 12.0]);
+    }
+
+    /// `scale` multiplies by exactly the factor `applied_factor` names (what the statistics are
+    /// scaled by): the f32-rounded factor for a normal one, `c` itself in f64 for one that f32
+    /// would round to 0, to a subnormal or to infinity. Powers of two make every product exact.
+    #[test]
+    fn scale_applies_the_factor_applied_factor_names() {
+        let p = |e: i32| 2f64.powi(e);
+        // (c, x, x * applied factor, applied factor)
+        let cases = [
+            // normal: c rounds to 1 in f32 (below 1 + half an ulp), so x is unchanged; in f64,
+            // 1.5 * c = 1.5 + 2^-24 + 2^-25 - ... would round up to 1.5 + 2^-23
+            (1.0 + p(-24) - p(-40), 1.5f32, 1.5f32, 1.0),
+            (0.25, -6.0, -1.5, 0.25),
+            // f32 rounds 2^-160 to 0: applied in f64
+            (p(-160), 2f32.powi(100), 2f32.powi(-60), p(-160)),
+            // f32 rounds 2^-140 + 2^-160 to the subnormal 2^-140: applied in f64, exact
+            (
+                p(-140) + p(-160),
+                2f32.powi(100),
+                2f32.powi(-40) + 2f32.powi(-60),
+                p(-140) + p(-160),
+            ),
+            // finite in f64, infinite in f32: applied in f64
+            (p(130), 2f32.powi(-100), 2f32.powi(30), p(130)),
+        ];
+        for (c, x, expect, applied) in cases {
+            assert_eq!(applied_factor(c), applied, "applied_factor({c:e})");
+            let mut v = [x, -x];
+            scale(&mut v, c);
+            assert_eq!(v, [expect, -expect], "{x:e} * {c:e}");
+            let mut v = [x];
+            scale_body(&mut v, c);
+            assert_eq!(v, [expect], "portable body: {x:e} * {c:e}");
+        }
+        // 0 is an f32 factor: IEEE rules, inf * 0 = NaN as in PyTorch
+        assert_eq!(applied_factor(0.0), 0.0);
+        let mut v = [1.5f32, f32::INFINITY];
+        scale(&mut v, 0.0);
+        assert_eq!(v[0], 0.0);
+        assert!(v[1].is_nan());
+    }
 }

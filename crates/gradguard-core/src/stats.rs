@@ -388,6 +388,17 @@ mod tests {
     }
 
     #[test]
+    fn global_weight_norm_spans_every_tensor() {
+        let names = vec!["a".to_string(), "b".to_string()];
+        let shapes = vec![vec![2usize], vec![1]];
+        let ws = vec![vec![2.0f32, 3.0], vec![6.0]];
+        let mut gs = vec![vec![0.0f32; 2], vec![0.0]];
+        let s = StepStats::measure(&view_of(&names, &shapes, &ws, &mut gs));
+        // sqrt((4 + 9) + 36) = 7, while each tensor alone is sqrt(13) or 6.
+        assert_eq!(s.weight_norm(), 7.0);
+    }
+
+    #[test]
     fn known_weight_stats_replace_reading_the_weights() {
         let (shape, w, wb) = (vec![2usize], vec![1.0f32, 2.0], vec![3.0f32, 4.0]);
         let (mut g, mut gb) = (vec![3.0f32, 4.0], vec![0.0f32, 1.0]);
@@ -511,5 +522,36 @@ mod tests {
         assert!((u.params[0].ratio() - 0.1).abs() < 1e-12);
         assert_eq!(u.params[1].ratio(), 0.0);
         assert_eq!(u.max_ratio().map(|(n, _)| n), Some("w"));
+    }
+
+    /// Non-finite weights after the update are counted per tensor (NaN and both infinities),
+    /// not the finite ones, and not those before it.
+    #[test]
+    fn update_counts_the_nonfinite_new_weights() {
+        let u = UpdateStats::measure(
+            1,
+            0.1,
+            &["a", "b"],
+            &[&[1.0, f32::NAN, 2.0, 3.0], &[f32::INFINITY, 1.0]],
+            &[&[f32::NAN, 1.0, f32::NEG_INFINITY, 4.0], &[0.5, 1.0]],
+        );
+        assert_eq!(u.params[0].weight_nonfinite, 2);
+        assert_eq!(u.params[1].weight_nonfinite, 0);
+    }
+
+    /// The largest ratio wins wherever it stands; a tie keeps the first tensor, and a NaN
+    /// ratio never wins.
+    #[test]
+    fn max_ratio_finds_the_largest_anywhere() {
+        let u = UpdateStats::measure(
+            1,
+            0.1,
+            &["a", "b", "c", "d"],
+            // ratios: |5 - 4| / 4 = 0.25, |3 - 2| / 2 = 0.5, NaN, |1 - 2| / 2 = 0.5
+            &[&[4.0], &[2.0], &[1.0], &[2.0]],
+            &[&[5.0], &[3.0], &[f32::NAN], &[1.0]],
+        );
+        assert_eq!(u.max_ratio(), Some(("b", 0.5)));
+        assert!(u.params[2].ratio().is_nan());
     }
 }
