@@ -231,7 +231,7 @@ pub fn run_compare(
     };
     for v in variants {
         let base = out_dir.join(v.name.replace(['/', '\\', ' '], "_"));
-        let mut first: Option<CompareVariant> = None;
+        let mut runs: Vec<CompareVariant> = Vec::new();
         let mut seeds = Vec::new();
         let mut early = 0;
         for seed in &seed_list {
@@ -270,11 +270,13 @@ pub fn run_compare(
                 summary: outcome.summary.clone(),
                 stopped_early: outcome.stopped_early.clone(),
             });
-            if first.is_none() {
-                first = Some(outcome.variant);
-            }
+            runs.push(outcome.variant);
         }
-        let Some(mut variant) = first else { continue };
+        // The charts draw the median over the seeds with its min-max band; the table, the
+        // first seed's figures.
+        let Some(mut variant) = CompareVariant::over_seeds(runs) else {
+            continue;
+        };
         variant.name = if seed_list.len() > 1 {
             let healthy = seeds
                 .iter()

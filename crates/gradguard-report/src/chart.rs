@@ -73,6 +73,9 @@ pub struct Line {
     pub segments: Vec<Vec<(u64, f64)>>,
     /// Points whose value is NaN or ±inf.
     pub nonfinite: Vec<(u64, f64)>,
+    /// A shaded band behind the line, (step, low, high) with finite bounds (e.g. the min and
+    /// max over seeds around a median); empty for none.
+    pub band: Vec<(u64, f64, f64)>,
 }
 
 impl Line {
@@ -82,6 +85,7 @@ impl Line {
             label: label.into(),
             segments: series.segments(),
             nonfinite: series.nonfinite_points(),
+            band: Vec::new(),
         }
     }
 
@@ -106,11 +110,17 @@ impl Line {
             label: label.into(),
             segments,
             nonfinite,
+            band: Vec::new(),
         }
     }
 
     fn finite_values(&self) -> impl Iterator<Item = f64> + '_ {
-        self.segments.iter().flatten().map(|p| p.1)
+        self.segments
+            .iter()
+            .flatten()
+            .map(|p| p.1)
+            .chain(self.band.iter().flat_map(|b| [b.1, b.2]))
+            .filter(|v| v.is_finite())
     }
 
     fn steps(&self) -> impl Iterator<Item = u64> + '_ {
@@ -199,6 +209,32 @@ impl Chart {
             svg.insert_str(at, &group);
         }
         Ok(svg)
+    }
+
+    /// The band of `line` as closed outlines in plot coordinates (the high edge forward, the
+    /// low edge back), one per run of consecutive drawable points inside [x0, x1].
+    fn band_runs(&self, line: &Line, x0: f64, x1: f64) -> Vec<Vec<(f64, f64)>> {
+        let mut runs: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new()];
+        for &(step, lo, hi) in &line.band {
+            let x = step as f64;
+            let drawable = (x0..=x1).contains(&x);
+            match (drawable, self.plot_y(lo), self.plot_y(hi)) {
+                (true, Some(l), Some(h)) => runs.last_mut().map_or((), |r| r.push((x, l, h))),
+                _ => {
+                    if runs.last().is_some_and(|r| !r.is_empty()) {
+                        runs.push(Vec::new());
+                    }
+                }
+            }
+        }
+        runs.into_iter()
+            .filter(|r| r.len() >= 2)
+            .map(|r| {
+                let mut outline: Vec<(f64, f64)> = r.iter().map(|p| (p.0, p.2)).collect();
+                outline.extend(r.iter().rev().map(|p| (p.0, p.1)));
+                outline
+            })
+            .collect()
     }
 
     /// y in plot coordinates (log10 on a log chart); None when not drawable there.
@@ -323,6 +359,13 @@ impl Chart {
 
         let mut legend: Vec<(String, RGBColor, Glyph)> = Vec::new();
         let in_window = |s: u64| (s as f64) >= x0 && (s as f64) <= x1;
+        // Bands first, so every line is drawn over them.
+        for (i, line) in self.lines.iter().take(MAX_LINES).enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            for run in self.band_runs(line, x0, x1) {
+                chart.draw_series(std::iter::once(Polygon::new(run, color.mix(0.16).filled())))?;
+            }
+        }
         for (i, line) in self.lines.iter().take(MAX_LINES).enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             let dashed = i >= PALETTE.len();

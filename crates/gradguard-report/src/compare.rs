@@ -38,6 +38,109 @@ pub struct CompareVariant {
     pub steps_changed: u64,
     /// Wall-clock time of the run, seconds.
     pub wall_time_s: f64,
+    /// When the variant ran under several seeds ([`CompareVariant::over_seeds`]): the curves
+    /// above are then the medians over the seeds, and these are their spreads.
+    pub bands: Option<SeedBands>,
+}
+
+/// The spread of a variant's curves over seeds: per step, the smallest and largest finite
+/// value among the seeds that recorded that step.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SeedBands {
+    /// How many seeds.
+    pub seeds: usize,
+    /// Training loss: (step, min, max).
+    pub loss: Vec<(u64, f64, f64)>,
+    /// Global gradient norm: (step, min, max).
+    pub grad_norm: Vec<(u64, f64, f64)>,
+    /// Global weight norm: (step, min, max).
+    pub weight_norm: Vec<(u64, f64, f64)>,
+}
+
+/// Points (step, value).
+type Curve = Vec<(u64, f64)>;
+/// A band: (step, low, high).
+type Band = Vec<(u64, f64, f64)>;
+
+/// Per step over several curves: the median of the finite values and their (min, max),
+/// plus a NaN point at every step where some curve is not finite (so the chart marks it).
+///
+/// The median of n sorted finite values is the middle one (n odd) or the mean of the two
+/// middle ones (n even); a step where no curve is finite has no median point.
+fn median_and_band(curves: &[&[(u64, f64)]]) -> (Curve, Band) {
+    let mut steps: Vec<u64> = curves.iter().flat_map(|c| c.iter().map(|p| p.0)).collect();
+    steps.sort_unstable();
+    steps.dedup();
+    let mut cursors = vec![0usize; curves.len()];
+    let (mut median, mut band) = (
+        Vec::with_capacity(steps.len()),
+        Vec::with_capacity(steps.len()),
+    );
+    let mut values = Vec::with_capacity(curves.len());
+    for step in steps {
+        values.clear();
+        let mut nonfinite = None;
+        for (c, at) in curves.iter().zip(cursors.iter_mut()) {
+            // Each curve is sorted by step (possibly with repeats after downsampling).
+            while *at < c.len() && c[*at].0 < step {
+                *at += 1;
+            }
+            while *at < c.len() && c[*at].0 == step {
+                let v = c[*at].1;
+                if v.is_finite() {
+                    values.push(v);
+                } else {
+                    nonfinite = Some(v);
+                }
+                *at += 1;
+            }
+        }
+        if !values.is_empty() {
+            values.sort_by(f64::total_cmp);
+            let n = values.len();
+            let m = if n % 2 == 1 {
+                values[n / 2]
+            } else {
+                (values[n / 2 - 1] + values[n / 2]) / 2.0
+            };
+            median.push((step, m));
+            band.push((step, values[0], values[n - 1]));
+        }
+        if let Some(v) = nonfinite {
+            median.push((step, v));
+        }
+    }
+    (median, band)
+}
+
+impl CompareVariant {
+    /// One variant from its runs under several seeds: the first seed's summary, figures and
+    /// name, with the loss, gradient-norm and weight-norm curves replaced by their medians
+    /// over the seeds and [`CompareVariant::bands`] set (see [`SeedBands`]). One run is
+    /// returned as it is.
+    pub fn over_seeds(runs: Vec<CompareVariant>) -> Option<CompareVariant> {
+        if runs.len() <= 1 {
+            return runs.into_iter().next();
+        }
+        let curves = |f: fn(&CompareVariant) -> &[(u64, f64)]| {
+            median_and_band(&runs.iter().map(f).collect::<Vec<_>>())
+        };
+        let (loss, loss_band) = curves(|v| &v.loss);
+        let (grad_norm, grad_band) = curves(|v| &v.grad_norm);
+        let (weight_norm, weight_band) = curves(|v| &v.weight_norm);
+        let seeds = runs.len();
+        let mut first = runs.into_iter().next()?;
+        first.loss = loss;
+        first.grad_norm = grad_norm;
+        first.weight_norm = weight_norm;
+        first.bands = Some(SeedBands {
+            seeds,
+            loss: loss_band,
+            grad_norm: grad_band,
+            weight_norm: weight_band,
+        });
+        Some(first)
+    }
 }
 
 /// Collects what a [`CompareVariant`] needs from a stream of events, in bounded memory
@@ -91,6 +194,7 @@ impl CompareRecorder {
             final_weight_norm: self.final_weight_norm,
             steps_changed: self.steps_changed,
             wall_time_s,
+            bands: None,
         }
     }
 }
@@ -227,6 +331,20 @@ pub fn render_compare_html(
     crate::write_atomically(path, html.as_bytes())
 }
 
+/// The steps a zoomed panel shows when some variant ended early: a variant whose last
+/// recorded step is at most a fifth of the longest run's (of at least 50 steps) collapses
+/// against the left edge, so the panel shows steps 1 to 5 past the latest such end.
+fn early_death_window(variants: &[CompareVariant]) -> Option<(u64, u64)> {
+    let last = |v: &CompareVariant| v.loss.iter().map(|p| p.0).max().unwrap_or(0);
+    let longest = variants.iter().map(last).max()?;
+    let early = variants
+        .iter()
+        .map(last)
+        .filter(|&d| longest >= 50 && d > 0 && d.saturating_mul(5) <= longest)
+        .max()?;
+    Some((1, early.saturating_add(5).min(longest)))
+}
+
 /// The sentence under the title: how many variants, and which seed(s) they ran under.
 fn seeds_sentence(variants: &[CompareVariant], seeds: &[u64]) -> String {
     let n = variants.len();
@@ -240,7 +358,7 @@ fn seeds_sentence(variants: &[CompareVariant], seeds: &[u64]) -> String {
             format!("{n} variant(s) of the same experiment, with the same seed ({seed}) and data order.")
         }
         [first, ..] => format!(
-            "{n} variant(s) of the same experiment, each run under seeds {} (per seed, every variant starts from the same weights and data order). Each name counts the seeds that ended healthy; the table and charts show seed {first}.",
+            "{n} variant(s) of the same experiment, each run under seeds {} (per seed, every variant starts from the same weights and data order). Each name counts the seeds that ended healthy; the charts draw the median over the seeds with a band from the smallest to the largest value, the table shows seed {first}.",
             seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
         ),
     }
@@ -301,19 +419,56 @@ fn compare_html(variants: &[CompareVariant], seeds: &[u64]) -> Result<String, Re
         true,
     );
     let mut weights = Chart::new("Global weight norm, every variant", "L2 norm", true);
+    let seeds_drawn = variants
+        .iter()
+        .filter_map(|v| v.bands.as_ref().map(|b| b.seeds))
+        .max();
+    if let Some(n) = seeds_drawn {
+        loss.title = format!("Training loss (median of {n} seeds)");
+        norm.title = format!("Global gradient norm before remedies (median of {n} seeds)");
+        weights.title = format!("Global weight norm (median of {n} seeds)");
+    }
     for v in variants {
-        loss.lines.push(Line::from_points(&v.name, &v.loss));
-        norm.lines.push(Line::from_points(&v.name, &v.grad_norm));
-        weights
-            .lines
-            .push(Line::from_points(&v.name, &v.weight_norm));
+        let mut l = Line::from_points(&v.name, &v.loss);
+        let mut g = Line::from_points(&v.name, &v.grad_norm);
+        let mut w = Line::from_points(&v.name, &v.weight_norm);
+        if let Some(b) = &v.bands {
+            l.band.clone_from(&b.loss);
+            g.band.clone_from(&b.grad_norm);
+            w.band.clone_from(&b.weight_norm);
+        }
+        loss.lines.push(l);
+        norm.lines.push(g);
+        weights.lines.push(w);
     }
     body.push_str(&format!("<figure>\n{}\n</figure>\n", loss.to_svg()?));
     body.push_str(&format!("<figure>\n{}\n</figure>\n", norm.to_svg()?));
+    // Variants that die early collapse against the left edge of a long axis: the loss and
+    // norm charts again, zoomed on their steps.
+    if let Some(window) = early_death_window(variants) {
+        loss.title = format!("Training loss, steps {}-{}", window.0, window.1);
+        norm.title = format!("Global gradient norm, steps {}-{}", window.0, window.1);
+        for chart in [&mut loss, &mut norm] {
+            chart.x_window = Some(window);
+        }
+        body.push_str(&format!(
+            "<figure class=\"zoom\">\n{}\n<p class=\"note\">Zoomed on the steps where variants ended early.</p>\n</figure>\n",
+            loss.to_svg()?
+        ));
+        body.push_str(&format!(
+            "<figure class=\"zoom\">\n{}\n</figure>\n",
+            norm.to_svg()?
+        ));
+    }
     body.push_str(&format!("<figure>\n{}\n</figure>\n", weights.to_svg()?));
     body.push_str(
         "<p class=\"note\">NaN or infinite values are drawn as crosses on the top edge in the variant's colour.</p>\n",
     );
+    if let Some(n) = seeds_drawn {
+        body.push_str(&format!(
+            "<p class=\"note\">Each line is the median over the {n} seeds at each step (of the seeds that recorded a finite value there); the shaded band spans the smallest to the largest of those values.</p>\n"
+        ));
+    }
     body.push_str("<h2>Signs seen per variant</h2>\n");
     let rows: Vec<Vec<String>> = variants
         .iter()
@@ -433,7 +588,84 @@ mod tests {
             "2 variant(s) of the same experiment, with the same seed (7) and data order."
         );
         assert!(seeds_sentence(&v, &[3]).contains("same seed (3)"));
-        assert!(seeds_sentence(&v, &[1, 2]).ends_with("the table and charts show seed 1."));
+        assert!(seeds_sentence(&v, &[1, 2]).ends_with("the table shows seed 1."));
+    }
+
+    #[test]
+    fn median_and_band_per_step_by_hand() {
+        // Three seeds; the third stops after step 2 and is NaN at step 2.
+        let a = [(1, 1.0), (2, 4.0), (3, 9.0)];
+        let b = [(1, 3.0), (2, 2.0), (3, 5.0)];
+        let c = [(1, 2.0), (2, f64::NAN)];
+        let (median, band) = median_and_band(&[&a, &b, &c]);
+        // Step 1: {1, 2, 3} -> 2; step 2: {2, 4} -> 3 and a NaN mark; step 3: {5, 9} -> 7.
+        assert_eq!(median.len(), 4);
+        assert_eq!(median[0], (1, 2.0));
+        assert_eq!(median[1], (2, 3.0));
+        assert!(median[2].0 == 2 && median[2].1.is_nan());
+        assert_eq!(median[3], (3, 7.0));
+        assert_eq!(band, [(1, 1.0, 3.0), (2, 2.0, 4.0), (3, 5.0, 9.0)]);
+        // A step where no seed is finite has no median point, only the mark.
+        let (median, band) = median_and_band(&[&[(1, f64::INFINITY)], &[(1, f64::NAN)]]);
+        assert_eq!(median.len(), 1);
+        assert!(!median[0].1.is_finite());
+        assert!(band.is_empty());
+    }
+
+    #[test]
+    fn over_seeds_keeps_the_first_seeds_figures_and_medians_the_curves() {
+        let v = variants();
+        let mut second = v[0].clone();
+        second.loss = vec![(1, 10.0), (2, 20.0)];
+        second.summary.seed = 99;
+        let one = CompareVariant::over_seeds(vec![v[0].clone()]).unwrap();
+        assert_eq!(
+            format!("{one:?}"),
+            format!("{:?}", v[0]),
+            "one seed: unchanged"
+        );
+        let both = CompareVariant::over_seeds(vec![v[0].clone(), second]).unwrap();
+        assert_eq!(both.summary, v[0].summary);
+        let bands = both.bands.as_ref().unwrap();
+        assert_eq!(bands.seeds, 2);
+        // event(1, ..) has loss 1.0 (see test_util): step 1 over {1, 10}.
+        let l1 = v[0].loss[0].1;
+        assert_eq!(both.loss[0], (1, (l1 + 10.0) / 2.0));
+        assert_eq!(bands.loss[0], (1, l1.min(10.0), l1.max(10.0)));
+        assert_eq!(CompareVariant::over_seeds(Vec::new()), None);
+    }
+
+    #[test]
+    fn bands_and_a_zoom_for_early_deaths_are_drawn() {
+        let v = variants();
+        // A long cured variant (200 steps) and one that died at step 12.
+        let mut long = v[1].clone();
+        long.loss = (1..=200).map(|s| (s, 1.0 / s as f64)).collect();
+        let mut dead = v[0].clone();
+        dead.loss.truncate(12);
+        let seeds: Vec<CompareVariant> = (0..3)
+            .map(|k| {
+                let mut x = long.clone();
+                x.loss.iter_mut().for_each(|p| p.1 *= 1.0 + k as f64 / 10.0);
+                x
+            })
+            .collect();
+        let long = CompareVariant::over_seeds(seeds).unwrap();
+        assert_eq!(
+            early_death_window(&[long.clone(), dead.clone()]),
+            Some((1, 17))
+        );
+        assert_eq!(early_death_window(std::slice::from_ref(&long)), None);
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("compare.html");
+        render_compare_html(&[dead, long], &[1, 2, 3], &path).unwrap();
+        let html = std::fs::read_to_string(&path).unwrap();
+        assert!(html.contains(&svg_text("Training loss (median of 3 seeds)")));
+        assert!(html.contains("the shaded band spans the smallest to the largest"));
+        assert!(html.matches("<polygon").count() >= 2, "loss and norm bands");
+        assert_eq!(html.matches("<figure class=\"zoom\">").count(), 2);
+        assert!(html.contains(&svg_text("Training loss, steps 1-17")));
+        assert!(html.contains(&svg_text("Global gradient norm, steps 1-17")));
     }
 
     #[test]
@@ -446,7 +678,7 @@ mod tests {
         assert!(html.contains(&svg_text("Global weight norm, every variant")));
         assert!(html.contains(&svg_text("Training loss, every variant")));
         assert!(html.contains("each run under seeds 4, 5, 6 ("));
-        assert!(html.contains("the table and charts show seed 4."));
+        assert!(html.contains("the table shows seed 4."));
         // Each variant is in the three charts' legends and in both tables.
         assert_eq!(
             html.matches(svg_text("clip_global_norm").as_str()).count(),

@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 
 use gradguard_core::ReportError;
 
-pub use compare::{format_compare_table, render_compare_html, CompareVariant};
+pub use compare::{format_compare_table, render_compare_html, CompareVariant, SeedBands};
 pub use console::ConsoleReporter;
 pub use events_file::{read_events_jsonl, EventsReader};
 pub use html::HtmlReporter;

@@ -122,7 +122,9 @@ fn events(steps: u64, nan_from: u64, clipped: bool) -> Vec<Event> {
         .collect()
 }
 
-fn diagnosis(exploding: bool) -> Diagnosis {
+/// The diagnosis of a run that broke at step `broke` (`None`: healthy).
+fn diagnosis(broke: Option<u64>) -> Diagnosis {
+    let exploding = broke.is_some();
     Diagnosis {
         verdict: if exploding {
             Verdict::Exploding
@@ -130,7 +132,7 @@ fn diagnosis(exploding: bool) -> Diagnosis {
             Verdict::Healthy
         },
         rule: if exploding {
-            "the loss became non-finite at step 40".into()
+            format!("the loss became non-finite at step {}", broke.unwrap_or(0))
         } else {
             "no sign".into()
         },
@@ -141,7 +143,7 @@ fn diagnosis(exploding: bool) -> Diagnosis {
                 SignSummary {
                     sign: s,
                     seen,
-                    first_step: seen.then_some(40),
+                    first_step: broke.filter(|_| seen),
                     count: seen as u64,
                     layer: None,
                     first_message: seen.then(|| "the loss is NaN".into()),
@@ -153,16 +155,16 @@ fn diagnosis(exploding: bool) -> Diagnosis {
             gradguard_core::Cure::Remedy("clip_global_norm".into()),
             "bounds each update",
         )],
-        first_nonfinite_step: exploding.then_some(40),
+        first_nonfinite_step: broke,
         max_grad_norm: if exploding { 7e3 } else { 5.0 },
     }
 }
 
-fn summary(d: &Diagnosis) -> RunSummary {
+fn summary(d: &Diagnosis, steps: u64) -> RunSummary {
     RunSummary {
         name: "browser-check".into(),
         seed: 1,
-        steps: 60,
+        steps,
         epochs: 1,
         interrupted: false,
         final_train_loss: (d.verdict != Verdict::Exploding).then_some(0.7),
@@ -178,7 +180,7 @@ fn summary(d: &Diagnosis) -> RunSummary {
         signs: if d.verdict == Verdict::Exploding {
             vec![SummarySign {
                 sign: Sign::LossNonfinite,
-                first_step: 40,
+                first_step: d.first_nonfinite_step.unwrap_or(0),
                 count: 1,
                 layer: None,
             }]
@@ -207,11 +209,12 @@ fn write_report(dir: &Path) -> PathBuf {
         clip_threshold: Some(1.0),
     };
     r.start(&info).expect("start");
-    for e in events(60, 40, false) {
+    // 300 steps, broken at step 20: the markers, and a panel zoomed on steps 10-25.
+    for e in events(300, 20, false) {
         r.event(&e).expect("event");
     }
-    let d = diagnosis(true);
-    let s = summary(&d);
+    let d = diagnosis(Some(20));
+    let s = summary(&d, 300);
     r.finish(&RunEnd {
         diagnosis: &d,
         summary: &s,
@@ -220,20 +223,32 @@ fn write_report(dir: &Path) -> PathBuf {
     dir.join("report.html")
 }
 
+/// Three seeds per variant: `none` dies at step 12 of 300 (a zoomed panel), the clipped
+/// variant trains; its seeds differ, so its median carries a min-max band.
 fn write_compare(dir: &Path) -> PathBuf {
-    let d1 = diagnosis(true);
-    let d2 = diagnosis(false);
+    let d1 = diagnosis(Some(12));
+    let d2 = diagnosis(None);
+    let none: Vec<CompareVariant> = (0..3)
+        .map(|_| {
+            CompareVariant::from_events("none", summary(&d1, 300), &events(12, 12, false), 1.5)
+        })
+        .collect();
+    let clipped: Vec<CompareVariant> = (0..3)
+        .map(|k| {
+            let mut ev = events(300, u64::MAX, true);
+            for e in &mut ev {
+                e.loss *= 1.0 + 0.15 * k as f64;
+                e.grad_norm *= 1.0 + 0.3 * k as f64;
+            }
+            CompareVariant::from_events("clip_global_norm", summary(&d2, 300), &ev, 1.6)
+        })
+        .collect();
     let variants = vec![
-        CompareVariant::from_events("none", summary(&d1), &events(60, 40, false), 1.5),
-        CompareVariant::from_events(
-            "clip_global_norm",
-            summary(&d2),
-            &events(60, u64::MAX, true),
-            1.6,
-        ),
+        CompareVariant::over_seeds(none).expect("none"),
+        CompareVariant::over_seeds(clipped).expect("clipped"),
     ];
     let path = dir.join("compare.html");
-    render_compare_html(&variants, &[], &path).expect("compare page");
+    render_compare_html(&variants, &[1, 2, 3], &path).expect("compare page");
     path
 }
 
@@ -274,7 +289,7 @@ fn chromium(page: &Path, extra: &[String], profile: &Path) -> std::process::Outp
 }
 
 /// Checks the DOM chromium built: `svgs` SVG charts, and polylines with real point data.
-fn check_dom(page: &Path, svgs: usize, tmp: &Path) {
+fn check_dom(page: &Path, svgs: usize, tmp: &Path) -> String {
     let out = chromium(page, &["--dump-dom".to_string()], &tmp.join("profile-dom"));
     assert!(
         out.status.success(),
@@ -312,6 +327,16 @@ fn check_dom(page: &Path, svgs: usize, tmp: &Path) {
         "only {tips} point tooltips in {}",
         page.display()
     );
+    dom.into_owned()
+}
+
+/// The text of an SVG `<text>` element as the browser's DOM holds it.
+fn text_in(dom: &str, text: &str) -> bool {
+    dom.split("<text")
+        .skip(1)
+        .filter_map(|t| t.split_once('>').map(|(_, rest)| rest))
+        .filter_map(|t| t.split("</text>").next())
+        .any(|t| t.trim() == text)
 }
 
 /// Takes a screenshot, decodes it, and checks that charts were drawn: the page is not one
@@ -392,9 +417,39 @@ fn report_html_renders_in_headless_chromium() {
     eprintln!("browser check with {}", browser.display());
     let tmp = tempfile::tempdir().expect("temp dir");
     let report = write_report(tmp.path());
-    check_dom(&report, 5, tmp.path());
+    // Loss, global norm, their two zoomed twins, per tensor, update ratio, time series.
+    let dom = check_dom(&report, 7, tmp.path());
+    // Zoomed titles; the markers' legend entries (wrapped onto two lines) in the four
+    // charts that show step 20, and their hover titles on the marker lines.
+    for text in [
+        "Training loss (steps 10-25)",
+        "Global gradient norm (steps 10-25)",
+        "step 20: first sign",
+        "(loss_nonfinite)",
+        "step 20: first non-finite",
+    ] {
+        assert!(text_in(&dom, text), "report: no text {text:?} rendered");
+    }
+    for tip in [
+        "<title>step 20: first sign (loss_nonfinite)</title></line>",
+        "<title>step 20: first non-finite value</title></line>",
+    ] {
+        let n = dom.matches(tip).count();
+        assert!(
+            n >= 4,
+            "report: {n} marker lines titled {tip:?}, expected one per chart"
+        );
+    }
     check_screenshot(&report, tmp.path(), "report");
     let compare = write_compare(tmp.path());
-    check_dom(&compare, 3, tmp.path());
+    // Loss, norm, their zoomed twins, weight norm.
+    let dom = check_dom(&compare, 5, tmp.path());
+    assert!(
+        text_in(&dom, "Training loss, steps 1-17")
+            && text_in(&dom, "Training loss (median of 3 seeds)"),
+        "compare: the zoomed panel's title"
+    );
+    let bands = dom.matches("<polygon").count();
+    assert!(bands >= 3, "compare: only {bands} bands rendered");
     check_screenshot(&compare, tmp.path(), "compare");
 }
