@@ -1,12 +1,14 @@
 //! A detector plugin defined outside gradguard's crates, registered by typetag, described for
-//! `gradguard plugins`, and used from a spec.
+//! `gradguard plugins`, with a sign of its own (`declare_sign!`: it appears in the checklist,
+//! summary.json and report.html), and used from a spec.
 //!
 //! Run: `cargo run --release --example custom_detector`
 
 use std::path::Path;
 
 use gradguard::core::{
-    describe_plugin, Detector, Family, Finding, Observation, ParamDoc, PluginInfo, Sign,
+    declare_sign, describe_plugin, Detector, Family, Finding, Observation, ParamDoc, PluginInfo,
+    Sign,
 };
 use gradguard::pipeline::{run_experiment, ExperimentSpec, RunOptions, SpecFormat};
 use serde::{Deserialize, Serialize};
@@ -23,6 +25,12 @@ struct NormAboveStart {
     first: Option<f64>,
 }
 
+declare_sign!(
+    NORM_ABOVE_START,
+    "norm_above_start",
+    "the gradient norm grew far above its first value"
+);
+
 fn default_limit() -> f64 {
     100.0
 }
@@ -37,7 +45,7 @@ impl Detector for NormAboveStart {
         let first = *self.first.get_or_insert(norm);
         if norm > self.limit * first {
             findings.push(Finding::new(
-                Sign::GradSpike,
+                Sign::Declared(&NORM_ABOVE_START),
                 obs.step,
                 None,
                 norm,
@@ -116,13 +124,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .summary
         .signs
         .iter()
-        .find(|s| s.sign == Sign::GradSpike);
+        .find(|s| s.sign == Sign::Declared(&NORM_ABOVE_START));
     match ours {
         Some(s) => println!(
             "norm_above_start fired first at step {} ({} time(s))",
             s.first_step, s.count
         ),
         None => return Err("custom_detector's check failed: norm_above_start did not fire".into()),
+    }
+    // The declared sign is in the checklist (seen), summary.json and report.html.
+    let listed = outcome
+        .diagnosis
+        .checklist
+        .iter()
+        .any(|c| c.sign.as_str() == "norm_above_start" && c.seen);
+    let summary = std::fs::read_to_string(out.join("summary.json"))?;
+    let report = std::fs::read_to_string(out.join("report.html"))?;
+    if !listed
+        || !summary.contains("\"norm_above_start\"")
+        || !report.contains("the gradient norm grew far above its first value")
+    {
+        return Err("custom_detector's check failed: the declared sign is missing from the checklist, summary.json or report.html".into());
     }
     println!(
         "verdict: {}; outputs in {}",

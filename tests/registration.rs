@@ -117,3 +117,14 @@ fn listed_kinds_are_exactly_what_typetag_deserialises() {
         }
     }
 }
+
+#[test]
+fn declared_signs_are_well_formed_and_none_shadows_a_built_in_one() {
+    let _ = gradguard::builtin_kinds();
+    gradguard::core::Sign::check_declared().expect("declared signs");
+    // gradguard itself declares none: the ten built-in signs are the whole checklist.
+    assert_eq!(
+        gradguard::core::Sign::all(),
+        gradguard::core::Sign::ALL.to_vec()
+    );
+}

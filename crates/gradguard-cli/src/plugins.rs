@@ -112,6 +112,16 @@ pub fn render_text(plugins: &[ListedPlugin]) -> String {
         }
         s.push('\n');
     }
+    let declared = gradguard_core::Sign::declared();
+    if !declared.is_empty() {
+        let _ = writeln!(
+            s,
+            "signs declared by plugins (in checklists and summaries):"
+        );
+        for sign in declared {
+            let _ = writeln!(s, "  {:<28} {}", sign.as_str(), sign.describe());
+        }
+    }
     s
 }
 

@@ -63,7 +63,7 @@ pub use plugin::{
 };
 pub use probe::{gate_blocks, RecurrentMatrix};
 pub use remedy_context::{ParamEdit, RemedyContext, TensorEdit};
-pub use sign::{Finding, Sign};
+pub use sign::{DeclaredSign, Finding, Sign, SignInfo};
 pub use state::{PluginState, StateError};
 pub use stats::{ParamStats, ParamUpdate, StepStats, UpdateStats, WithheldUpdate};
 pub use window::Window;

@@ -22,6 +22,10 @@ pub(super) struct SignAcc {
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Diagnoser {
     pub(super) rules: DiagnosisRules,
+    /// Every sign, built-in then declared ([`Sign::all`]): the checklist's order, and the
+    /// index into `signs`.
+    #[serde(skip, default = "Sign::all")]
+    pub(super) order: Vec<Sign>,
     pub(super) signs: Vec<SignAcc>,
     pub(super) steps: u64,
     pub(super) first_loss: Option<(u64, f64)>,
@@ -65,16 +69,13 @@ const PRECURSORS: [Sign; 6] = [
     Sign::LossUnstable,
 ];
 
-fn sign_index(sign: Sign) -> usize {
-    Sign::ALL.iter().position(|&s| s == sign).unwrap_or(0)
-}
-
 impl Diagnoser {
     /// A diagnoser with the given rules.
     pub fn new(rules: DiagnosisRules) -> Self {
         Diagnoser {
             rules,
-            signs: vec![SignAcc::default(); Sign::ALL.len()],
+            order: Sign::all(),
+            signs: vec![SignAcc::default(); Sign::all().len()],
             steps: 0,
             first_loss: None,
             first_nonfinite_step: None,
@@ -186,7 +187,8 @@ impl Diagnoser {
     fn take_findings(&mut self, e: &Event) {
         let mut precursor: Option<&Finding> = None;
         for f in &e.findings {
-            let acc = &mut self.signs[sign_index(f.sign)];
+            let i = self.sign_index(f.sign);
+            let acc = &mut self.signs[i];
             acc.count += 1;
             if acc.first.is_none() {
                 acc.first = Some(f.clone());
@@ -255,8 +257,32 @@ impl Diagnoser {
             .map(|(d, p)| (d, p.as_ref()))
     }
 
+    /// Where `sign` is counted: its place in [`Sign::all`]. Every declared sign is registered
+    /// at link time, so it is there; a sign that is not (which `declare_sign!` cannot make) is
+    /// appended rather than miscounted.
+    fn sign_index(&mut self, sign: Sign) -> usize {
+        match self.order.iter().position(|&s| s == sign) {
+            Some(i) => i,
+            None => {
+                self.order.push(sign);
+                self.signs.resize(self.order.len(), SignAcc::default());
+                self.order.len() - 1
+            }
+        }
+    }
+
     pub(super) fn acc(&self, sign: Sign) -> &SignAcc {
-        &self.signs[sign_index(sign)]
+        static NONE: SignAcc = SignAcc {
+            count: 0,
+            first: None,
+            max_value: None,
+            max_layer: None,
+        };
+        self.order
+            .iter()
+            .position(|&s| s == sign)
+            .and_then(|i| self.signs.get(i))
+            .unwrap_or(&NONE)
     }
 
     pub(super) fn seen(&self, sign: Sign) -> bool {
@@ -264,7 +290,7 @@ impl Diagnoser {
     }
 
     fn checklist(&self) -> Vec<SignSummary> {
-        Sign::ALL
+        self.order
             .iter()
             .map(|&sign| {
                 let a = self.acc(sign);

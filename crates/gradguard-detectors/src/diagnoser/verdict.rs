@@ -234,7 +234,8 @@ impl Diagnoser {
             );
             return (Verdict::NotLearning, rule, None);
         }
-        let warnings: Vec<String> = Sign::ALL
+        let warnings: Vec<String> = self
+            .order
             .iter()
             .filter(|&&s| self.seen(s))
             .map(|&s| format!("{} x{}", s.as_str(), self.acc(s).count))
