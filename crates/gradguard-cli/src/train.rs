@@ -424,6 +424,7 @@ pub fn verify(args: &VerifyRunArgs) -> anyhow::Result<()> {
         prescriptions: summary.prescriptions.clone(),
         first_nonfinite_step: summary.first_nonfinite_step,
         max_grad_norm: summary.max_grad_norm,
+        verdict_step: None,
     };
     let planned = gradguard_models::Trainer::new(&spec.model, &spec.task, &spec.train, spec.seed)
         .map_err(|e| UserError(format!("{}: {e}", spec_path.display())))?

@@ -237,6 +237,11 @@ pub struct Diagnosis {
     /// The largest global gradient norm seen (before remedies).
     #[serde(with = "crate::float::lossy")]
     pub max_grad_norm: f64,
+    /// The step of the event the verdict rests on: an exploding run's decisive step (the
+    /// first non-finite loss, gradient or weight, or the update that wrecked the weights), or
+    /// the first finding that made a run suspect. `None` for other verdicts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict_step: Option<u64>,
 }
 
 impl Diagnosis {
@@ -425,6 +430,7 @@ mod tests {
             )],
             first_nonfinite_step: Some(9),
             max_grad_norm: 1e33,
+            verdict_step: Some(9),
         };
         let text = d.to_plain_words();
         assert!(text.starts_with("Verdict: exploding"));

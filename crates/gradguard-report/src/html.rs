@@ -260,9 +260,16 @@ fn zoom_window(broke: Option<u64>, steps: u64) -> Option<(u64, u64)> {
         .then(|| (b.saturating_sub(10).max(1), b.saturating_add(5).min(steps)))
 }
 
-/// Vertical markers for the loss and norm charts: the first sign any detector reported, and
-/// the first non-finite step.
-fn markers(st: &State, s: &gradguard_core::RunSummary) -> Vec<crate::chart::Marker> {
+/// Vertical markers for the loss and norm charts: the first sign any detector reported, the
+/// first non-finite step, and the step the verdict rests on ([`Diagnosis::verdict_step`]; one
+/// marker names both when it is the first non-finite step).
+///
+/// [`Diagnosis::verdict_step`]: gradguard_core::Diagnosis::verdict_step
+fn markers(
+    st: &State,
+    s: &gradguard_core::RunSummary,
+    d: &gradguard_core::Diagnosis,
+) -> Vec<crate::chart::Marker> {
     let mut v = Vec::new();
     if let Some(f) = st.findings.iter().min_by_key(|f| f.step) {
         v.push(crate::chart::Marker {
@@ -270,10 +277,22 @@ fn markers(st: &State, s: &gradguard_core::RunSummary) -> Vec<crate::chart::Mark
             label: format!("first sign ({})", f.sign.as_str()),
         });
     }
+    let verdict = d.verdict_step.map(|step| (step, d.verdict.as_str()));
     if let Some(step) = s.first_nonfinite_step {
         v.push(crate::chart::Marker {
             step,
-            label: "first non-finite value".into(),
+            label: match verdict {
+                Some((at, name)) if at == step => {
+                    format!("first non-finite value, the verdict's step ({name})")
+                }
+                _ => "first non-finite value".into(),
+            },
+        });
+    }
+    if let Some((step, name)) = verdict.filter(|&(at, _)| Some(at) != s.first_nonfinite_step) {
+        v.push(crate::chart::Marker {
+            step,
+            label: format!("the verdict's step ({name})"),
         });
     }
     v
@@ -344,7 +363,7 @@ impl HtmlReporter {
         body.push_str(&table(&["", ""], &glance, &[1]));
 
         body.push_str("<h2>Charts</h2>\n");
-        let markers = markers(st, s);
+        let markers = markers(st, s, d);
         let positive = |s: &BoundedSeries| s.finite_range().is_none_or(|(lo, _)| lo > 0.0);
         let loss_log =
             st.loss.finite_range().is_some() && positive(&st.loss) && positive(&st.held_out);
@@ -639,6 +658,23 @@ mod tests {
             html.contains("first non-finite"),
             "the marker's legend entry"
         );
+        // The verdict rests on step 20, the first non-finite step: one marker names both.
+        assert!(
+            html.contains("<title>step 20: first non-finite value, the verdict&#39;s step (exploding)</title>"),
+            "the combined marker"
+        );
+        assert!(!html.contains("<title>step 20: the verdict&#39;s step"));
+        // A verdict resting on another step gets its own marker.
+        let mut d2 = diagnosis();
+        d2.verdict_step = Some(24);
+        let html = r
+            .render(&RunEnd {
+                diagnosis: &d2,
+                summary: &s,
+            })
+            .unwrap();
+        assert!(html.contains("<title>step 20: first non-finite value</title>"));
+        assert!(html.contains("<title>step 24: the verdict&#39;s step (exploding)</title>"));
         assert_eq!(zoom_window(Some(20), 300), Some((10, 25)));
         assert_eq!(zoom_window(Some(3), 300), Some((1, 8)));
         assert_eq!(

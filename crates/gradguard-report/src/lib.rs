@@ -245,6 +245,7 @@ pub(crate) mod test_util {
             )],
             first_nonfinite_step: Some(20),
             max_grad_norm: 1e3,
+            verdict_step: Some(20),
         }
     }
 

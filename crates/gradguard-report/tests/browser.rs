@@ -157,6 +157,7 @@ fn diagnosis(broke: Option<u64>) -> Diagnosis {
         )],
         first_nonfinite_step: broke,
         max_grad_norm: if exploding { 7e3 } else { 5.0 },
+        verdict_step: broke,
     }
 }
 
@@ -426,13 +427,12 @@ fn report_html_renders_in_headless_chromium() {
         "Global gradient norm (steps 10-25)",
         "step 20: first sign",
         "(loss_nonfinite)",
-        "step 20: first non-finite",
     ] {
         assert!(text_in(&dom, text), "report: no text {text:?} rendered");
     }
     for tip in [
         "<title>step 20: first sign (loss_nonfinite)</title></line>",
-        "<title>step 20: first non-finite value</title></line>",
+        "<title>step 20: first non-finite value, the verdict's step (exploding)</title></line>",
     ] {
         let n = dom.matches(tip).count();
         assert!(

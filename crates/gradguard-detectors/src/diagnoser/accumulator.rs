@@ -1,7 +1,9 @@
 //! The [`Diagnoser`]: what it keeps of each event (bounded summaries), and
 //! [`Diagnoser::finish`], which asks the verdict, origin and prescription rules.
 
-use gradguard_core::{Diagnosis, Event, Finding, Learning, Role, Sign, SignSummary, SummaryRemedy};
+use gradguard_core::{
+    Diagnosis, Event, Finding, Learning, Role, Sign, SignSummary, SummaryRemedy, Verdict,
+};
 
 use super::verdict::Decisive;
 use super::{apply_evidence, DiagnosisRules, InitialGrowth, MeasuredCure};
@@ -330,6 +332,10 @@ impl Diagnoser {
             prescriptions: self.prescriptions(verdict, suspect_by.as_ref()),
             first_nonfinite_step: self.first_nonfinite_step,
             max_grad_norm: self.max_grad_norm,
+            verdict_step: match verdict {
+                Verdict::Exploding => self.decisive().map(|(d, _)| d.step()),
+                _ => suspect_by.as_ref().map(|f| f.step),
+            },
         };
         if !self.measured.is_empty() {
             apply_evidence(&mut d, &self.measured);

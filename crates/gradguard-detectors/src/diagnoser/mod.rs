@@ -133,6 +133,7 @@ mod tests {
             "the loss became inf at step 9; a non-finite loss is decisive"
         );
         assert_eq!(d.first_nonfinite_step, Some(9));
+        assert_eq!(d.verdict_step, Some(9), "the decisive step");
         let nf = d.sign(Sign::LossNonfinite).unwrap();
         assert_eq!((nf.seen, nf.first_step, nf.count), (true, Some(9), 4));
         let w = d.sign(Sign::WeightsNonfinite).unwrap();
@@ -336,6 +337,11 @@ mod tests {
             d.rule.contains("first `layers.0.weight` at step 101"),
             "{}",
             d.rule
+        );
+        assert_eq!(
+            d.verdict_step,
+            Some(101),
+            "the finding that made it suspect"
         );
         assert_eq!(
             d.origin.as_deref(),
