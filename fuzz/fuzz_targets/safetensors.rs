@@ -8,9 +8,9 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(mut dump) = GradDump::from_bytes("<fuzz>".into(), data) {
-        for t in &dump.tensors {
-            assert_eq!(t.data.len(), t.shape.iter().product::<usize>());
-            let _ = t.encode();
+        for (i, t) in dump.tensors().iter().enumerate() {
+            assert_eq!(dump.values(i).len(), t.shape.iter().product::<usize>());
+            let _ = dump.encode(i);
         }
         let _ = report(&mut dump, None);
     }

@@ -142,7 +142,7 @@ pub fn run_to(cmd: &GradsCommand, out: &mut dyn Write) -> Result<()> {
                         "unchanged"
                     },
                     a.out.display(),
-                    g.tensors.len()
+                    g.tensors().len()
                 )?;
                 if report.penalty != 0.0 {
                     write!(out, "; penalty {:.6e}", report.penalty)?;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use gradguard_core::{Event, LayerRecord, Role, StepStats, UpdateStats};
 use gradguard_detectors::observation_parts_from_event;
-use gradguard_dump::GradDump;
+use gradguard_dump::{DumpTensor, GradDump};
 
 /// The role the events-log path (offline diagnosis) gives `name`.
 fn role_in_log(name: &str) -> Role {
@@ -43,8 +43,8 @@ fn role_in_log(name: &str) -> Role {
 fn dump_and_log_classify_tensors_alike() {
     let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../gradguard-dump/tests/fixtures/grads_f32.safetensors");
-    let mut dump = GradDump::load(&fixture).unwrap();
-    let of_rank = |r: usize| dump.tensors.iter().position(|t| t.shape.len() == r);
+    let dump = GradDump::load(&fixture).unwrap();
+    let of_rank = |r: usize| dump.tensors().iter().find(|t| t.shape.len() == r);
     let (vector, matrix) = (of_rank(1).unwrap(), of_rank(2).unwrap());
     // (name, its natural rank)
     let table = [
@@ -64,9 +64,12 @@ fn dump_and_log_classify_tensors_alike() {
         ("ln.weight", 1),
     ];
     for (name, rank) in table {
-        let i = if rank == 1 { vector } else { matrix };
-        dump.tensors[i].name = name.to_string();
-        let (in_dump, in_log) = (dump.tensors[i].role(), role_in_log(name));
+        // The dump's tensor of that rank, renamed.
+        let tensor = DumpTensor {
+            name: name.to_string(),
+            ..(if rank == 1 { vector } else { matrix }).clone()
+        };
+        let (in_dump, in_log) = (tensor.role(), role_in_log(name));
         assert_eq!(
             in_dump == Role::Bias,
             in_log == Role::Bias,
