@@ -216,6 +216,12 @@ fn resuming_without_a_checkpoint_or_with_a_short_log_says_why() {
 
     let finished = scratch("short-whole");
     run_experiment(spec(&text), &options(&finished, false)).expect("run");
+    let e = run_experiment(spec(&text), &options(&finished, true)).unwrap_err();
+    assert!(
+        e.to_string().contains("finished") && e.to_string().contains("nothing to resume"),
+        "{e}"
+    );
+    std::fs::remove_file(finished.join("summary.json")).expect("rm summary");
     let short = scratch("short-log");
     copy_dir(&finished, &short);
     let log = std::fs::read_to_string(short.join("events.jsonl")).expect("events");

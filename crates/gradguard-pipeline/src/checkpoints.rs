@@ -110,6 +110,21 @@ pub(crate) fn write_checkpoint(
 /// Loads the newest checkpoint of `run_dir` that loads into `trainer` (a damaged one is
 /// skipped with a warning), and the events it covers.
 pub(crate) fn load_newest(run_dir: &Path, trainer: &mut Trainer) -> Result<Resumed, RunError> {
+    // A run that ended (not interrupted) has nothing to resume: going on from its last
+    // checkpoint would only redo its last steps.
+    let summary = run_dir.join("summary.json");
+    if let Ok(text) = std::fs::read_to_string(&summary) {
+        let interrupted = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("interrupted").and_then(serde_json::Value::as_bool));
+        if interrupted == Some(false) {
+            return Err(RunError::Resume(format!(
+                "{} finished ({} says so): there is nothing to resume",
+                run_dir.display(),
+                summary.display()
+            )));
+        }
+    }
     let found = list_checkpoints(run_dir);
     if found.is_empty() {
         return Err(RunError::Resume(format!(
