@@ -1242,3 +1242,51 @@ fn eval_every_records_and_draws_the_held_out_loss() {
     let log = std::fs::read_to_string(plain.join("events.jsonl")).expect("events.jsonl");
     assert!(!log.contains("held_out_loss"), "{log}");
 }
+
+/// `compare` runs its variant x seed runs on several threads: the comparison is the same
+/// for any number of them (every figure, every evidence, the table), since each run is
+/// deterministic per seed.
+#[test]
+fn a_comparison_is_the_same_on_one_thread_and_on_several() {
+    let d = demo("regression-sgd").expect("demo");
+    let spec = d.spec().expect("spec");
+    let cures =
+        parse_cures(&["clip_global_norm".to_string(), "clip_value".to_string()]).expect("cures");
+    let run = |jobs: usize, name: &str| {
+        run_compare(
+            variants(&spec, &cures).expect("variants"),
+            &scratch(name),
+            &CompareOptions {
+                seeds: vec![1, 2],
+                steps: Some(40),
+                jobs,
+                ..CompareOptions::default()
+            },
+        )
+        .expect("compare")
+    };
+    let one = run(1, "jobs-1");
+    let three = run(3, "jobs-3");
+    assert_eq!(one.table.lines().count(), three.table.lines().count());
+    // The wall-time column differs; everything else is the same.
+    let strip = |t: &str| -> Vec<String> {
+        t.lines()
+            .map(|l| l.rsplit_once("  ").map_or(l, |(a, _)| a).to_string())
+            .collect()
+    };
+    assert_eq!(strip(&one.table), strip(&three.table));
+    assert_eq!(one.to_json(), three.to_json());
+    for (x, y) in one.outcomes.iter().zip(&three.outcomes) {
+        assert_eq!(x.name, y.name);
+        for (s, t) in x.seeds.iter().zip(&y.seeds) {
+            // Debug text: NaN figures compare equal there.
+            assert_eq!(
+                format!("{:?}", s.summary),
+                format!("{:?}", t.summary),
+                "{} seed {}",
+                x.name,
+                s.seed
+            );
+        }
+    }
+}

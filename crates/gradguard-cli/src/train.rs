@@ -150,6 +150,10 @@ pub struct CompareArgs {
     /// when it worked for every seed.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=MAX_SEEDS))]
     pub seeds: u64,
+    /// How many runs at once (default: the cores available to the process). The comparison
+    /// is the same for any number: each run is deterministic per seed.
+    #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    pub jobs: Option<usize>,
     /// Print the comparison as JSON (what compare.json, written beside compare.html, holds)
     /// instead of the table and ranking.
     #[arg(long)]
@@ -558,6 +562,7 @@ fn demo_and_compare(
             stop_when_beyond_saving: false,
             interrupt: Some(crate::interrupt().clone()),
             unguarded: false,
+            jobs: 0,
         },
     )
     .map_err(interrupted)?;
@@ -617,6 +622,7 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             stop_when_beyond_saving: false,
             interrupt: Some(crate::interrupt().clone()),
             unguarded: false,
+            jobs: args.jobs.unwrap_or(0),
         },
     )
     .map_err(interrupted)?;

@@ -17,7 +17,7 @@ use gradguard_report::compare::test_loss_vs_baseline;
 use gradguard_report::{format_compare_table, render_compare_html, CompareVariant};
 
 use crate::cures;
-use crate::run::{run_experiment, RunError, RunOptions};
+use crate::run::{run_experiment, RunError, RunOptions, RunOutcome};
 use crate::spec::ExperimentSpec;
 
 /// One variant to run: a name, the cure it applies (none for the spec as given) and its spec.
@@ -48,6 +48,9 @@ pub enum CompareError {
     /// Writing the comparison failed.
     #[error(transparent)]
     Report(#[from] gradguard_core::ReportError),
+    /// A run was not started because an earlier one failed or was interrupted.
+    #[error("variant `{0}` was not run: an earlier run of the comparison failed")]
+    NotRun(String),
 }
 
 /// Parses `--with` labels into cures, checking each names something that exists.
@@ -115,6 +118,78 @@ pub struct CompareOptions {
     pub interrupt: Option<crate::run::Interrupt>,
     /// Every run unguarded ([`RunOptions::unguarded`]): the claims book only.
     pub unguarded: bool,
+    /// How many runs at once (each run is deterministic per seed, so the comparison is the
+    /// same for any number); 0 (the default) means the cores available to the process
+    /// ([`std::thread::available_parallelism`], which respects affinity and cgroup limits).
+    pub jobs: usize,
+}
+
+impl CompareOptions {
+    /// The number of runs at once: `jobs`, or the cores available when it is 0.
+    pub fn workers(&self) -> usize {
+        match self.jobs {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
+}
+
+/// One run of a comparison: a variant under a seed, with its own copy of the spec.
+struct Job {
+    spec: ExperimentSpec,
+    opts: RunOptions,
+}
+
+/// Runs `jobs` on `workers` threads (inline when 1), taking the next job as one finishes, and
+/// returns their results in the jobs' order. After a failed or interrupted run no new job
+/// starts (those left are `None`).
+fn run_jobs(jobs: Vec<Job>, workers: usize) -> Vec<Option<Result<RunOutcome, RunError>>> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    let n = jobs.len();
+    let queue: Mutex<std::collections::VecDeque<(usize, Job)>> =
+        Mutex::new(jobs.into_iter().enumerate().collect());
+    let results: Vec<Mutex<Option<Result<RunOutcome, RunError>>>> =
+        (0..n).map(|_| Mutex::new(None)).collect();
+    let stop = AtomicBool::new(false);
+    let work = || loop {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let Some((i, job)) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
+            break;
+        };
+        let r = run_experiment(job.spec, &job.opts);
+        if r.as_ref().map_or(true, |o| o.interrupted.is_some()) {
+            stop.store(true, Ordering::Relaxed);
+        }
+        if let Ok(mut slot) = results[i].lock() {
+            *slot = Some(r);
+        }
+    };
+    let workers = workers.clamp(1, n.max(1));
+    if workers == 1 {
+        work();
+    } else {
+        std::thread::scope(|s| {
+            for w in 0..workers {
+                // Runs keep the main thread's stack size (a model's recursion is shallow,
+                // but a user's plugin may not be).
+                let spawned = std::thread::Builder::new()
+                    .name(format!("gradguard-compare-{w}"))
+                    .stack_size(8 << 20)
+                    .spawn_scoped(s, work);
+                if spawned.is_err() {
+                    // No thread to be had: this one does the work.
+                    work();
+                }
+            }
+        });
+    }
+    results
+        .into_iter()
+        .map(|m| m.into_inner().ok().flatten())
+        .collect()
 }
 
 /// One seed of one variant.
@@ -229,11 +304,10 @@ pub fn run_compare(
     } else {
         opts.seeds.iter().map(|&s| Some(s)).collect()
     };
-    for v in variants {
+    // Every (variant, seed) run, in order, each with its own copy of the spec.
+    let mut jobs = Vec::with_capacity(variants.len() * seed_list.len());
+    for v in &variants {
         let base = out_dir.join(v.name.replace(['/', '\\', ' '], "_"));
-        let mut runs: Vec<CompareVariant> = Vec::new();
-        let mut seeds = Vec::new();
-        let mut early = 0;
         for seed in &seed_list {
             let spec = v
                 .spec
@@ -256,8 +330,24 @@ pub fn run_compare(
                 unguarded: opts.unguarded,
                 resume: false,
             };
-            let outcome = run_experiment(spec, &run_opts)
-                .map_err(|e| CompareError::Run(v.name.clone(), Box::new(e)))?;
+            jobs.push(Job {
+                spec,
+                opts: run_opts,
+            });
+        }
+    }
+    let mut results = run_jobs(jobs, opts.workers()).into_iter();
+    for v in variants {
+        let mut runs: Vec<CompareVariant> = Vec::new();
+        let mut seeds = Vec::new();
+        let mut early = 0;
+        for _ in &seed_list {
+            // Jobs start in order, so a run left out comes after the failed or interrupted
+            // one, whose error this loop returns first.
+            let Some(result) = results.next().flatten() else {
+                return Err(CompareError::NotRun(v.name.clone()));
+            };
+            let outcome = result.map_err(|e| CompareError::Run(v.name.clone(), Box::new(e)))?;
             if let Some(sig) = outcome.interrupted {
                 return Err(CompareError::Interrupted(sig));
             }

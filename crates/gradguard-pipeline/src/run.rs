@@ -689,6 +689,7 @@ pub fn verify_prescriptions(
             stop_when_beyond_saving: true,
             interrupt: interrupt.cloned(),
             unguarded: false,
+            jobs: 0,
         },
     )?;
     apply_evidence(

@@ -129,6 +129,7 @@ pub(super) fn run_variants(
             // The claims are about training as the frameworks do it, without gradguard's
             // guard: a non-finite update is applied as PyTorch would apply it.
             unguarded: true,
+            jobs: 0,
         },
     )
     .map_err(|e| ClaimsError::Compare(id.into(), Box::new(e)))?;
