@@ -58,9 +58,12 @@ fn open_reader<R: Read>(
             "the file is empty: expected a header row and at least one data row",
         ));
     }
-    // A repeated name would silently read the first of the columns twice.
+    // A repeated name would silently read the first of the columns twice. One hash lookup per
+    // column: a header of thousands of columns is checked in linear time.
+    let mut first_of: std::collections::HashMap<&str, usize> =
+        std::collections::HashMap::with_capacity(header.len());
     for (j, name) in header.iter().enumerate() {
-        if let Some(i) = header[..j].iter().position(|h| h == name) {
+        if let Some(&i) = first_of.get(name.as_str()) {
             return Err(ModelError::data(
                 path,
                 format!(
@@ -70,6 +73,7 @@ fn open_reader<R: Read>(
                 ),
             ));
         }
+        first_of.insert(name, j);
     }
     Ok((header, rdr))
 }
@@ -120,9 +124,19 @@ fn table_from<R: Read>(
     path: &Path,
     columns: &[String],
 ) -> Result<CsvTable, ModelError> {
+    // Names are unique (checked on opening): one map, so asking for every column of a wide
+    // table stays linear.
+    let by_name: std::collections::HashMap<&str, usize> = header
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.as_str(), i))
+        .collect();
     let idx = columns
         .iter()
-        .map(|c| column_index(path, &header, c))
+        .map(|c| match by_name.get(c.as_str()) {
+            Some(&i) => Ok(i),
+            None => column_index(path, &header, c),
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let mut values = Vec::new();
     let mut rows = 0;
