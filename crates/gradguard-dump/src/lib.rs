@@ -1498,7 +1498,7 @@ mod tests {
     /// 512 MiB), so ignored: `cargo test -p gradguard-dump -- --ignored peak_memory`.
     #[cfg(target_os = "linux")]
     #[test]
-    #[ignore]
+    #[ignore = "slow: writes a 256 MiB dump and its 256 MiB output; .ci/run runs it with -- --ignored"]
     fn peak_memory_of_a_large_f32_dump_stays_near_its_size() {
         use std::io::Write;
         let hwm = || -> u64 {
