@@ -1,0 +1,891 @@
+//! # gradguard for Python: the Guard in your own training loop
+//!
+//! A PyO3 extension, imported as `gradguard`, over the framework-free
+//! [`gradguard_engine::Guard`]: the same detectors, remedies, diagnosis and reports as
+//! `gradguard run`, driven step by step from a Python loop.
+//!
+//! ```python
+//! import gradguard
+//! guard = gradguard.Guard(remedies=[{"kind": "clip_global_norm", "max_norm": 1.0}], out_dir="runs/x")
+//! for step in range(1, n + 1):
+//!     loss = ...; loss.backward()
+//!     d = guard.step(model, loss)      # model.named_parameters(), (name, obj) pairs, or {name: (w, g)}
+//!     if d.apply: opt.step()           # the gradients were edited in place by the remedies
+//!     guard.after_update(model)        # measures ||dw|| per tensor ("the weights change a lot")
+//!     if d.stop: break
+//! summary = guard.finish()             # summary.json's keys; events.jsonl, summary.json, report.html
+//! ```
+//!
+//! ## How arrays are read (and why rust-numpy, under abi3)
+//!
+//! The wheel is built for the stable ABI, `abi3-py39`: one wheel for every CPython >= 3.9.
+//! Python's buffer protocol is only part of the limited API from 3.11, so it cannot be used
+//! under `abi3-py39`. Arrays are read through rust-numpy's `PyReadonlyArray` /
+//! `PyReadwriteArray` instead, which use NumPy's own C API (a capsule NumPy exports) and
+//! build under abi3. They borrow the array's memory with NumPy's aliasing checks: the same
+//! array passed as a weight and as a gradient is refused rather than read while written.
+//!
+//! - A **float32, C-contiguous** gradient is edited **in place**, with no copy.
+//! - A gradient of another **float dtype** (float16, float64) is converted to a float32 copy
+//!   for the step and written back with NumPy's cast afterwards: one read, one float32
+//!   allocation of the tensor's size, one write back, per tensor and per step. The values a
+//!   remedy wrote are then rounded to the tensor's dtype.
+//! - A float32 gradient that is not C-contiguous is an error (a silent copy would hide the
+//!   cost); weights are only read, so any layout and float dtype is accepted (non-float32 or
+//!   non-contiguous weights are copied).
+//! - Objects that are not NumPy arrays are read through `.numpy()` (after `.detach()` when
+//!   present): CPU PyTorch tensors then share their memory with the array, so the remedies
+//!   edit `param.grad` itself. CUDA tensors are refused with an error for now (issue 14 plans
+//!   device-side statistics); bfloat16 tensors have no NumPy dtype and are refused by
+//!   `.numpy()`.
+//!
+//! ## Rollback
+//!
+//! The Python side keeps no snapshots. A remedy that asks for a rollback is reported to the
+//! caller (`d.action == "rollback"`, `d.apply` false); `after_update` then returns
+//! `rolled_back_to`, the step of the newest snapshot the Guard asked for (`snapshot` true in
+//! an earlier `after_update`), and the Guard resets its detectors as after a real rollback.
+//! Restoring the weights and optimiser state is the caller's job; a caller that keeps no
+//! checkpoints should stop, or treat the step as skipped.
+//!
+//! ## Errors
+//!
+//! Nothing panics across the boundary on bad input: a wrong dtype is a `TypeError`; a
+//! non-contiguous gradient, a weight/gradient shape mismatch and a bad plugin dict (the
+//! message names the key, e.g. `remedies[0].max_norm`) are `ValueError`s; driving the Guard
+//! out of order or after `finish` is a `RuntimeError`.
+
+use std::path::{Path, PathBuf};
+
+use gradguard_core::{Action, Detector, ParamView, Remedy, Reporter, Role, RunInfo, UpdateStats};
+use gradguard_detectors::RunFigures;
+use gradguard_engine::{Decision as EngineDecision, Guard as EngineGuard, HostError};
+use gradguard_engine::{StepInput, TrainingHost};
+use numpy::{
+    PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn,
+    PyUntypedArray, PyUntypedArrayMethods,
+};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+use serde::Deserialize;
+
+/// The spec reader of `gradguard run` (errors that name the key path, "did you mean",
+/// other frameworks' kind aliases such as `clip_grad_norm`), shared with gradguard-pipeline
+/// by path: that crate depends on dfdx, which this extension must not. TODO: move the file
+/// into a dfdx-free crate (gradguard-engine) so both depend on it the ordinary way.
+#[allow(dead_code)]
+#[path = "../../gradguard-pipeline/src/spec_error.rs"]
+mod spec_error;
+
+/// What spec_error.rs needs from gradguard-pipeline's `cures` module.
+mod cures {
+    /// The candidate closest to `name` by edit distance, when close enough to be a typo (a
+    /// copy of gradguard-pipeline's `cures::did_you_mean`).
+    pub fn did_you_mean<'a>(
+        name: &str,
+        candidates: impl IntoIterator<Item = &'a str>,
+    ) -> Option<&'a str> {
+        let limit = (name.chars().count() / 3).clamp(1, 3);
+        candidates
+            .into_iter()
+            .map(|c| (edit_distance(name, c), c))
+            .filter(|(d, _)| *d <= limit)
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, c)| c)
+    }
+
+    fn edit_distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut prev: Vec<usize> = (0..=b.len()).collect();
+        let mut cur = vec![0; b.len() + 1];
+        for (i, ca) in a.chars().enumerate() {
+            cur[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let sub = prev[j] + usize::from(ca != *cb);
+                cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+            }
+            std::mem::swap(&mut prev, &mut cur);
+        }
+        prev[b.len()]
+    }
+}
+
+use spec_error::{SpecError, SpecFormat};
+
+/// A spec error as one line that names the key (`remedies[0].max_norm: ...`).
+fn spec_message(label: &str, e: &SpecError) -> String {
+    match &e.key_path {
+        Some(k) if k.starts_with('[') => format!("{label}{k}: {}", e.message),
+        Some(k) => format!("{label}.{k}: {}", e.message),
+        None => format!("{label}: {}", e.message),
+    }
+}
+
+/// The plugin tables of a spec file; every other table (model, task, train, ...) is ignored.
+#[derive(Deserialize)]
+struct GuardTables {
+    #[serde(default)]
+    detectors: Option<Vec<Box<dyn Detector>>>,
+    #[serde(default)]
+    remedies: Vec<Box<dyn Remedy>>,
+    #[serde(default = "yes")]
+    default_reporters: bool,
+    #[serde(default)]
+    reporters: Option<Vec<Box<dyn Reporter>>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Reads a list of plugin dicts (`family` labels errors: `remedies`, `detectors`, ...).
+fn plugins_from_dicts<T: serde::de::DeserializeOwned>(
+    py: Python<'_>,
+    family: &str,
+    dicts: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Option<Vec<T>>> {
+    let Some(dicts) = dicts else { return Ok(None) };
+    if dicts.is_none() {
+        return Ok(None);
+    }
+    let json = py.import("json")?;
+    let mut out = Vec::new();
+    for (i, item) in dicts
+        .try_iter()
+        .map_err(|_| PyTypeError::new_err(format!("{family}: expected a list of dicts")))?
+        .enumerate()
+    {
+        let item = item?;
+        let label = format!("{family}[{i}]");
+        if !item.is_instance_of::<PyDict>() {
+            return Err(PyTypeError::new_err(format!(
+                "{label}: expected a dict such as {{\"kind\": ...}}, got {}",
+                item.get_type().name()?
+            )));
+        }
+        let text: String = json
+            .call_method1("dumps", (&item,))
+            .map_err(|e| PyValueError::new_err(format!("{label}: not JSON-like: {e}")))?
+            .extract()?;
+        let plugin = spec_error::parse_str::<T>(&text, SpecFormat::Json, Path::new(&label))
+            .map_err(|e| PyValueError::new_err(spec_message(&label, &e)))?;
+        out.push(plugin);
+    }
+    Ok(Some(out))
+}
+
+/// Checks every detector's and remedy's parameters before anything runs.
+fn validate(detectors: &[Box<dyn Detector>], remedies: &[Box<dyn Remedy>]) -> PyResult<()> {
+    for (i, d) in detectors.iter().enumerate() {
+        d.validate().map_err(|m| {
+            PyValueError::new_err(format!("detectors[{i}] (`{}`): {m}", d.typetag_name()))
+        })?;
+    }
+    for (i, r) in remedies.iter().enumerate() {
+        r.validate()
+            .map_err(|e| PyValueError::new_err(format!("remedies[{i}]: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The loop's side of checkpoints: the Python caller keeps them (or not). The Guard's
+/// requests are recorded and reported back by `after_update`.
+#[derive(Default)]
+struct CallerHost {
+    step: u64,
+    last_snapshot: Option<u64>,
+    snapshot_now: bool,
+}
+
+impl TrainingHost for CallerHost {
+    fn snapshot(&mut self, _keep: usize) -> Result<(), HostError> {
+        self.last_snapshot = Some(self.step);
+        self.snapshot_now = true;
+        Ok(())
+    }
+    fn restore_newest(&mut self) -> Result<Option<u64>, HostError> {
+        Ok(self.last_snapshot)
+    }
+    fn skip_batches(&mut self, _n: u64) {}
+}
+
+/// One tensor of a step: float32 arrays the Guard reads (weights) and edits (gradients).
+struct Tensor<'py> {
+    name: String,
+    weight: Bound<'py, PyArrayDyn<f32>>,
+    grad: Option<Bound<'py, PyArrayDyn<f32>>>,
+    /// The caller's gradient when `grad` is a float32 copy of it (written back after the step).
+    grad_source: Option<Bound<'py, PyAny>>,
+}
+
+/// `obj` as a NumPy array: itself, or `obj.detach().numpy()` (PyTorch CPU tensors share memory).
+fn as_ndarray<'py>(obj: &Bound<'py, PyAny>, name: &str, what: &str) -> PyResult<Bound<'py, PyAny>> {
+    if obj.is_instance_of::<PyUntypedArray>() {
+        return Ok(obj.clone());
+    }
+    if let Some(cuda) = obj.getattr_opt("is_cuda")? {
+        if cuda.is_truthy()? {
+            return Err(PyTypeError::new_err(format!(
+                "tensor `{name}`: its {what} is a CUDA tensor; this version of gradguard reads CPU tensors and NumPy arrays only (CUDA support is planned, issue 14)"
+            )));
+        }
+    }
+    if obj.hasattr("numpy")? {
+        let base = if obj.hasattr("detach")? {
+            obj.call_method0("detach")?
+        } else {
+            obj.clone()
+        };
+        let arr = base.call_method0("numpy").map_err(|e| {
+            PyTypeError::new_err(format!(
+                "tensor `{name}`: its {what} cannot be read as a NumPy array through .numpy(): {e}"
+            ))
+        })?;
+        if arr.is_instance_of::<PyUntypedArray>() {
+            return Ok(arr);
+        }
+    }
+    Err(PyTypeError::new_err(format!(
+        "tensor `{name}`: its {what} is a {}, expected a NumPy array or an object with .numpy() (a CPU tensor)",
+        obj.get_type().name()?
+    )))
+}
+
+fn dtype_name(arr: &Bound<'_, PyUntypedArray>) -> String {
+    arr.dtype().to_string()
+}
+
+/// The weights as a float32 array (the caller's own when float32 and C-contiguous, else a copy).
+fn weight_array<'py>(
+    np: &Bound<'py, PyModule>,
+    obj: &Bound<'py, PyAny>,
+    name: &str,
+) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+    let arr = as_ndarray(obj, name, "weight")?;
+    let untyped = arr.cast::<PyUntypedArray>()?;
+    if untyped.dtype().kind() != b'f' {
+        return Err(PyTypeError::new_err(format!(
+            "tensor `{name}`: the weight's dtype is {}, expected a float dtype (float32, or float16/float64, which are converted)",
+            dtype_name(untyped)
+        )));
+    }
+    if let Ok(a) = arr.cast::<PyArrayDyn<f32>>() {
+        if a.is_c_contiguous() {
+            return Ok(a.clone());
+        }
+    }
+    let copy = np.call_method1("ascontiguousarray", (&arr, "float32"))?;
+    Ok(copy.cast_into::<PyArrayDyn<f32>>()?)
+}
+
+/// The gradient as a float32 array, with the caller's array when it is a converted copy.
+#[allow(clippy::type_complexity)]
+fn grad_array<'py>(
+    np: &Bound<'py, PyModule>,
+    obj: &Bound<'py, PyAny>,
+    name: &str,
+) -> PyResult<(Bound<'py, PyArrayDyn<f32>>, Option<Bound<'py, PyAny>>)> {
+    let arr = as_ndarray(obj, name, "gradient")?;
+    let untyped = arr.cast::<PyUntypedArray>()?;
+    if untyped.dtype().kind() != b'f' {
+        return Err(PyTypeError::new_err(format!(
+            "tensor `{name}`: the gradient's dtype is {}, expected a float dtype (float32, or float16/float64, which are converted)",
+            dtype_name(untyped)
+        )));
+    }
+    if let Ok(a) = arr.cast::<PyArrayDyn<f32>>() {
+        if !a.is_c_contiguous() {
+            return Err(PyValueError::new_err(format!(
+                "tensor `{name}`: the float32 gradient is not C-contiguous (strides {:?}); gradients are edited in place, so pass a contiguous array (e.g. numpy.ascontiguousarray, then read it back)",
+                a.strides()
+            )));
+        }
+        return Ok((a.clone(), None));
+    }
+    let copy = np.call_method1("ascontiguousarray", (&arr, "float32"))?;
+    Ok((copy.cast_into::<PyArrayDyn<f32>>()?, Some(arr)))
+}
+
+/// One entry of `params`: a `(weight, grad)` pair, or a parameter object with `.data`/`.grad`.
+fn entry<'py>(
+    np: &Bound<'py, PyModule>,
+    name: String,
+    value: &Bound<'py, PyAny>,
+    want_grads: bool,
+) -> PyResult<Option<Tensor<'py>>> {
+    let (w, g) = if value.is_instance_of::<PyTuple>() || value.is_instance_of::<PyList>() {
+        if value.len()? != 2 {
+            return Err(PyValueError::new_err(format!(
+                "tensor `{name}`: expected a (weight, grad) pair, got {} items",
+                value.len()?
+            )));
+        }
+        (value.get_item(0)?, Some(value.get_item(1)?))
+    } else {
+        let w = value.getattr_opt("data")?.unwrap_or_else(|| value.clone());
+        let g = value.getattr_opt("grad")?.filter(|g| !g.is_none());
+        if g.is_none() && value.hasattr("grad")? {
+            // A parameter without a gradient (frozen, or unused by this loss): not watched.
+            return Ok(None);
+        }
+        (w, g)
+    };
+    let weight = weight_array(np, &w, &name)?;
+    let (grad, grad_source) = match (want_grads, g) {
+        (true, Some(g)) => {
+            let (grad, source) = grad_array(np, &g, &name)?;
+            if grad.shape() != weight.shape() {
+                return Err(PyValueError::new_err(format!(
+                    "tensor `{name}`: the weight's shape {:?} and the gradient's shape {:?} differ",
+                    weight.shape(),
+                    grad.shape()
+                )));
+            }
+            (Some(grad), source)
+        }
+        (true, None) => {
+            return Err(PyTypeError::new_err(format!(
+                "tensor `{name}`: expected a (weight, grad) pair or an object with .data and .grad, got {}",
+                value.get_type().name()?
+            )))
+        }
+        (false, _) => (None, None),
+    };
+    Ok(Some(Tensor {
+        name,
+        weight,
+        grad,
+        grad_source,
+    }))
+}
+
+/// Every tensor of `params`: a dict name -> (weight, grad) or parameter, an object with
+/// `named_parameters()` (a `torch.nn.Module`), or an iterable of (name, obj) pairs.
+fn gather<'py>(params: &Bound<'py, PyAny>, want_grads: bool) -> PyResult<Vec<Tensor<'py>>> {
+    let py = params.py();
+    let np = py.import("numpy")?;
+    let items: Bound<'py, PyAny> = if let Ok(d) = params.cast::<PyDict>() {
+        d.call_method0("items")?
+    } else if params.hasattr("named_parameters")? {
+        params.call_method0("named_parameters")?
+    } else {
+        params.clone()
+    };
+    let iter = items.try_iter().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "params: expected a dict name -> (weight, grad), an object with named_parameters(), or an iterable of (name, parameter) pairs; got {}",
+            params.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+        ))
+    })?;
+    let mut out = Vec::new();
+    for item in iter {
+        let item = item?;
+        let pair = item
+            .cast::<PyTuple>()
+            .ok()
+            .filter(|t| t.len() == 2)
+            .ok_or_else(|| {
+                PyTypeError::new_err("params: each item must be a (name, parameter) pair")
+            })?;
+        let name: String = pair.get_item(0)?.str()?.extract()?;
+        if let Some(t) = entry(&np, name, &pair.get_item(1)?, want_grads)? {
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
+
+fn borrow_error(name: &str, what: &str, e: impl std::fmt::Display) -> PyErr {
+    PyValueError::new_err(format!(
+        "tensor `{name}`: its {what} cannot be borrowed ({e}); is the same array passed twice, or as both weight and gradient?"
+    ))
+}
+
+/// What the Guard decided for one step.
+#[pyclass(module = "gradguard", frozen, get_all)]
+struct Decision {
+    /// "continue", "skip_step", "scale_lr", "rollback" or "stop".
+    action: String,
+    /// Why the action was taken ("" for continue).
+    reason: String,
+    /// Whether to apply the update (continue or scale_lr).
+    apply: bool,
+    /// Whether the run must end after this step.
+    stop: bool,
+    /// The factor to multiply the learning rate by for this update.
+    lr_scale: f64,
+    /// The global gradient norm before the remedies.
+    grad_norm_before: f64,
+    /// The global gradient norm after the remedies (what the update uses).
+    grad_norm_after: f64,
+    /// What the detectors found at this step, as dicts (the `findings` of events.jsonl).
+    findings: Py<PyAny>,
+    /// The step number.
+    step: u64,
+}
+
+#[pymethods]
+impl Decision {
+    /// `grad_norm_before`, under the issue's shorter name.
+    #[getter]
+    fn grad_norm(&self) -> f64 {
+        self.grad_norm_before
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Decision(step={}, action={:?}, apply={}, stop={}, lr_scale={}, grad_norm_before={}, grad_norm_after={})",
+            self.step,
+            self.action,
+            if self.apply { "True" } else { "False" },
+            if self.stop { "True" } else { "False" },
+            self.lr_scale,
+            self.grad_norm_before,
+            self.grad_norm_after
+        )
+    }
+}
+
+/// A step between `step` and `after_update`.
+struct Pending {
+    step: u64,
+    apply: bool,
+    lr: f64,
+    /// The weights before the update, per tensor (for ||dw||), when the update is applied.
+    before: Vec<(String, Vec<f32>)>,
+}
+
+/// The Guard: detectors, remedies, diagnosis and reports for one training run.
+#[pyclass(module = "gradguard", unsendable)]
+struct Guard {
+    guard: Option<EngineGuard>,
+    host: CallerHost,
+    out_dir: Option<PathBuf>,
+    name: String,
+    started: bool,
+    steps: u64,
+    pending: Option<Pending>,
+    last_loss: Option<f64>,
+    measure_updates: bool,
+}
+
+fn engine_error(e: impl std::fmt::Display) -> PyErr {
+    PyRuntimeError::new_err(e.to_string())
+}
+
+impl Guard {
+    fn build(
+        detectors: Option<Vec<Box<dyn Detector>>>,
+        remedies: Vec<Box<dyn Remedy>>,
+        default_reporters: bool,
+        reporters: Option<Vec<Box<dyn Reporter>>>,
+        out_dir: Option<PathBuf>,
+        quiet: bool,
+        measure_updates: bool,
+    ) -> PyResult<Self> {
+        let detectors = detectors.unwrap_or_else(gradguard_detectors::default_detectors);
+        validate(&detectors, &remedies)?;
+        // Console: only the final diagnosis (per-step lines would flood a notebook), and
+        // nothing when quiet. Files only when there is a directory to write them to.
+        let mut defaults: Vec<Box<dyn Reporter>> = Vec::new();
+        if default_reporters {
+            defaults = gradguard_engine::default_reporters(!quiet, true, 0);
+            if out_dir.is_none() {
+                defaults.retain(|r| r.typetag_name() == "console");
+            }
+        }
+        let reporters = gradguard_engine::merge_reporters(defaults, reporters.unwrap_or_default());
+        let name = out_dir
+            .as_ref()
+            .and_then(|d| d.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "python".into());
+        Ok(Guard {
+            guard: Some(EngineGuard::new(detectors, remedies, reporters)),
+            host: CallerHost::default(),
+            out_dir,
+            name,
+            started: false,
+            steps: 0,
+            pending: None,
+            last_loss: None,
+            measure_updates,
+        })
+    }
+
+    fn engine(&mut self) -> PyResult<&mut EngineGuard> {
+        self.guard
+            .as_mut()
+            .ok_or_else(|| PyRuntimeError::new_err("this Guard has finished; make a new one"))
+    }
+
+    /// Closes a step the caller did not close with `after_update` (the update unmeasured).
+    fn close_pending(&mut self) -> PyResult<()> {
+        if let Some(p) = self.pending.take() {
+            let update = p.apply.then(|| UpdateStats {
+                step: p.step,
+                lr: p.lr,
+                ..UpdateStats::default()
+            });
+            self.host.step = p.step;
+            self.host.snapshot_now = false;
+            let guard = self
+                .guard
+                .as_mut()
+                .ok_or_else(|| engine_error("finished"))?;
+            guard
+                .after_update(update, &mut self.host)
+                .map_err(engine_error)?;
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl Guard {
+    /// `Guard(remedies=None, detectors=None, out_dir=None, quiet=False, reporters=None,
+    /// default_reporters=True, measure_updates=True)`: plugins as dicts, as in specs
+    /// (`{"kind": "clip_global_norm", "max_norm": 1.0}`); `detectors=None` means every built-in
+    /// detector. events.jsonl, summary.json and report.html are written into `out_dir` when
+    /// given.
+    #[new]
+    #[pyo3(signature = (remedies=None, detectors=None, out_dir=None, quiet=false, reporters=None, default_reporters=true, measure_updates=true))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        remedies: Option<&Bound<'_, PyAny>>,
+        detectors: Option<&Bound<'_, PyAny>>,
+        out_dir: Option<PathBuf>,
+        quiet: bool,
+        reporters: Option<&Bound<'_, PyAny>>,
+        default_reporters: bool,
+        measure_updates: bool,
+    ) -> PyResult<Self> {
+        gradguard_engine::link_plugins();
+        let remedies = plugins_from_dicts::<Box<dyn Remedy>>(py, "remedies", remedies)?;
+        let detectors = plugins_from_dicts::<Box<dyn Detector>>(py, "detectors", detectors)?;
+        let reporters = plugins_from_dicts::<Box<dyn Reporter>>(py, "reporters", reporters)?;
+        Guard::build(
+            detectors,
+            remedies.unwrap_or_default(),
+            default_reporters,
+            reporters,
+            out_dir,
+            quiet,
+            measure_updates,
+        )
+    }
+
+    /// A Guard from the `detectors`, `remedies`, `reporters` and `default_reporters` of a
+    /// spec file (`.toml` or `.json`); its other tables are ignored.
+    #[staticmethod]
+    #[pyo3(signature = (path, out_dir=None, quiet=false, measure_updates=true))]
+    fn from_file(
+        path: PathBuf,
+        out_dir: Option<PathBuf>,
+        quiet: bool,
+        measure_updates: bool,
+    ) -> PyResult<Self> {
+        gradguard_engine::link_plugins();
+        let tables: GuardTables =
+            spec_error::load_file(&path).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Guard::build(
+            tables.detectors,
+            tables.remedies,
+            tables.default_reporters,
+            tables.reporters,
+            out_dir,
+            quiet,
+            measure_updates,
+        )
+        .map_err(|e| PyValueError::new_err(format!("{}: {e}", path.display())))
+    }
+
+    /// One step: measures the gradients, runs the detectors, then the remedies (which edit the
+    /// gradients in place), and returns the Decision. `loss` is anything `float()` reads (a
+    /// 0-d tensor too); `step` defaults to the previous step + 1.
+    #[pyo3(signature = (params, loss, lr=None, step=None, epoch=None))]
+    fn step(
+        &mut self,
+        py: Python<'_>,
+        params: &Bound<'_, PyAny>,
+        loss: &Bound<'_, PyAny>,
+        lr: Option<f64>,
+        step: Option<u64>,
+        epoch: Option<u64>,
+    ) -> PyResult<Decision> {
+        self.engine()?;
+        self.close_pending()?;
+        let loss: f64 = loss
+            .call_method0("__float__")
+            .and_then(|f| f.extract())
+            .map_err(|e| PyTypeError::new_err(format!("loss: expected a number: {e}")))?;
+        let tensors = gather(params, true)?;
+        if tensors.is_empty() {
+            return Err(PyValueError::new_err(
+                "params: no tensor with a gradient (call loss.backward() first?)",
+            ));
+        }
+        let shapes: Vec<Vec<usize>> = tensors.iter().map(|t| t.weight.shape().to_vec()).collect();
+        let mut weights: Vec<PyReadonlyArrayDyn<'_, f32>> = Vec::with_capacity(tensors.len());
+        let mut grads: Vec<PyReadwriteArrayDyn<'_, f32>> = Vec::with_capacity(tensors.len());
+        for t in &tensors {
+            weights.push(
+                t.weight
+                    .try_readonly()
+                    .map_err(|e| borrow_error(&t.name, "weight", e))?,
+            );
+            let g = t.grad.as_ref().ok_or_else(|| engine_error("no gradient"))?;
+            grads.push(
+                g.try_readwrite()
+                    .map_err(|e| borrow_error(&t.name, "gradient", e))?,
+            );
+        }
+        let step = step.unwrap_or(self.steps + 1);
+        if !self.started {
+            let infos = tensors
+                .iter()
+                .zip(&shapes)
+                .map(|(t, s)| gradguard_core::ParamInfo {
+                    name: t.name.clone(),
+                    shape: s.clone(),
+                    role: Role::from_name(&t.name, Some(s.len())),
+                })
+                .collect();
+            let info = RunInfo {
+                name: self.name.clone(),
+                seed: 0,
+                out_dir: self.out_dir.clone().unwrap_or_else(|| PathBuf::from(".")),
+                params: infos,
+                clip_threshold: None,
+            };
+            if let Some(dir) = &self.out_dir {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    PyRuntimeError::new_err(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+            self.host.step = 0;
+            let guard = self
+                .guard
+                .as_mut()
+                .ok_or_else(|| engine_error("finished"))?;
+            guard.start(info, &mut self.host).map_err(engine_error)?;
+            self.started = true;
+        }
+        let decision: EngineDecision = {
+            let mut view = ParamView::with_capacity(tensors.len());
+            for (((t, shape), w), g) in tensors
+                .iter()
+                .zip(&shapes)
+                .zip(&weights)
+                .zip(grads.iter_mut())
+            {
+                let ws = w
+                    .as_slice()
+                    .map_err(|e| borrow_error(&t.name, "weight", e))?;
+                let gs = g
+                    .as_slice_mut()
+                    .map_err(|e| borrow_error(&t.name, "gradient", e))?;
+                view.push(
+                    &t.name,
+                    shape,
+                    Role::from_name(&t.name, Some(shape.len())),
+                    ws,
+                    gs,
+                )
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            }
+            let input = StepInput {
+                step,
+                loss,
+                epoch,
+                lr,
+                ..StepInput::default()
+            };
+            let guard = self
+                .guard
+                .as_mut()
+                .ok_or_else(|| engine_error("finished"))?;
+            guard.step(input, &mut view)
+        };
+        let before = if decision.apply && self.measure_updates {
+            tensors
+                .iter()
+                .zip(&weights)
+                .map(|(t, w)| Ok((t.name.clone(), w.as_slice().map_err(engine_error)?.to_vec())))
+                .collect::<PyResult<Vec<_>>>()?
+        } else {
+            Vec::new()
+        };
+        drop(grads);
+        drop(weights);
+        // Converted gradients go back into the caller's arrays (NumPy casts them).
+        for t in &tensors {
+            if let (Some(source), Some(g)) = (&t.grad_source, &t.grad) {
+                source.set_item(py.Ellipsis(), g)?;
+            }
+        }
+        self.steps = step;
+        self.last_loss = Some(loss);
+        let guard = self
+            .guard
+            .as_ref()
+            .ok_or_else(|| engine_error("finished"))?;
+        let findings_json = serde_json::to_string(guard.findings()).map_err(engine_error)?;
+        let findings = py.import("json")?.call_method1("loads", (findings_json,))?;
+        self.pending = Some(Pending {
+            step,
+            apply: decision.apply,
+            lr: lr.unwrap_or(0.0),
+            before,
+        });
+        let reason = match &decision.action {
+            Action::Continue => String::new(),
+            Action::SkipStep { reason }
+            | Action::Rollback { reason }
+            | Action::ScaleLr { reason, .. }
+            | Action::Stop { reason } => reason.clone(),
+        };
+        Ok(Decision {
+            action: decision.action.name().to_string(),
+            reason,
+            apply: decision.apply,
+            stop: decision.stop(),
+            lr_scale: decision.lr_scale,
+            grad_norm_before: decision.grad_norm_before,
+            grad_norm_after: decision.grad_norm_after,
+            findings: findings.unbind(),
+            step,
+        })
+    }
+
+    /// Ends the step after the optimiser's update (or after skipping it): measures ||dw|| per
+    /// tensor against the weights seen by `step` (when the update was applied) and records
+    /// the step. Returns a dict: `stop` (why the run must end, or None), `rolled_back_to`
+    /// (after a rollback: the step of the newest snapshot the Guard asked for; restore your
+    /// own checkpoint of it) and `snapshot` (the Guard asks for a checkpoint now).
+    #[pyo3(signature = (params=None))]
+    fn after_update<'py>(
+        &mut self,
+        py: Python<'py>,
+        params: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        self.engine()?;
+        let p = self
+            .pending
+            .take()
+            .ok_or_else(|| PyRuntimeError::new_err("after_update() without a step() before it"))?;
+        let update = match (p.apply, params) {
+            (false, _) => None,
+            (true, Some(params)) if !p.before.is_empty() => {
+                let now = gather(params, false)?;
+                let mut after: Vec<PyReadonlyArrayDyn<'_, f32>> = Vec::with_capacity(now.len());
+                for (name, _) in &p.before {
+                    let t = now.iter().find(|t| &t.name == name).ok_or_else(|| {
+                        PyValueError::new_err(format!(
+                            "after_update: tensor `{name}` was in step() but is not in these params"
+                        ))
+                    })?;
+                    after.push(
+                        t.weight
+                            .try_readonly()
+                            .map_err(|e| borrow_error(name, "weight", e))?,
+                    );
+                }
+                let names: Vec<&str> = p.before.iter().map(|(n, _)| n.as_str()).collect();
+                let before: Vec<&[f32]> = p.before.iter().map(|(_, w)| w.as_slice()).collect();
+                let mut after_slices = Vec::with_capacity(after.len());
+                for (a, (name, b)) in after.iter().zip(&p.before) {
+                    let s = a.as_slice().map_err(|e| borrow_error(name, "weight", e))?;
+                    if s.len() != b.len() {
+                        return Err(PyValueError::new_err(format!(
+                            "after_update: tensor `{name}` has {} values, it had {} at step()",
+                            s.len(),
+                            b.len()
+                        )));
+                    }
+                    after_slices.push(s);
+                }
+                Some(UpdateStats::measure(
+                    p.step,
+                    p.lr,
+                    &names,
+                    &before,
+                    &after_slices,
+                ))
+            }
+            (true, _) => Some(UpdateStats {
+                step: p.step,
+                lr: p.lr,
+                ..UpdateStats::default()
+            }),
+        };
+        self.host.step = p.step;
+        self.host.snapshot_now = false;
+        let guard = self
+            .guard
+            .as_mut()
+            .ok_or_else(|| engine_error("finished"))?;
+        let end = guard
+            .after_update(update, &mut self.host)
+            .map_err(engine_error)?;
+        let out = PyDict::new(py);
+        out.set_item("stop", end.stop)?;
+        out.set_item("rolled_back_to", end.rolled_back_to)?;
+        out.set_item("snapshot", self.host.snapshot_now)?;
+        Ok(out)
+    }
+
+    /// The diagnosis of the steps so far, as a dict (the run goes on).
+    fn diagnose<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let d = self.engine()?.diagnose();
+        let text = serde_json::to_string(&d).map_err(engine_error)?;
+        py.import("json")?.call_method1("loads", (text,))
+    }
+
+    /// Steps recorded so far.
+    #[getter]
+    fn steps(&self) -> u64 {
+        self.guard.as_ref().map_or(self.steps, |g| g.steps())
+    }
+
+    /// Ends the run: the diagnosis; summary.json, report.html and events.jsonl in `out_dir`
+    /// when given; the diagnosis printed unless quiet. Returns summary.json's contents as a
+    /// dict. The Guard cannot be used afterwards.
+    fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.engine()?;
+        self.close_pending()?;
+        let mut guard = self
+            .guard
+            .take()
+            .ok_or_else(|| PyRuntimeError::new_err("this Guard has finished; make a new one"))?;
+        if !self.started {
+            return Err(PyRuntimeError::new_err(
+                "finish() before any step(): nothing to diagnose",
+            ));
+        }
+        let figures = RunFigures {
+            name: self.name.clone(),
+            steps: guard.steps(),
+            last_batch_loss: self.last_loss.filter(|l| l.is_finite()),
+            ..RunFigures::default()
+        };
+        let diagnosis = guard.diagnose();
+        let summary = guard
+            .finish_with(&diagnosis, &figures)
+            .map_err(engine_error)?;
+        let text = serde_json::to_string(&summary).map_err(engine_error)?;
+        py.import("json")?.call_method1("loads", (text,))
+    }
+}
+
+/// gradguard: find, explain and cure exploding gradients in your own training loop.
+#[pymodule]
+fn gradguard(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    gradguard_engine::link_plugins();
+    m.add_class::<Guard>()?;
+    m.add_class::<Decision>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
