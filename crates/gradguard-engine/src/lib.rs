@@ -47,6 +47,9 @@ mod guard;
 mod host;
 mod reporters;
 
+pub mod spec_error;
+pub mod suggest;
+
 pub use guard::{Decision, Guard, GuardError, StepEnd, StepInput, POST_REMEDY_CHECK, UPDATE_CHECK};
 pub use host::{HostError, NoCheckpoints, TrainingHost};
 pub use reporters::{default_reporters, merge_reporters};

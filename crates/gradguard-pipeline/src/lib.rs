@@ -18,7 +18,8 @@ pub mod out_dir;
 pub mod probe;
 pub mod run;
 pub mod spec;
-pub mod spec_error;
+/// Reading spec files (in gradguard-engine, so that loops without dfdx read specs too).
+pub use gradguard_engine::spec_error;
 
 pub use run::{
     default_reporters, merge_reporters, run_experiment, Interrupt, RunError, RunOptions, RunOutcome,

@@ -70,48 +70,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use serde::Deserialize;
 
-/// The spec reader of `gradguard run` (errors that name the key path, "did you mean",
-/// other frameworks' kind aliases such as `clip_grad_norm`), shared with gradguard-pipeline
-/// by path: that crate depends on dfdx, which this extension must not. TODO: move the file
-/// into a dfdx-free crate (gradguard-engine) so both depend on it the ordinary way.
-#[allow(dead_code)]
-#[path = "../../gradguard-pipeline/src/spec_error.rs"]
-mod spec_error;
-
-/// What spec_error.rs needs from gradguard-pipeline's `cures` module.
-mod cures {
-    /// The candidate closest to `name` by edit distance, when close enough to be a typo (a
-    /// copy of gradguard-pipeline's `cures::did_you_mean`).
-    pub fn did_you_mean<'a>(
-        name: &str,
-        candidates: impl IntoIterator<Item = &'a str>,
-    ) -> Option<&'a str> {
-        let limit = (name.chars().count() / 3).clamp(1, 3);
-        candidates
-            .into_iter()
-            .map(|c| (edit_distance(name, c), c))
-            .filter(|(d, _)| *d <= limit)
-            .min_by_key(|(d, _)| *d)
-            .map(|(_, c)| c)
-    }
-
-    fn edit_distance(a: &str, b: &str) -> usize {
-        let b: Vec<char> = b.chars().collect();
-        let mut prev: Vec<usize> = (0..=b.len()).collect();
-        let mut cur = vec![0; b.len() + 1];
-        for (i, ca) in a.chars().enumerate() {
-            cur[0] = i + 1;
-            for (j, cb) in b.iter().enumerate() {
-                let sub = prev[j] + usize::from(ca != *cb);
-                cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-            }
-            std::mem::swap(&mut prev, &mut cur);
-        }
-        prev[b.len()]
-    }
-}
-
-use spec_error::{SpecError, SpecFormat};
+use gradguard_engine::spec_error::{self, SpecError, SpecFormat};
 
 /// A spec error as one line that names the key (`remedies[0].max_norm: ...`).
 fn spec_message(label: &str, e: &SpecError) -> String {

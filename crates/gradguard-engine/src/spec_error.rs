@@ -120,7 +120,7 @@ fn suggestion(message: &str) -> Option<String> {
     let (given, rest) = rest.split_once('`')?;
     let (_, expected) = rest.split_once("expected")?;
     let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-    crate::cures::did_you_mean(given, candidates.iter().copied()).map(str::to_string)
+    crate::suggest::did_you_mean(given, candidates.iter().copied()).map(str::to_string)
 }
 
 /// When `error` is about an unknown kind that a plugin declared as an alias of its own
