@@ -112,6 +112,14 @@ pub fn read_csv_table_from<R: Read>(
     table_from(header, rdr, path, columns)
 }
 
+/// Every column of a CSV table read from `reader`, in the header's order, in one parse (the
+/// same checks as [`read_csv_table_from`] with the header's names).
+pub fn read_csv_all_from<R: Read>(reader: R, path: &Path) -> Result<CsvTable, ModelError> {
+    let (header, rdr) = open_reader(reader, path)?;
+    let columns = header.clone();
+    table_from(header, rdr, path, &columns)
+}
+
 /// The header's column names of a CSV table read from `reader` (checked as
 /// [`read_csv_table`] checks them; `path` names the source in errors).
 pub fn read_csv_header_from<R: Read>(reader: R, path: &Path) -> Result<Vec<String>, ModelError> {
@@ -360,6 +368,17 @@ mod tests {
     fn err(path: &Path, cols: &[&str]) -> String {
         let cols: Vec<String> = cols.iter().map(|s| s.to_string()).collect();
         read_csv_table(path, &cols).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn reads_every_column_in_one_parse() {
+        let t = read_csv_all_from(&b"a, b\n1,2\n3,4\n"[..], Path::new("t.csv")).unwrap();
+        assert_eq!(t.columns, ["a", "b"]);
+        assert_eq!((t.rows, t.values), (2, vec![1.0, 2.0, 3.0, 4.0]));
+        let e = read_csv_all_from(&b"a,a\n1,2\n"[..], Path::new("t.csv"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("columns 1 and 2 are both named `a`"), "{e}");
     }
 
     #[test]

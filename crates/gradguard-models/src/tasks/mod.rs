@@ -5,8 +5,8 @@ mod csv_data;
 mod synthetic;
 
 pub use csv_data::{
-    check_width, read_csv_header_from, read_csv_series, read_csv_table, read_csv_table_from,
-    CsvTable,
+    check_width, read_csv_all_from, read_csv_header_from, read_csv_series, read_csv_table,
+    read_csv_table_from, CsvTable,
 };
 
 use serde::{Deserialize, Serialize};
