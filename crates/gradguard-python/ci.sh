@@ -27,6 +27,11 @@ echo "--- gradguard-python: pip install ./$crate (maturin from PyPI builds the a
 
 echo "--- gradguard-python: pytest"
 # From the tests' directory, so that the installed package (not the source tree) is imported.
-cd "$crate/tests"
-"$venv/bin/python" -m pytest -q -p no:cacheprovider .
+(cd "$crate/tests" && "$venv/bin/python" -m pytest -q -p no:cacheprovider .)
+
+echo "--- gradguard-python: examples/python (each checks itself)"
+for example in examples/python/*.py; do
+    "$venv/bin/python" "$example"
+    echo "example $example: ok"
+done
 echo "gradguard-python: ok"

@@ -812,7 +812,24 @@ impl Guard {
     /// Ends the run: the diagnosis; summary.json, report.html and events.jsonl in `out_dir`
     /// when given; the diagnosis printed unless quiet. Returns summary.json's contents as a
     /// dict. The Guard cannot be used afterwards.
-    fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    ///
+    /// `final_loss` (the loss of the whole training set at the end) and `baseline_loss` (the
+    /// best constant predictor's, e.g. the variance of the targets for a mean-squared-error
+    /// regression) let the diagnosis check that the model learned, as `gradguard run` does:
+    /// "healthy" then means it learned, and a run with no sign of explosion that did not learn
+    /// is `not_learning`. Without them the verdict speaks of the gradients only.
+    #[pyo3(signature = (final_loss=None, baseline_loss=None))]
+    fn finish<'py>(
+        &mut self,
+        py: Python<'py>,
+        final_loss: Option<f64>,
+        baseline_loss: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if final_loss.is_some() != baseline_loss.is_some() {
+            return Err(PyValueError::new_err(
+                "finish(): give final_loss and baseline_loss together (the learning check compares them)",
+            ));
+        }
         self.engine()?;
         self.close_pending()?;
         let mut guard = self
@@ -824,10 +841,19 @@ impl Guard {
                 "finish() before any step(): nothing to diagnose",
             ));
         }
+        if let (Some(final_train_loss), Some(baseline)) = (final_loss, baseline_loss) {
+            guard.set_learning(gradguard_core::Learning {
+                final_train_loss,
+                baseline_loss: baseline,
+                margin: gradguard_core::Learning::DEFAULT_MARGIN,
+            });
+        }
         let figures = RunFigures {
             name: self.name.clone(),
             steps: guard.steps(),
             last_batch_loss: self.last_loss.filter(|l| l.is_finite()),
+            final_train_loss: final_loss,
+            baseline_loss,
             ..RunFigures::default()
         };
         let diagnosis = guard.diagnose();

@@ -297,3 +297,30 @@ def test_bad_plugin_dicts_name_the_key():
         gradguard.Guard(remedies=["clip_global_norm"])
     # Aliases from other frameworks are read as in specs.
     gradguard.Guard(remedies=[{"kind": "clip_grad_norm", "max_norm": 1.0}], quiet=True)
+
+
+def test_finish_checks_that_the_model_learned():
+    # No sign of explosion, but a final loss no better than the constant predictor's:
+    # not_learning, as `gradguard run` says; with a low final loss: healthy.
+    def run(final_loss):
+        rng = np.random.default_rng(3)
+        guard = gradguard.Guard(remedies=CLIP, quiet=True)
+        for step in range(1, 6):
+            ws, gs = model(rng, scale=0.01)
+            d = guard.step(params(ws, gs), 1.0 / step)
+            assert d.apply
+            guard.after_update(params(ws, gs))
+        return guard.finish(final_loss=final_loss, baseline_loss=1.0)
+
+    assert run(0.9)["verdict"] == "not_learning"
+    summary = run(0.01)
+    assert summary["verdict"] == "healthy"
+    assert summary["final_train_loss"] == 0.01 and summary["baseline_loss"] == 1.0
+    guard = gradguard.Guard(remedies=CLIP, quiet=True)
+    rng = np.random.default_rng(4)
+    ws, gs = model(rng)
+    guard.step(params(ws, gs), 0.5)
+    with pytest.raises(ValueError, match="together"):
+        guard.finish(final_loss=0.1)
+    # The Guard is still usable after that refusal.
+    assert guard.finish()["steps"] == 1
