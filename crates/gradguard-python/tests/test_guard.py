@@ -324,3 +324,17 @@ def test_finish_checks_that_the_model_learned():
         guard.finish(final_loss=0.1)
     # The Guard is still usable after that refusal.
     assert guard.finish()["steps"] == 1
+
+
+def test_scale_lr_reaches_the_caller():
+    # lr_backoff halves the learning rate after any finding: a non-finite loss is one.
+    rng = np.random.default_rng(5)
+    guard = gradguard.Guard(remedies=[{"kind": "lr_backoff", "factor": 0.5}], quiet=True)
+    ws, gs = model(rng, scale=0.1)
+    d = guard.step(params(ws, gs), 1.0, lr=0.1)
+    assert d.action == "continue" and d.lr_scale == 1.0
+    guard.after_update(params(ws, gs))
+    d = guard.step(params(ws, gs), float("nan"), lr=0.1)
+    assert d.action == "scale_lr", d.action
+    assert d.apply and d.lr_scale == 0.5
+    assert any(f["sign"] == "loss_nonfinite" for f in d.findings)
