@@ -107,6 +107,22 @@ pub(crate) fn write_checkpoint(
     Ok(path)
 }
 
+/// [`write_checkpoint`], with a failure said (a warning naming `when`) rather than returned: a
+/// run is never ended by a checkpoint it could not write, and the older ones stay.
+pub(crate) fn checkpoint_or_warn(
+    run_dir: &Path,
+    trainer: &Trainer,
+    ring: &std::collections::VecDeque<Snapshot>,
+    guard: &mut Guard,
+    keep: usize,
+    when: &str,
+) {
+    match write_checkpoint(run_dir, trainer, ring, guard, keep) {
+        Ok(path) => tracing::debug!("checkpoint {}", path.display()),
+        Err(e) => tracing::warn!("{when}: no checkpoint written: {e}"),
+    }
+}
+
 /// Loads the newest checkpoint of `run_dir` that loads into `trainer` (a damaged one is
 /// skipped with a warning), and the events it covers.
 pub(crate) fn load_newest(run_dir: &Path, trainer: &mut Trainer) -> Result<Resumed, RunError> {

@@ -375,16 +375,14 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
             ));
             // The last step is complete: a checkpoint of it lets `gradguard resume` go on.
             if checkpoint.enabled() && guard.steps() > 0 {
-                match crate::checkpoints::write_checkpoint(
+                crate::checkpoints::checkpoint_or_warn(
                     &out_dir,
                     &trainer,
                     &ring,
                     &mut guard,
                     checkpoint.keep,
-                ) {
-                    Ok(path) => tracing::info!("checkpoint {}", path.display()),
-                    Err(e) => tracing::warn!("no checkpoint at the interruption: {e}"),
-                }
+                    "at the interruption",
+                );
             }
             break;
         }
@@ -476,19 +474,14 @@ pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<Run
                 last_checkpoint.elapsed().as_secs_f64(),
             )
         {
-            // A failed checkpoint does not end the run: it is said, and the older ones stay.
-            match crate::checkpoints::write_checkpoint(
+            crate::checkpoints::checkpoint_or_warn(
                 &out_dir,
                 &trainer,
                 &ring,
                 &mut guard,
                 checkpoint.keep,
-            ) {
-                Ok(path) => tracing::debug!("checkpoint {}", path.display()),
-                Err(e) => {
-                    tracing::warn!("step {}: no checkpoint written: {e}", trainer.steps_done())
-                }
-            }
+                &format!("step {}", trainer.steps_done()),
+            );
             last_checkpoint = Instant::now();
         }
     }

@@ -487,17 +487,26 @@ impl Guard {
                 lr: p.lr,
                 ..UpdateStats::default()
             });
-            self.host.step = p.step;
-            self.host.snapshot_now = false;
-            let guard = self
-                .guard
-                .as_mut()
-                .ok_or_else(|| engine_error("finished"))?;
-            guard
-                .after_update(update, &mut self.host)
-                .map_err(engine_error)?;
+            self.end_step(p.step, update)?;
         }
         Ok(())
+    }
+
+    /// Hands the step's update to the engine's `after_update` (the host told which step it is).
+    fn end_step(
+        &mut self,
+        step: u64,
+        update: Option<UpdateStats>,
+    ) -> PyResult<gradguard_engine::StepEnd> {
+        self.host.step = step;
+        self.host.snapshot_now = false;
+        let guard = self
+            .guard
+            .as_mut()
+            .ok_or_else(|| engine_error("finished"))?;
+        guard
+            .after_update(update, &mut self.host)
+            .map_err(engine_error)
     }
 }
 
@@ -780,15 +789,7 @@ impl Guard {
                 ..UpdateStats::default()
             }),
         };
-        self.host.step = p.step;
-        self.host.snapshot_now = false;
-        let guard = self
-            .guard
-            .as_mut()
-            .ok_or_else(|| engine_error("finished"))?;
-        let end = guard
-            .after_update(update, &mut self.host)
-            .map_err(engine_error)?;
+        let end = self.end_step(p.step, update)?;
         let out = PyDict::new(py);
         out.set_item("stop", end.stop)?;
         out.set_item("rolled_back_to", end.rolled_back_to)?;
