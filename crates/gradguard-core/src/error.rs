@@ -53,6 +53,17 @@ pub enum RemedyError {
         /// Why.
         reason: String,
     },
+    /// The framework that keeps the gradients could not carry out the remedy's edit, or the
+    /// remedy needs gradient values that are not on the host (see [`crate::framework`]).
+    #[error("remedy `{remedy}` at step {step}: {message}")]
+    Framework {
+        /// The remedy's kind.
+        remedy: String,
+        /// The step.
+        step: u64,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// Errors a reporter can raise. They name the file involved.

@@ -34,6 +34,7 @@ pub mod diagnosis;
 pub mod error;
 pub mod event;
 pub mod float;
+pub mod framework;
 pub mod kernels;
 pub mod observation;
 pub mod param;
@@ -56,6 +57,7 @@ pub use diagnosis::{
 };
 pub use error::{CoreError, RemedyError, ReportError};
 pub use event::{Event, LayerRecord};
+pub use framework::{EditOutcome, FrameworkError, GradEdit, GradientFramework};
 pub use observation::{Observation, Series, SeriesAxis};
 pub use param::{Param, ParamInfo, ParamView, Role, WeightStats};
 pub use plugin::{
@@ -65,7 +67,7 @@ pub use probe::{gate_blocks, RecurrentMatrix};
 pub use remedy_context::{ParamEdit, RemedyContext, TensorEdit};
 pub use sign::{DeclaredSign, Finding, Sign, SignInfo};
 pub use state::{PluginState, StateError};
-pub use stats::{ParamStats, ParamUpdate, StepStats, UpdateStats, WithheldUpdate};
+pub use stats::{ParamStats, ParamUpdate, StepStats, TensorNorms, UpdateStats, WithheldUpdate};
 pub use window::Window;
 
 #[doc(hidden)]

@@ -12,7 +12,15 @@
 //! | [`RemedyContext::edit_param`] | the tensor is re-measured when the edit guard drops |
 //! | [`RemedyContext::edit_each`] | per tensor: kept, scaled, re-measured, or the statistics the remedy's fused kernel returned (checked in debug builds) |
 //! | [`RemedyContext::add_penalty`] | a penalty term beside the loss (its gradient is an edit above) |
+//! | [`RemedyContext::framework_edit`] | the framework that keeps the gradients applies a typed edit and updates them |
+//!
+//! When another framework keeps the gradients ([`GradientFramework`], e.g. CUDA tensors in
+//! PyTorch), `scale_all` and `scale_param` go to it; typed edits ([`GradEdit`]) go to it
+//! through [`RemedyContext::framework_edit`]; `edit_each` and `edit_param`, which lend the
+//! values, are only possible when they are on the host ([`RemedyContext::values_on_host`]):
+//! otherwise they do nothing and the step stops with an error naming the remedy.
 
+use crate::framework::{EditOutcome, GradEdit, GradientFramework};
 use crate::kernels::{applied_factor, scale, SliceStats};
 use crate::param::{Param, ParamView};
 use crate::sign::Finding;
@@ -27,6 +35,8 @@ pub struct RemedyContext<'c, 'v> {
     findings: &'c [Finding],
     penalty: f64,
     changed: bool,
+    framework: Option<&'c mut dyn GradientFramework>,
+    problem: Option<String>,
 }
 
 /// What [`RemedyContext::edit_each`]'s closure did to one tensor.
@@ -62,7 +72,60 @@ impl<'c, 'v> RemedyContext<'c, 'v> {
             findings: &[],
             penalty: 0.0,
             changed: false,
+            framework: None,
+            problem: None,
         }
+    }
+
+    /// The same context with the framework that keeps the gradients (see
+    /// [`crate::framework`]). Without one, every edit runs on the view's host slices.
+    pub fn with_framework(mut self, framework: &'c mut dyn GradientFramework) -> Self {
+        self.framework = Some(framework);
+        self
+    }
+
+    /// Whether the gradient values are host slices in [`RemedyContext::view`] (always, unless
+    /// a framework keeps them elsewhere, e.g. on a GPU).
+    pub fn values_on_host(&self) -> bool {
+        self.framework.as_ref().is_none_or(|f| f.values_on_host())
+    }
+
+    /// Hands `edit` to the framework that keeps the gradients. `Some(factor)`: it was handled
+    /// (applied, with the factor applied; or refused, with 1, the refusal recorded for the
+    /// loop, which stops the step); `None`: no framework, or one that leaves this edit to the
+    /// host kernels, so the caller applies it to the view itself.
+    pub fn framework_edit(&mut self, edit: GradEdit) -> Option<f64> {
+        let fw = self.framework.as_deref_mut()?;
+        match fw.edit(&edit, self.stats) {
+            Ok(EditOutcome::Applied { factor }) => {
+                self.changed = true;
+                Some(factor)
+            }
+            Ok(EditOutcome::Declined) if fw.values_on_host() => None,
+            Ok(EditOutcome::Declined) => {
+                self.problem = Some(format!(
+                    "the framework declined the edit {edit:?} and the gradients are not on the host"
+                ));
+                Some(1.0)
+            }
+            Err(e) => {
+                self.problem = Some(e.0);
+                Some(1.0)
+            }
+        }
+    }
+
+    /// Why the last remedy's edit could not be carried out (the framework refused it, or the
+    /// remedy asked for values that are not on the host), and clears it. The loop stops the
+    /// step with it.
+    pub fn take_problem(&mut self) -> Option<String> {
+        self.problem.take()
+    }
+
+    fn values_not_on_host(&mut self, what: &str) {
+        self.problem = Some(format!(
+            "it {what}, but the gradients are kept by a framework off the host (e.g. CUDA tensors); this remedy runs on host (CPU) gradients only"
+        ));
     }
 
     /// The same context with what the detectors found at this step.
@@ -118,6 +181,9 @@ impl<'c, 'v> RemedyContext<'c, 'v> {
     /// The statistics scale analytically (norms by |c|, sums of squares by c²) when every
     /// gradient and `c` are finite, and are re-measured otherwise.
     pub fn scale_all(&mut self, c: f64) -> f64 {
+        if let Some(applied) = self.framework_edit(GradEdit::ScaleAll { factor: c }) {
+            return applied;
+        }
         for p in self.view.iter_mut() {
             scale(p.grads, c);
         }
@@ -137,7 +203,7 @@ impl<'c, 'v> RemedyContext<'c, 'v> {
     /// for every tensor. Returns the factor applied; 1 (and nothing changed) for an index out
     /// of range.
     pub fn scale_param(&mut self, index: usize, c: f64) -> f64 {
-        if index >= self.view.len().min(self.stats.params.len()) {
+        if index >= self.param_count() {
             return 1.0;
         }
         let applied = self.scale_one(index, c);
@@ -146,6 +212,10 @@ impl<'c, 'v> RemedyContext<'c, 'v> {
     }
 
     fn scale_one(&mut self, index: usize, c: f64) -> f64 {
+        let edit = GradEdit::ScaleParam { index, factor: c };
+        if let Some(applied) = self.framework_edit(edit) {
+            return applied;
+        }
         scale(self.view.params_mut()[index].grads, c);
         let applied = applied_factor(c);
         if self.stats.params[index].grad_nonfinite == 0 && c.is_finite() {
@@ -162,6 +232,10 @@ impl<'c, 'v> RemedyContext<'c, 'v> {
     /// and the step marked changed when the guard drops (so edit, then let it go). `None` for
     /// an index out of range.
     pub fn edit_param(&mut self, index: usize) -> Option<ParamEdit<'_, 'v>> {
+        if !self.values_on_host() {
+            self.values_not_on_host("edits one tensor's gradient values");
+            return None;
+        }
         if index >= self.view.len().min(self.stats.params.len()) {
             return None;
         }
@@ -177,6 +251,10 @@ impl<'c, 'v> RemedyContext<'c, 'v> {
     /// ([`TensorEdit`]), and the context keeps the statistics true accordingly, refreshing
     /// the totals once at the end. The way to edit many tensors in one pass.
     pub fn edit_each(&mut self, mut f: impl FnMut(&ParamStats, &mut Param<'v>) -> TensorEdit) {
+        if !self.values_on_host() {
+            self.values_not_on_host("edits gradient values");
+            return;
+        }
         let n = self.view.len().min(self.stats.params.len());
         let mut any = false;
         for i in 0..n {
@@ -203,6 +281,32 @@ impl<'c, 'v> RemedyContext<'c, 'v> {
         if any {
             self.changed = true;
             self.stats.refresh_totals();
+        }
+    }
+
+    /// Multiplies the gradients of every tensor for which `factor` returns `Some(c)` by `c`
+    /// (as [`RemedyContext::scale_param`]), refreshing the totals once. Reads statistics
+    /// only, so it also runs where the values are not on the host.
+    pub fn scale_each(&mut self, mut factor: impl FnMut(&ParamStats) -> Option<f64>) {
+        let mut any = false;
+        for i in 0..self.param_count() {
+            if let Some(c) = factor(&self.stats.params[i]) {
+                self.scale_one(i, c);
+                any = true;
+            }
+        }
+        if any {
+            self.stats.refresh_totals();
+        }
+    }
+
+    /// How many tensors the step has (the statistics' count; the view's too when the values
+    /// are on the host).
+    pub fn param_count(&self) -> usize {
+        if self.values_on_host() {
+            self.view.len().min(self.stats.params.len())
+        } else {
+            self.stats.params.len()
         }
     }
 

@@ -55,6 +55,44 @@ impl ParamStats {
     pub fn weight_norm(&self) -> f64 {
         self.weight_sum_sq.sqrt()
     }
+
+    /// A tensor's statistics from figures a framework measured itself (e.g. on a GPU). The
+    /// sums of squares are the norms squared (in f64).
+    pub fn from_norms(name: &str, role: Role, numel: usize, n: TensorNorms) -> Self {
+        let TensorNorms {
+            grad_norm,
+            grad_max_abs,
+            grad_nonfinite,
+            weight_norm,
+            weight_nonfinite,
+        } = n;
+        ParamStats {
+            name: name.to_string(),
+            role,
+            numel,
+            grad_sum_sq: grad_norm * grad_norm,
+            grad_norm,
+            grad_max_abs,
+            grad_nonfinite,
+            weight_sum_sq: weight_norm * weight_norm,
+            weight_nonfinite,
+        }
+    }
+}
+
+/// One tensor's figures as a framework measures them (see [`ParamStats::from_norms`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TensorNorms {
+    /// The gradient's L2 norm.
+    pub grad_norm: f64,
+    /// The gradient's largest |g|.
+    pub grad_max_abs: f64,
+    /// How many gradient values are NaN or infinite.
+    pub grad_nonfinite: usize,
+    /// The weights' L2 norm.
+    pub weight_norm: f64,
+    /// How many weight values are NaN or infinite.
+    pub weight_nonfinite: usize,
 }
 
 /// Per-parameter and global statistics of one step's gradients and weights.

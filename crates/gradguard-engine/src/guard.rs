@@ -1,9 +1,9 @@
 //! [`Guard`]: one training step as a library.
 
 use gradguard_core::{
-    Action, ActionRecord, CheckpointPolicy, Detector, Diagnosis, Event, Finding, Learning,
-    Observation, ParamView, PluginState, Remedy, RemedyContext, RemedyError, ReportError, Reporter,
-    RunEnd, RunInfo, RunSummary, Series, Sign, StepStats, UpdateStats,
+    Action, ActionRecord, CheckpointPolicy, Detector, Diagnosis, Event, Finding, GradientFramework,
+    Learning, Observation, ParamView, PluginState, Remedy, RemedyContext, RemedyError, ReportError,
+    Reporter, RunEnd, RunInfo, RunSummary, Series, Sign, StepStats, UpdateStats,
 };
 use gradguard_detectors::{default_detectors, run_summary, Diagnoser, InitialGrowth, RunFigures};
 use serde::{Deserialize, Serialize};
@@ -417,6 +417,31 @@ impl Guard {
     /// remedy withholding them: the step is skipped and the run stops (`Action::Stop`), with
     /// the detectors' `grad_nonfinite` finding naming the tensor.
     pub fn step(&mut self, input: StepInput, view: &mut ParamView<'_>) -> Decision {
+        self.run_step(input, view, None)
+    }
+
+    /// [`Guard::step`] for gradients kept by another framework ([`GradientFramework`]): when
+    /// their values are on the host (CPU tensors sharing memory with `view`), the view is
+    /// measured as usual and the framework applies the edits it must match bit for bit
+    /// (PyTorch's `clip_grad_norm_`); when they are not (CUDA tensors), `view` is empty, the
+    /// framework measures the step and applies every edit, detectors see no view (those
+    /// that need the weights, e.g. the recurrent radius, stay quiet), and a remedy that needs
+    /// the values stops the step with an error naming it.
+    pub fn step_with_framework(
+        &mut self,
+        input: StepInput,
+        view: &mut ParamView<'_>,
+        framework: &mut dyn GradientFramework,
+    ) -> Decision {
+        self.run_step(input, view, Some(framework))
+    }
+
+    fn run_step(
+        &mut self,
+        input: StepInput,
+        view: &mut ParamView<'_>,
+        mut framework: Option<&mut dyn GradientFramework>,
+    ) -> Decision {
         let StepInput {
             step,
             loss,
@@ -426,15 +451,27 @@ impl Guard {
             held_out_loss,
         } = input;
         self.last_loss = loss;
-        self.stats.measure_into(view);
+        let on_host = framework.as_ref().is_none_or(|f| f.values_on_host());
+        let mut measure_error = None;
+        if on_host {
+            self.stats.measure_into(view);
+        } else if let Some(fw) = framework.as_deref_mut() {
+            if let Err(e) = fw.measure(&mut self.stats) {
+                measure_error = Some(RemedyError::Framework {
+                    remedy: "(measuring the gradients)".into(),
+                    step,
+                    message: e.0,
+                });
+            }
+        }
         self.findings.clear();
-        {
+        if measure_error.is_none() {
             let obs = Observation {
                 step,
                 loss,
                 stats: &self.stats,
                 update: self.last_update.as_ref(),
-                view: Some(view),
+                view: on_host.then_some(&*view),
                 series: &series,
             };
             for d in self.detectors.iter_mut() {
@@ -450,14 +487,32 @@ impl Guard {
         let mut error = None;
         let mut ctx =
             RemedyContext::new(step, loss, view, &mut self.stats).with_findings(&self.findings);
-        if self.halting {
+        if let Some(fw) = framework {
+            ctx = ctx.with_framework(fw);
+        }
+        if let Some(e) = measure_error {
+            strongest = Action::Stop {
+                reason: e.to_string(),
+            };
+            error = Some(e);
+        } else if self.halting {
             strongest = Action::Stop {
                 reason: "the weights are non-finite; training cannot recover".into(),
             };
         } else {
             for (remedy, name) in self.remedies.iter_mut().zip(&self.remedy_names) {
                 ctx.take_changed();
-                match remedy.apply(&mut ctx) {
+                let result = remedy
+                    .apply(&mut ctx)
+                    .and_then(|action| match ctx.take_problem() {
+                        None => Ok(action),
+                        Some(message) => Err(RemedyError::Framework {
+                            remedy: name.clone(),
+                            step,
+                            message,
+                        }),
+                    });
+                match result {
                     Ok(action) => {
                         let changed = ctx.changed();
                         if changed || action != Action::Continue {

@@ -25,7 +25,7 @@ use gradguard_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::clip_global_norm::clip_to_norm;
+use crate::clip_global_norm::{clip_to_norm, NormType};
 use crate::nonfinite::{apply_policy, ensure_at_least, ensure_stats_match, NonFinitePolicy};
 
 fn default_percentile() -> f64 {
@@ -125,7 +125,7 @@ impl Remedy for AutoClip {
             return Ok(Action::Continue);
         }
         let lambda = self.state.percentile_linear(self.percentile);
-        clip_to_norm(ctx, lambda, total);
+        clip_to_norm(ctx, lambda, total, NormType::L2);
         Ok(Action::Continue)
     }
 

@@ -22,8 +22,8 @@
 //! - `on_nonfinite = "skip_step"`: see [`NonFinitePolicy`].
 
 use gradguard_core::{
-    describe_alias, describe_plugin, Action, ClipScope, Family, KindAlias, ParamDoc, PluginInfo,
-    Remedy, RemedyCapabilities, RemedyContext, RemedyError,
+    describe_alias, describe_plugin, Action, ClipScope, Family, GradEdit, KindAlias, ParamDoc,
+    PluginInfo, Remedy, RemedyCapabilities, RemedyContext, RemedyError,
 };
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -134,7 +134,27 @@ pub fn total_norm(stats: &gradguard_core::StepStats, norm_type: NormType) -> f64
 /// Scales every gradient by `coef = max_norm / (total + 1e-6)` when it is below 1 (or NaN,
 /// under `propagate`), through [`RemedyContext::scale_all`] (which keeps the statistics true). Returns the
 /// factor applied (1 when nothing was written). Shared by `autoclip` and `zclip`.
-pub fn clip_to_norm(ctx: &mut RemedyContext<'_, '_>, max_norm: f64, total: f64) -> f64 {
+///
+/// When a framework keeps the gradients ([`gradguard_core::GradientFramework`], e.g.
+/// PyTorch), it computes `total` and `coef` itself ([`GradEdit::ClipGlobalNorm`]), so the
+/// result is bit-identical to its own `clip_grad_norm_`; `norm_type` says which total.
+pub fn clip_to_norm(
+    ctx: &mut RemedyContext<'_, '_>,
+    max_norm: f64,
+    total: f64,
+    norm_type: NormType,
+) -> f64 {
+    let p = match norm_type {
+        NormType::L2 => 2.0,
+        NormType::Inf => f64::INFINITY,
+    };
+    let edit = GradEdit::ClipGlobalNorm {
+        max_norm,
+        norm_type: p,
+    };
+    if let Some(applied) = ctx.framework_edit(edit) {
+        return applied;
+    }
     let coef = max_norm / (total + TORCH_EPS);
     if !(coef < 1.0 || coef.is_nan()) {
         return 1.0;
@@ -161,7 +181,7 @@ impl Remedy for ClipGlobalNorm {
             return Ok(action);
         }
         let total = total_norm(ctx.stats(), self.norm_type);
-        clip_to_norm(ctx, self.max_norm, total);
+        clip_to_norm(ctx, self.max_norm, total, self.norm_type);
         Ok(Action::Continue)
     }
 

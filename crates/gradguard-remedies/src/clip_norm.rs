@@ -19,7 +19,7 @@
 
 use gradguard_core::{
     describe_alias, describe_plugin, Action, ClipScope, Family, KindAlias, ParamDoc, PluginInfo,
-    Remedy, RemedyCapabilities, RemedyContext, RemedyError, TensorEdit,
+    Remedy, RemedyCapabilities, RemedyContext, RemedyError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -65,16 +65,12 @@ impl Remedy for ClipNorm {
             return Ok(action);
         }
         let c = self.max_norm;
-        ctx.edit_each(|s, _| {
+        ctx.scale_each(|s| {
             let n = s.grad_norm;
             // max(n, c) that keeps NaN (Keras under propagate).
             let denom = if n.is_nan() || n > c { n } else { c };
             let f = c / denom;
-            if f < 1.0 || f.is_nan() {
-                TensorEdit::Scale(f)
-            } else {
-                TensorEdit::Keep
-            }
+            (f < 1.0 || f.is_nan()).then_some(f)
         });
         Ok(Action::Continue)
     }

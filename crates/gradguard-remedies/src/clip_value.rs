@@ -16,8 +16,8 @@
 //! - `on_nonfinite = "skip_step"`: see [`NonFinitePolicy`].
 
 use gradguard_core::{
-    describe_alias, describe_plugin, Action, ClipScope, Family, KindAlias, ParamDoc, PluginInfo,
-    Remedy, RemedyCapabilities, RemedyContext, RemedyError, TensorEdit,
+    describe_alias, describe_plugin, Action, ClipScope, Family, GradEdit, KindAlias, ParamDoc,
+    PluginInfo, Remedy, RemedyCapabilities, RemedyContext, RemedyError, TensorEdit,
 };
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +64,9 @@ impl Remedy for ClipValue {
             return Ok(action);
         }
         let v = self.clip_value as f32;
+        if ctx.framework_edit(GradEdit::Clamp { bound: v }).is_some() {
+            return Ok(Action::Continue);
+        }
         ctx.edit_each(|s, p| {
             // grad_max_abs ignores NaN; a tensor holding NaN only passes NaN through (propagate).
             if s.grad_max_abs <= v as f64 {

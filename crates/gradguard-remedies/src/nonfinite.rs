@@ -6,7 +6,7 @@
 //! `clip_grad_value_` lets NaN through. gradguard makes the choice explicit with
 //! `on_nonfinite`, and its default never lets a non-finite value reach the weights.
 
-use gradguard_core::{Action, RemedyContext, RemedyError, TensorEdit};
+use gradguard_core::{Action, GradEdit, RemedyContext, RemedyError, TensorEdit};
 use serde::{Deserialize, Serialize};
 
 use crate::kernels::zero_nonfinite;
@@ -43,8 +43,9 @@ impl NonFinitePolicy {
 }
 
 /// Errors when the context's statistics do not describe its view (one entry per tensor).
+/// Nothing to check when a framework keeps the values off the host (the view is empty).
 pub fn ensure_stats_match(kind: &str, ctx: &RemedyContext<'_, '_>) -> Result<(), RemedyError> {
-    if ctx.stats().params.len() != ctx.view().len() {
+    if ctx.values_on_host() && ctx.stats().params.len() != ctx.view().len() {
         return Err(RemedyError::Invalid {
             remedy: kind.to_string(),
             message: format!(
@@ -100,6 +101,9 @@ pub fn apply_policy(
             count,
         }),
         NonFinitePolicy::Zero => {
+            if ctx.framework_edit(GradEdit::ZeroNonFinite).is_some() {
+                return Ok(None);
+            }
             ctx.edit_each(|s, p| {
                 if s.grad_nonfinite == 0 {
                     return TensorEdit::Keep;

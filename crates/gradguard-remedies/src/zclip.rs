@@ -29,7 +29,7 @@ use gradguard_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::clip_global_norm::clip_to_norm;
+use crate::clip_global_norm::{clip_to_norm, NormType};
 use crate::nonfinite::{apply_policy, ensure_at_least, ensure_stats_match, NonFinitePolicy};
 
 fn default_alpha() -> f64 {
@@ -134,7 +134,7 @@ impl Remedy for ZClip {
             // Only under `propagate`: PyTorch's clip to max_grad_norm spreads the NaN/inf; the
             // statistics are left alone.
             if let Some(m) = self.max_grad_norm {
-                clip_to_norm(ctx, m, n);
+                clip_to_norm(ctx, m, n, NormType::L2);
             }
             return Ok(Action::Continue);
         }
@@ -148,7 +148,7 @@ impl Remedy for ZClip {
                 s.warm.clear();
             }
             if let Some(m) = self.max_grad_norm {
-                clip_to_norm(ctx, m, n);
+                clip_to_norm(ctx, m, n, NormType::L2);
             }
             return Ok(Action::Continue);
         }
@@ -161,7 +161,7 @@ impl Remedy for ZClip {
             effective = effective.min(m);
         }
         if n > effective {
-            clip_to_norm(ctx, effective, n);
+            clip_to_norm(ctx, effective, n, NormType::L2);
         }
         let x = clip_val.unwrap_or(n);
         s.mean = self.alpha * s.mean + (1.0 - self.alpha) * x;
