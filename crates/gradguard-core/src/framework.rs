@@ -63,6 +63,16 @@ pub enum EditOutcome {
         /// The factor applied.
         factor: f64,
     },
+    /// It looked and nothing needed changing (e.g. a clip coefficient of 1): the step is not
+    /// marked as changed.
+    Unchanged,
+    /// It computed the edit as a factor for gradguard to multiply the host values by (only
+    /// when the values are on the host: the framework reads them but does not write memory
+    /// gradguard holds), e.g. `clip_grad_norm_`'s own coefficient.
+    ScaleOnHost {
+        /// The factor, as the framework computed it.
+        factor: f64,
+    },
     /// It leaves the edit to gradguard's host kernels (only when the values are on the host).
     Declined,
 }

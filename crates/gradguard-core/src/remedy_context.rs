@@ -101,10 +101,14 @@ impl<'c, 'v> RemedyContext<'c, 'v> {
                 self.changed = true;
                 Some(factor)
             }
+            Ok(EditOutcome::Unchanged) => Some(1.0),
+            Ok(EditOutcome::ScaleOnHost { factor }) if fw.values_on_host() => {
+                Some(self.host_scale_all(factor))
+            }
             Ok(EditOutcome::Declined) if fw.values_on_host() => None,
-            Ok(EditOutcome::Declined) => {
+            Ok(EditOutcome::Declined | EditOutcome::ScaleOnHost { .. }) => {
                 self.problem = Some(format!(
-                    "the framework declined the edit {edit:?} and the gradients are not on the host"
+                    "the framework left the edit {edit:?} to the host, but the gradients are not on the host"
                 ));
                 Some(1.0)
             }
@@ -184,6 +188,10 @@ impl<'c, 'v> RemedyContext<'c, 'v> {
         if let Some(applied) = self.framework_edit(GradEdit::ScaleAll { factor: c }) {
             return applied;
         }
+        self.host_scale_all(c)
+    }
+
+    fn host_scale_all(&mut self, c: f64) -> f64 {
         for p in self.view.iter_mut() {
             scale(p.grads, c);
         }

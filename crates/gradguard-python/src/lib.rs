@@ -35,9 +35,40 @@
 //!   non-contiguous weights are copied).
 //! - Objects that are not NumPy arrays are read through `.numpy()` (after `.detach()` when
 //!   present): CPU PyTorch tensors then share their memory with the array, so the remedies
-//!   edit `param.grad` itself. CUDA tensors are refused with an error for now (issue 14 plans
-//!   device-side statistics); bfloat16 tensors have no NumPy dtype and are refused by
-//!   `.numpy()`.
+//!   edit `param.grad` itself.
+//!
+//! ## PyTorch tensors: two roads
+//!
+//! Which road a step takes is decided per step by `gradguard._torch.classify` (and the
+//! Guard's `torch_stats` option: `None` decides, `True` always takes the second road, `False`
+//! never uses torch ops):
+//!
+//! 1. **CPU float32 contiguous tensors** (the default road for them) are read in place as
+//!    above: one fused statistics pass in Rust, remedies edit the memory the tensors share.
+//!    The one exception is the global-norm clip (`clip_global_norm`, and `autoclip`/`zclip`,
+//!    which clip to a norm they compute): PyTorch computes its coefficient with
+//!    `clip_grad_norm_`'s own arithmetic (`torch._foreach_norm`, the norm of the stack, `max_norm
+//!    / (total + 1e-6)` clamped at 1, all float32), and gradguard multiplies by it, so the
+//!    gradients are bit-identical to `clip_grad_norm_`'s (gradguard's own total, summed in
+//!    f64, can differ from PyTorch's float32 one by an ulp). That costs one `_foreach_norm`
+//!    pass, only when gradguard's total is within 0.1% of `max_norm` or above it.
+//! 2. **Every other tensor** (CUDA, bfloat16/float16/float64, non-contiguous, or
+//!    `torch_stats=True`) is kept by PyTorch and never copied to the host
+//!    ([`gradguard_core::GradientFramework`], implemented in [`torch`]): the per-tensor
+//!    statistics are computed with torch ops on the tensors' device (`_foreach_norm` of the
+//!    gradients and of the weights, the largest |g|, non-finite counts only for tensors whose
+//!    norm is not finite) and only those numbers (5 per tensor) cross to Rust; the remedies'
+//!    edits come back as typed edits applied there with foreach ops (`_foreach_mul_` for one
+//!    scale or per-tensor scales, `_foreach_clamp_min_/max_` for value clipping, exactly what
+//!    `clip_grad_value_` runs, `nan_to_num_` for zeroing). bfloat16 and float16 are handled in
+//!    their own dtype, as PyTorch's clipping does. Remedies that need the values themselves
+//!    (`agc` needs per-unit weight norms, `l1`/`l2` need the weights) stop the step with an
+//!    error naming them on this road: on a GPU, use the optimiser's `weight_decay` for L2.
+//!    `after_update` keeps one copy of the weights on their device (allocated once) to measure
+//!    ||dw||; `measure_updates=False` saves it.
+//!
+//! A step watches the tensors of one device; the loss is read with `float()` (one number, a
+//! synchronisation on a GPU that the loop usually pays anyway).
 //!
 //! ## Rollback
 //!
@@ -71,6 +102,9 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use serde::Deserialize;
 
 use gradguard_engine::spec_error::{self, SpecError, SpecFormat};
+
+mod torch;
+use torch::TorchFramework;
 
 /// A spec error as one line that names the key (`remedies[0].max_norm: ...`).
 fn spec_message(label: &str, e: &SpecError) -> String {
@@ -186,7 +220,7 @@ fn as_ndarray<'py>(obj: &Bound<'py, PyAny>, name: &str, what: &str) -> PyResult<
     if let Some(cuda) = obj.getattr_opt("is_cuda")? {
         if cuda.is_truthy()? {
             return Err(PyTypeError::new_err(format!(
-                "tensor `{name}`: its {what} is a CUDA tensor; this version of gradguard reads CPU tensors and NumPy arrays only (CUDA support is planned, issue 14)"
+                "tensor `{name}`: its {what} is a CUDA tensor; with torch_stats=False gradguard reads CPU tensors and NumPy arrays only (leave torch_stats unset, and PyTorch measures and edits CUDA tensors on the device)"
             )));
         }
     }
@@ -266,14 +300,21 @@ fn grad_array<'py>(
     Ok((copy.cast_into::<PyArrayDyn<f32>>()?, Some(arr)))
 }
 
+/// One entry of `params` as given: its name, its weight and (when read) its gradient object.
+struct Raw<'py> {
+    name: String,
+    weight: Bound<'py, PyAny>,
+    grad: Option<Bound<'py, PyAny>>,
+}
+
 /// One entry of `params`: a `(weight, grad)` pair, or a parameter object with `.data`/`.grad`.
-fn entry<'py>(
-    np: &Bound<'py, PyModule>,
+/// `None` for a parameter without a gradient (frozen, or unused by this loss: not watched).
+fn raw_entry<'py>(
     name: String,
     value: &Bound<'py, PyAny>,
     want_grads: bool,
-) -> PyResult<Option<Tensor<'py>>> {
-    let (w, g) = if value.is_instance_of::<PyTuple>() || value.is_instance_of::<PyList>() {
+) -> PyResult<Option<Raw<'py>>> {
+    let (weight, grad) = if value.is_instance_of::<PyTuple>() || value.is_instance_of::<PyList>() {
         if value.len()? != 2 {
             return Err(PyValueError::new_err(format!(
                 "tensor `{name}`: expected a (weight, grad) pair, got {} items",
@@ -285,45 +326,26 @@ fn entry<'py>(
         let w = value.getattr_opt("data")?.unwrap_or_else(|| value.clone());
         let g = value.getattr_opt("grad")?.filter(|g| !g.is_none());
         if g.is_none() && value.hasattr("grad")? {
-            // A parameter without a gradient (frozen, or unused by this loss): not watched.
             return Ok(None);
         }
         (w, g)
     };
-    let weight = weight_array(np, &w, &name)?;
-    let (grad, grad_source) = match (want_grads, g) {
-        (true, Some(g)) => {
-            let (grad, source) = grad_array(np, &g, &name)?;
-            if grad.shape() != weight.shape() {
-                return Err(PyValueError::new_err(format!(
-                    "tensor `{name}`: the weight's shape {:?} and the gradient's shape {:?} differ",
-                    weight.shape(),
-                    grad.shape()
-                )));
-            }
-            (Some(grad), source)
-        }
-        (true, None) => {
-            return Err(PyTypeError::new_err(format!(
-                "tensor `{name}`: expected a (weight, grad) pair or an object with .data and .grad, got {}",
-                value.get_type().name()?
-            )))
-        }
-        (false, _) => (None, None),
-    };
-    Ok(Some(Tensor {
+    if want_grads && grad.is_none() {
+        return Err(PyTypeError::new_err(format!(
+            "tensor `{name}`: expected a (weight, grad) pair or an object with .data and .grad, got {}",
+            value.get_type().name()?
+        )));
+    }
+    Ok(Some(Raw {
         name,
         weight,
-        grad,
-        grad_source,
+        grad: if want_grads { grad } else { None },
     }))
 }
 
-/// Every tensor of `params`: a dict name -> (weight, grad) or parameter, an object with
+/// Every entry of `params`: a dict name -> (weight, grad) or parameter, an object with
 /// `named_parameters()` (a `torch.nn.Module`), or an iterable of (name, obj) pairs.
-fn gather<'py>(params: &Bound<'py, PyAny>, want_grads: bool) -> PyResult<Vec<Tensor<'py>>> {
-    let py = params.py();
-    let np = py.import("numpy")?;
+fn gather_raw<'py>(params: &Bound<'py, PyAny>, want_grads: bool) -> PyResult<Vec<Raw<'py>>> {
     let items: Bound<'py, PyAny> = if let Ok(d) = params.cast::<PyDict>() {
         d.call_method0("items")?
     } else if params.hasattr("named_parameters")? {
@@ -348,11 +370,46 @@ fn gather<'py>(params: &Bound<'py, PyAny>, want_grads: bool) -> PyResult<Vec<Ten
                 PyTypeError::new_err("params: each item must be a (name, parameter) pair")
             })?;
         let name: String = pair.get_item(0)?.str()?.extract()?;
-        if let Some(t) = entry(&np, name, &pair.get_item(1)?, want_grads)? {
-            out.push(t);
+        if let Some(r) = raw_entry(name, &pair.get_item(1)?, want_grads)? {
+            out.push(r);
         }
     }
     Ok(out)
+}
+
+/// An entry as float32 NumPy arrays gradguard reads (and edits) in place.
+fn host_tensor<'py>(np: &Bound<'py, PyModule>, raw: &Raw<'py>) -> PyResult<Tensor<'py>> {
+    let name = &raw.name;
+    let weight = weight_array(np, &raw.weight, name)?;
+    let (grad, grad_source) = match &raw.grad {
+        Some(g) => {
+            let (grad, source) = grad_array(np, g, name)?;
+            if grad.shape() != weight.shape() {
+                return Err(PyValueError::new_err(format!(
+                    "tensor `{name}`: the weight's shape {:?} and the gradient's shape {:?} differ",
+                    weight.shape(),
+                    grad.shape()
+                )));
+            }
+            (Some(grad), source)
+        }
+        None => (None, None),
+    };
+    Ok(Tensor {
+        name: name.clone(),
+        weight,
+        grad,
+        grad_source,
+    })
+}
+
+/// Every entry of `params` as host arrays (see [`gather_raw`]).
+fn gather<'py>(params: &Bound<'py, PyAny>, want_grads: bool) -> PyResult<Vec<Tensor<'py>>> {
+    let np = params.py().import("numpy")?;
+    gather_raw(params, want_grads)?
+        .iter()
+        .map(|r| host_tensor(&np, r))
+        .collect()
 }
 
 fn borrow_error(name: &str, what: &str, e: impl std::fmt::Display) -> PyErr {
@@ -406,13 +463,31 @@ impl Decision {
     }
 }
 
+/// Where the weights before an applied update were kept (for ||dw||), by tensor name.
+enum Before {
+    /// Not kept (the update is withheld, or `measure_updates=False`).
+    Nothing,
+    /// In the Guard's host buffers.
+    Host(Vec<String>),
+    /// In torch tensors on the weights' device.
+    Torch(Vec<String>),
+}
+
 /// A step between `step` and `after_update`.
 struct Pending {
     step: u64,
     apply: bool,
     lr: f64,
-    /// The weights before the update, per tensor (for ||dw||), when the update is applied.
-    before: Vec<(String, Vec<f32>)>,
+    before: Before,
+}
+
+/// How a step's tensors are read.
+enum Route<'py> {
+    /// As host float32 arrays gradguard reads and edits (NumPy arrays, CPU tensors); with
+    /// `gradguard._torch` when they are PyTorch tensors (for `clip_grad_norm_`'s coefficient).
+    Host(Option<Bound<'py, PyModule>>),
+    /// Kept by PyTorch: measured and edited with torch ops on their device.
+    Device(Bound<'py, PyModule>),
 }
 
 /// The Guard: detectors, remedies, diagnosis and reports for one training run.
@@ -427,10 +502,26 @@ struct Guard {
     pending: Option<Pending>,
     last_loss: Option<f64>,
     measure_updates: bool,
+    /// `torch_stats`: None (auto), True (always torch ops), False (never).
+    torch_stats: Option<bool>,
+    /// The weights before the update, per tensor, reused from step to step (host path).
+    host_before: Vec<Vec<f32>>,
+    /// The same on PyTorch's side: a list of tensors on the weights' device.
+    torch_before: Option<Py<PyAny>>,
+    /// `gradguard._torch`, once PyTorch is loaded.
+    torch_helper: Option<Py<PyModule>>,
 }
 
 fn engine_error(e: impl std::fmt::Display) -> PyErr {
     PyRuntimeError::new_err(e.to_string())
+}
+
+/// The Guard's options that are not plugins.
+struct Options {
+    out_dir: Option<PathBuf>,
+    quiet: bool,
+    measure_updates: bool,
+    torch_stats: Option<bool>,
 }
 
 impl Guard {
@@ -439,10 +530,14 @@ impl Guard {
         remedies: Vec<Box<dyn Remedy>>,
         default_reporters: bool,
         reporters: Option<Vec<Box<dyn Reporter>>>,
-        out_dir: Option<PathBuf>,
-        quiet: bool,
-        measure_updates: bool,
+        options: Options,
     ) -> PyResult<Self> {
+        let Options {
+            out_dir,
+            quiet,
+            measure_updates,
+            torch_stats,
+        } = options;
         let detectors = detectors.unwrap_or_else(gradguard_detectors::default_detectors);
         validate(&detectors, &remedies)?;
         // Console: only the final diagnosis (per-step lines would flood a notebook), and
@@ -470,6 +565,10 @@ impl Guard {
             pending: None,
             last_loss: None,
             measure_updates,
+            torch_stats,
+            host_before: Vec::new(),
+            torch_before: None,
+            torch_helper: None,
         })
     }
 
@@ -490,6 +589,352 @@ impl Guard {
             self.end_step(p.step, update)?;
         }
         Ok(())
+    }
+
+    /// How this step's tensors are read (see [`Route`]). PyTorch tensors go through
+    /// `gradguard._torch`: on the host when every gradient is a CPU float32 contiguous tensor
+    /// (unless `torch_stats=True`), else kept by PyTorch (unless `torch_stats=False`).
+    fn route<'py>(&mut self, py: Python<'py>, raw: &[Raw<'py>]) -> PyResult<Route<'py>> {
+        if self.torch_stats == Some(false) {
+            return Ok(Route::Host(None));
+        }
+        let helper = match &self.torch_helper {
+            Some(h) => h.bind(py).clone(),
+            None => {
+                // PyTorch tensors can only come from a loaded torch: never import it here.
+                let torch_loaded = py
+                    .import("sys")?
+                    .getattr("modules")?
+                    .contains("torch")
+                    .unwrap_or(false);
+                if !torch_loaded {
+                    return Ok(Route::Host(None));
+                }
+                let h = py.import("gradguard._torch")?;
+                self.torch_helper = Some(h.clone().unbind());
+                h
+            }
+        };
+        let grads = PyList::new(py, raw.iter().filter_map(|r| r.grad.as_ref()))?;
+        let class: String = helper.call_method1("classify", (grads,))?.extract()?;
+        Ok(match (class.as_str(), self.torch_stats) {
+            ("none", _) => Route::Host(None),
+            (_, Some(true)) | ("device", None) => Route::Device(helper),
+            _ => Route::Host(Some(helper)),
+        })
+    }
+
+    /// Starts the run at the first step: the tensors' names and shapes, the output directory.
+    fn start_if_needed(&mut self, names: &[String], shapes: &[Vec<usize>]) -> PyResult<()> {
+        if self.started {
+            return Ok(());
+        }
+        let infos = names
+            .iter()
+            .zip(shapes)
+            .map(|(n, s)| gradguard_core::ParamInfo {
+                name: n.clone(),
+                shape: s.clone(),
+                role: Role::from_name(n, Some(s.len())),
+            })
+            .collect();
+        let info = RunInfo {
+            name: self.name.clone(),
+            seed: 0,
+            out_dir: self.out_dir.clone().unwrap_or_else(|| PathBuf::from(".")),
+            params: infos,
+            clip_threshold: None,
+        };
+        if let Some(dir) = &self.out_dir {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                PyRuntimeError::new_err(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        self.host.step = 0;
+        let guard = self
+            .guard
+            .as_mut()
+            .ok_or_else(|| engine_error("finished"))?;
+        guard.start(info, &mut self.host).map_err(engine_error)?;
+        self.started = true;
+        Ok(())
+    }
+
+    /// A step over host float32 arrays, read and edited in place; with `torch` (CPU float32
+    /// tensors), PyTorch computes the global-norm clip's coefficient.
+    fn step_host<'py>(
+        &mut self,
+        py: Python<'py>,
+        raw: &[Raw<'py>],
+        input: StepInput,
+        torch: Option<Bound<'py, PyModule>>,
+    ) -> PyResult<(EngineDecision, Before)> {
+        let np = py.import("numpy")?;
+        let tensors = raw
+            .iter()
+            .map(|r| host_tensor(&np, r))
+            .collect::<PyResult<Vec<_>>>()?;
+        let names: Vec<String> = tensors.iter().map(|t| t.name.clone()).collect();
+        let shapes: Vec<Vec<usize>> = tensors.iter().map(|t| t.weight.shape().to_vec()).collect();
+        let helper = match &torch {
+            Some(t) => {
+                let weights = PyList::new(py, raw.iter().map(|r| &r.weight))?;
+                let grads = PyList::new(py, raw.iter().filter_map(|r| r.grad.as_ref()))?;
+                Some(t.getattr("TorchGrads")?.call1((weights, grads))?)
+            }
+            None => None,
+        };
+        let mut weights: Vec<PyReadonlyArrayDyn<'_, f32>> = Vec::with_capacity(tensors.len());
+        let mut grads: Vec<PyReadwriteArrayDyn<'_, f32>> = Vec::with_capacity(tensors.len());
+        for t in &tensors {
+            weights.push(
+                t.weight
+                    .try_readonly()
+                    .map_err(|e| borrow_error(&t.name, "weight", e))?,
+            );
+            let g = t.grad.as_ref().ok_or_else(|| engine_error("no gradient"))?;
+            grads.push(
+                g.try_readwrite()
+                    .map_err(|e| borrow_error(&t.name, "gradient", e))?,
+            );
+        }
+        self.start_if_needed(&names, &shapes)?;
+        let decision: EngineDecision = {
+            let mut view = ParamView::with_capacity(tensors.len());
+            for (((t, shape), w), g) in tensors
+                .iter()
+                .zip(&shapes)
+                .zip(&weights)
+                .zip(grads.iter_mut())
+            {
+                let ws = w
+                    .as_slice()
+                    .map_err(|e| borrow_error(&t.name, "weight", e))?;
+                let gs = g
+                    .as_slice_mut()
+                    .map_err(|e| borrow_error(&t.name, "gradient", e))?;
+                view.push(
+                    &t.name,
+                    shape,
+                    Role::from_name(&t.name, Some(shape.len())),
+                    ws,
+                    gs,
+                )
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            }
+            let guard = self
+                .guard
+                .as_mut()
+                .ok_or_else(|| engine_error("finished"))?;
+            match helper {
+                Some(helper) => {
+                    let roles = names
+                        .iter()
+                        .zip(&shapes)
+                        .map(|(n, s)| Role::from_name(n, Some(s.len())))
+                        .collect();
+                    let numels = shapes.iter().map(|s| s.iter().product()).collect();
+                    let mut fw = TorchFramework::new(helper, true, names.clone(), roles, numels);
+                    guard.step_with_framework(input, &mut view, &mut fw)
+                }
+                None => guard.step(input, &mut view),
+            }
+        };
+        let before = if decision.apply && self.measure_updates {
+            // The weights before the update, into buffers kept from step to step.
+            self.host_before.resize_with(weights.len(), Vec::new);
+            for (buf, w) in self.host_before.iter_mut().zip(&weights) {
+                let w = w.as_slice().map_err(engine_error)?;
+                buf.clear();
+                buf.extend_from_slice(w);
+            }
+            Before::Host(names)
+        } else {
+            Before::Nothing
+        };
+        drop(grads);
+        drop(weights);
+        // Converted gradients go back into the caller's arrays (NumPy casts them).
+        for t in &tensors {
+            if let (Some(source), Some(g)) = (&t.grad_source, &t.grad) {
+                source.set_item(py.Ellipsis(), g)?;
+            }
+        }
+        Ok((decision, before))
+    }
+
+    /// A step over tensors PyTorch keeps (CUDA, or a dtype other than float32, or
+    /// `torch_stats=True`): measured and edited with torch ops on their device.
+    fn step_device<'py>(
+        &mut self,
+        py: Python<'py>,
+        raw: &[Raw<'py>],
+        input: StepInput,
+        torch: &Bound<'py, PyModule>,
+    ) -> PyResult<(EngineDecision, Before)> {
+        let is_tensor = torch.getattr("is_tensor")?;
+        let mut names = Vec::with_capacity(raw.len());
+        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(raw.len());
+        let mut weights = Vec::with_capacity(raw.len());
+        let mut grads = Vec::with_capacity(raw.len());
+        let mut device: Option<String> = None;
+        for r in raw {
+            let name = &r.name;
+            let g = r.grad.as_ref().ok_or_else(|| engine_error("no gradient"))?;
+            for (what, t) in [("weight", &r.weight), ("gradient", g)] {
+                if !is_tensor.call1((t,))?.is_truthy()? {
+                    return Err(PyTypeError::new_err(format!(
+                        "tensor `{name}`: its {what} is a {}; a step mixes PyTorch tensors with other arrays (pass all as torch tensors, or all as NumPy arrays)",
+                        t.get_type().name()?
+                    )));
+                }
+                if !t.call_method0("is_floating_point")?.is_truthy()? {
+                    return Err(PyTypeError::new_err(format!(
+                        "tensor `{name}`: its {what}'s dtype is {}, expected a floating-point dtype",
+                        t.getattr("dtype")?.str()?
+                    )));
+                }
+            }
+            let shape: Vec<usize> = g.getattr("shape")?.extract()?;
+            let wshape: Vec<usize> = r.weight.getattr("shape")?.extract()?;
+            if shape != wshape {
+                return Err(PyValueError::new_err(format!(
+                    "tensor `{name}`: the weight's shape {wshape:?} and the gradient's shape {shape:?} differ"
+                )));
+            }
+            let dev = g.getattr("device")?.str()?.to_string();
+            match &device {
+                None => device = Some(dev),
+                Some(d) if *d != dev => {
+                    return Err(PyValueError::new_err(format!(
+                        "tensor `{name}`: its gradient is on {dev}, the others on {d}; one Guard step watches the tensors of one device"
+                    )))
+                }
+                Some(_) => {}
+            }
+            names.push(name.clone());
+            shapes.push(shape);
+            weights.push(r.weight.call_method0("detach")?);
+            grads.push(g.clone());
+        }
+        self.start_if_needed(&names, &shapes)?;
+        let weights = PyList::new(py, weights)?;
+        let helper = torch
+            .getattr("TorchGrads")?
+            .call1((&weights, PyList::new(py, grads)?))?;
+        let roles = names
+            .iter()
+            .zip(&shapes)
+            .map(|(n, s)| Role::from_name(n, Some(s.len())))
+            .collect();
+        let numels = shapes.iter().map(|s| s.iter().product()).collect();
+        let mut fw = TorchFramework::new(helper, false, names.clone(), roles, numels);
+        let guard = self
+            .guard
+            .as_mut()
+            .ok_or_else(|| engine_error("finished"))?;
+        let decision = guard.step_with_framework(input, &mut ParamView::new(), &mut fw);
+        let before = if decision.apply && self.measure_updates {
+            let old = self.torch_before.as_ref().map(|b| b.bind(py).clone());
+            let kept = torch.call_method1("copy_weights", (old, &weights))?;
+            self.torch_before = Some(kept.unbind());
+            Before::Torch(names)
+        } else {
+            Before::Nothing
+        };
+        Ok((decision, before))
+    }
+
+    /// ||dw|| per tensor on the host, against the buffers `step_host` filled.
+    fn host_update(
+        &mut self,
+        params: &Bound<'_, PyAny>,
+        step: u64,
+        lr: f64,
+        names: &[String],
+    ) -> PyResult<UpdateStats> {
+        let now = gather(params, false)?;
+        let mut after: Vec<PyReadonlyArrayDyn<'_, f32>> = Vec::with_capacity(names.len());
+        for name in names {
+            let t = now.iter().find(|t| &t.name == name).ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "after_update: tensor `{name}` was in step() but is not in these params"
+                ))
+            })?;
+            after.push(
+                t.weight
+                    .try_readonly()
+                    .map_err(|e| borrow_error(name, "weight", e))?,
+            );
+        }
+        let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let before: Vec<&[f32]> = self.host_before.iter().map(Vec::as_slice).collect();
+        let mut after_slices = Vec::with_capacity(after.len());
+        for ((a, name), b) in after.iter().zip(names).zip(&before) {
+            let s = a.as_slice().map_err(|e| borrow_error(name, "weight", e))?;
+            if s.len() != b.len() {
+                return Err(PyValueError::new_err(format!(
+                    "after_update: tensor `{name}` has {} values, it had {} at step()",
+                    s.len(),
+                    b.len()
+                )));
+            }
+            after_slices.push(s);
+        }
+        Ok(UpdateStats::measure(
+            step,
+            lr,
+            &name_refs,
+            &before,
+            &after_slices,
+        ))
+    }
+
+    /// ||dw|| per tensor on PyTorch's side, against the tensors `step_device` copied.
+    fn torch_update<'py>(
+        &mut self,
+        py: Python<'py>,
+        params: &Bound<'py, PyAny>,
+        step: u64,
+        lr: f64,
+        names: &[String],
+    ) -> PyResult<UpdateStats> {
+        let now = gather_raw(params, false)?;
+        let mut weights = Vec::with_capacity(names.len());
+        for name in names {
+            let r = now.iter().find(|r| &r.name == name).ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "after_update: tensor `{name}` was in step() but is not in these params"
+                ))
+            })?;
+            weights.push(r.weight.call_method0("detach")?);
+        }
+        let buffers = self
+            .torch_before
+            .as_ref()
+            .ok_or_else(|| engine_error("no weights kept before the update"))?
+            .bind(py)
+            .clone();
+        let rows: Vec<(f64, f64, usize)> = py
+            .import("gradguard._torch")?
+            .call_method1("update_norms", (buffers, PyList::new(py, weights)?))?
+            .extract()?;
+        let params = names
+            .iter()
+            .zip(rows)
+            .map(|(name, (d, w, bad))| gradguard_core::ParamUpdate {
+                name: name.clone(),
+                update_norm: d,
+                weight_norm: w,
+                weight_nonfinite: bad,
+            })
+            .collect();
+        Ok(UpdateStats {
+            step,
+            lr,
+            params,
+            withheld: None,
+        })
     }
 
     /// Hands the step's update to the engine's `after_update` (the host told which step it is).
@@ -516,9 +961,13 @@ impl Guard {
     /// default_reporters=True, measure_updates=True)`: plugins as dicts, as in specs
     /// (`{"kind": "clip_global_norm", "max_norm": 1.0}`); `detectors=None` means every built-in
     /// detector. events.jsonl, summary.json and report.html are written into `out_dir` when
-    /// given.
+    /// given. `measure_updates=False` skips ||dw|| (and the copy of the weights it needs).
+    /// `torch_stats`: for PyTorch tensors, None lets each step choose (CPU float32 tensors
+    /// read in place, others measured and edited with torch ops on their device), True
+    /// always uses torch ops (the road CUDA tensors take, also on CPU), False never does (CPU
+    /// tensors only; the global clip then uses gradguard's f64 total).
     #[new]
-    #[pyo3(signature = (remedies=None, detectors=None, out_dir=None, quiet=false, reporters=None, default_reporters=true, measure_updates=true))]
+    #[pyo3(signature = (remedies=None, detectors=None, out_dir=None, quiet=false, reporters=None, default_reporters=true, measure_updates=true, torch_stats=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -529,6 +978,7 @@ impl Guard {
         reporters: Option<&Bound<'_, PyAny>>,
         default_reporters: bool,
         measure_updates: bool,
+        torch_stats: Option<bool>,
     ) -> PyResult<Self> {
         gradguard_engine::link_plugins();
         let remedies = plugins_from_dicts::<Box<dyn Remedy>>(py, "remedies", remedies)?;
@@ -539,21 +989,25 @@ impl Guard {
             remedies.unwrap_or_default(),
             default_reporters,
             reporters,
-            out_dir,
-            quiet,
-            measure_updates,
+            Options {
+                out_dir,
+                quiet,
+                measure_updates,
+                torch_stats,
+            },
         )
     }
 
     /// A Guard from the `detectors`, `remedies`, `reporters` and `default_reporters` of a
     /// spec file (`.toml` or `.json`); its other tables are ignored.
     #[staticmethod]
-    #[pyo3(signature = (path, out_dir=None, quiet=false, measure_updates=true))]
+    #[pyo3(signature = (path, out_dir=None, quiet=false, measure_updates=true, torch_stats=None))]
     fn from_file(
         path: PathBuf,
         out_dir: Option<PathBuf>,
         quiet: bool,
         measure_updates: bool,
+        torch_stats: Option<bool>,
     ) -> PyResult<Self> {
         gradguard_engine::link_plugins();
         let tables: GuardTables =
@@ -563,9 +1017,12 @@ impl Guard {
             tables.remedies,
             tables.default_reporters,
             tables.reporters,
-            out_dir,
-            quiet,
-            measure_updates,
+            Options {
+                out_dir,
+                quiet,
+                measure_updates,
+                torch_stats,
+            },
         )
         .map_err(|e| PyValueError::new_err(format!("{}: {e}", path.display())))
     }
@@ -585,115 +1042,34 @@ impl Guard {
     ) -> PyResult<Decision> {
         self.engine()?;
         self.close_pending()?;
+        // A PyTorch loss is detached first (float() of a tensor that requires grad warns);
+        // on a GPU this reads one number back (a synchronisation the loop pays anyway).
+        let loss = match loss.getattr_opt("detach")? {
+            Some(detach) if loss.hasattr("requires_grad")? => detach.call0()?,
+            _ => loss.clone(),
+        };
         let loss: f64 = loss
             .call_method0("__float__")
             .and_then(|f| f.extract())
             .map_err(|e| PyTypeError::new_err(format!("loss: expected a number: {e}")))?;
-        let tensors = gather(params, true)?;
-        if tensors.is_empty() {
+        let raw = gather_raw(params, true)?;
+        if raw.is_empty() {
             return Err(PyValueError::new_err(
                 "params: no tensor with a gradient (call loss.backward() first?)",
             ));
         }
-        let shapes: Vec<Vec<usize>> = tensors.iter().map(|t| t.weight.shape().to_vec()).collect();
-        let mut weights: Vec<PyReadonlyArrayDyn<'_, f32>> = Vec::with_capacity(tensors.len());
-        let mut grads: Vec<PyReadwriteArrayDyn<'_, f32>> = Vec::with_capacity(tensors.len());
-        for t in &tensors {
-            weights.push(
-                t.weight
-                    .try_readonly()
-                    .map_err(|e| borrow_error(&t.name, "weight", e))?,
-            );
-            let g = t.grad.as_ref().ok_or_else(|| engine_error("no gradient"))?;
-            grads.push(
-                g.try_readwrite()
-                    .map_err(|e| borrow_error(&t.name, "gradient", e))?,
-            );
-        }
         let step = step.unwrap_or(self.steps + 1);
-        if !self.started {
-            let infos = tensors
-                .iter()
-                .zip(&shapes)
-                .map(|(t, s)| gradguard_core::ParamInfo {
-                    name: t.name.clone(),
-                    shape: s.clone(),
-                    role: Role::from_name(&t.name, Some(s.len())),
-                })
-                .collect();
-            let info = RunInfo {
-                name: self.name.clone(),
-                seed: 0,
-                out_dir: self.out_dir.clone().unwrap_or_else(|| PathBuf::from(".")),
-                params: infos,
-                clip_threshold: None,
-            };
-            if let Some(dir) = &self.out_dir {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    PyRuntimeError::new_err(format!("cannot create {}: {e}", dir.display()))
-                })?;
-            }
-            self.host.step = 0;
-            let guard = self
-                .guard
-                .as_mut()
-                .ok_or_else(|| engine_error("finished"))?;
-            guard.start(info, &mut self.host).map_err(engine_error)?;
-            self.started = true;
-        }
-        let decision: EngineDecision = {
-            let mut view = ParamView::with_capacity(tensors.len());
-            for (((t, shape), w), g) in tensors
-                .iter()
-                .zip(&shapes)
-                .zip(&weights)
-                .zip(grads.iter_mut())
-            {
-                let ws = w
-                    .as_slice()
-                    .map_err(|e| borrow_error(&t.name, "weight", e))?;
-                let gs = g
-                    .as_slice_mut()
-                    .map_err(|e| borrow_error(&t.name, "gradient", e))?;
-                view.push(
-                    &t.name,
-                    shape,
-                    Role::from_name(&t.name, Some(shape.len())),
-                    ws,
-                    gs,
-                )
-                .map_err(|e| PyValueError::new_err(e.to_string()))?;
-            }
-            let input = StepInput {
-                step,
-                loss,
-                epoch,
-                lr,
-                ..StepInput::default()
-            };
-            let guard = self
-                .guard
-                .as_mut()
-                .ok_or_else(|| engine_error("finished"))?;
-            guard.step(input, &mut view)
+        let input = StepInput {
+            step,
+            loss,
+            epoch,
+            lr,
+            ..StepInput::default()
         };
-        let before = if decision.apply && self.measure_updates {
-            tensors
-                .iter()
-                .zip(&weights)
-                .map(|(t, w)| Ok((t.name.clone(), w.as_slice().map_err(engine_error)?.to_vec())))
-                .collect::<PyResult<Vec<_>>>()?
-        } else {
-            Vec::new()
+        let (decision, before) = match self.route(py, &raw)? {
+            Route::Host(torch) => self.step_host(py, &raw, input, torch)?,
+            Route::Device(torch) => self.step_device(py, &raw, input, &torch)?,
         };
-        drop(grads);
-        drop(weights);
-        // Converted gradients go back into the caller's arrays (NumPy casts them).
-        for t in &tensors {
-            if let (Some(source), Some(g)) = (&t.grad_source, &t.grad) {
-                source.set_item(py.Ellipsis(), g)?;
-            }
-        }
         self.steps = step;
         self.last_loss = Some(loss);
         let guard = self
@@ -744,50 +1120,20 @@ impl Guard {
             .pending
             .take()
             .ok_or_else(|| PyRuntimeError::new_err("after_update() without a step() before it"))?;
-        let update = match (p.apply, params) {
-            (false, _) => None,
-            (true, Some(params)) if !p.before.is_empty() => {
-                let now = gather(params, false)?;
-                let mut after: Vec<PyReadonlyArrayDyn<'_, f32>> = Vec::with_capacity(now.len());
-                for (name, _) in &p.before {
-                    let t = now.iter().find(|t| &t.name == name).ok_or_else(|| {
-                        PyValueError::new_err(format!(
-                            "after_update: tensor `{name}` was in step() but is not in these params"
-                        ))
-                    })?;
-                    after.push(
-                        t.weight
-                            .try_readonly()
-                            .map_err(|e| borrow_error(name, "weight", e))?,
-                    );
-                }
-                let names: Vec<&str> = p.before.iter().map(|(n, _)| n.as_str()).collect();
-                let before: Vec<&[f32]> = p.before.iter().map(|(_, w)| w.as_slice()).collect();
-                let mut after_slices = Vec::with_capacity(after.len());
-                for (a, (name, b)) in after.iter().zip(&p.before) {
-                    let s = a.as_slice().map_err(|e| borrow_error(name, "weight", e))?;
-                    if s.len() != b.len() {
-                        return Err(PyValueError::new_err(format!(
-                            "after_update: tensor `{name}` has {} values, it had {} at step()",
-                            s.len(),
-                            b.len()
-                        )));
-                    }
-                    after_slices.push(s);
-                }
-                Some(UpdateStats::measure(
-                    p.step,
-                    p.lr,
-                    &names,
-                    &before,
-                    &after_slices,
-                ))
+        let unmeasured = || UpdateStats {
+            step: p.step,
+            lr: p.lr,
+            ..UpdateStats::default()
+        };
+        let update = match (p.apply, params, &p.before) {
+            (false, _, _) => None,
+            (true, Some(params), Before::Host(names)) => {
+                Some(self.host_update(params, p.step, p.lr, names)?)
             }
-            (true, _) => Some(UpdateStats {
-                step: p.step,
-                lr: p.lr,
-                ..UpdateStats::default()
-            }),
+            (true, Some(params), Before::Torch(names)) => {
+                Some(self.torch_update(py, params, p.step, p.lr, names)?)
+            }
+            (true, _, _) => Some(unmeasured()),
         };
         let end = self.end_step(p.step, update)?;
         let out = PyDict::new(py);
@@ -868,7 +1214,7 @@ impl Guard {
 
 /// gradguard: find, explain and cure exploding gradients in your own training loop.
 #[pymodule]
-fn gradguard(m: &Bound<'_, PyModule>) -> PyResult<()> {
+fn _gradguard(m: &Bound<'_, PyModule>) -> PyResult<()> {
     gradguard_engine::link_plugins();
     m.add_class::<Guard>()?;
     m.add_class::<Decision>()?;

@@ -1,0 +1,198 @@
+//! PyTorch tensors kept by PyTorch: the [`GradientFramework`] over `gradguard._torch`.
+//!
+//! Two uses (see the crate docs):
+//! - **off the host** (CUDA tensors, non-float32 dtypes, or `torch_stats=True`): the step is
+//!   measured with torch ops on the tensors' device and every edit is applied there;
+//! - **on the host** (CPU float32 tensors, read in place as NumPy arrays): gradguard measures
+//!   and edits them itself, except the global-norm clip, which PyTorch computes so that the
+//!   result is bit-identical to `clip_grad_norm_` (gradguard's own total is summed in f64).
+
+use gradguard_core::kernels::applied_factor;
+use gradguard_core::{
+    EditOutcome, FrameworkError, GradEdit, GradientFramework, ParamStats, StepStats, TensorNorms,
+};
+use pyo3::prelude::*;
+
+/// Relative margin under which gradguard's own total norm is "clearly below" `max_norm`, so
+/// PyTorch's (float32, differently rounded) total cannot reach it: no torch call then. The
+/// two totals differ by far less (float32 rounding over the tensors, about 1e-6 relative).
+const CLEARLY_BELOW: f64 = 1e-3;
+
+/// One step's tensors on PyTorch's side (a `gradguard._torch.TorchGrads`).
+pub(crate) struct TorchFramework<'py> {
+    helper: Bound<'py, PyAny>,
+    on_host: bool,
+    names: Vec<String>,
+    roles: Vec<gradguard_core::Role>,
+    numels: Vec<usize>,
+}
+
+fn py_error(what: &str, e: PyErr) -> FrameworkError {
+    FrameworkError(format!("PyTorch failed to {what}: {e}"))
+}
+
+impl<'py> TorchFramework<'py> {
+    /// `helper` over the step's weights and gradients; `on_host` when gradguard reads them.
+    pub(crate) fn new(
+        helper: Bound<'py, PyAny>,
+        on_host: bool,
+        names: Vec<String>,
+        roles: Vec<gradguard_core::Role>,
+        numels: Vec<usize>,
+    ) -> Self {
+        TorchFramework {
+            helper,
+            on_host,
+            names,
+            roles,
+            numels,
+        }
+    }
+
+    fn remeasure(&mut self, stats: &mut StepStats) -> Result<(), FrameworkError> {
+        self.measure(stats)
+    }
+
+    fn scaled(
+        &mut self,
+        stats: &mut StepStats,
+        index: Option<usize>,
+        factor: f64,
+    ) -> Result<(), FrameworkError> {
+        let finite_before = match index {
+            Some(i) => stats.params.get(i).is_some_and(|p| p.grad_nonfinite == 0),
+            None => stats.grads_finite(),
+        };
+        if finite_before && factor.is_finite() {
+            match index {
+                Some(i) => {
+                    stats.scale_param(i, factor);
+                    stats.refresh_totals();
+                }
+                None => stats.scale_all(factor),
+            }
+            Ok(())
+        } else {
+            self.remeasure(stats)
+        }
+    }
+}
+
+impl GradientFramework for TorchFramework<'_> {
+    fn values_on_host(&self) -> bool {
+        self.on_host
+    }
+
+    fn measure(&mut self, stats: &mut StepStats) -> Result<(), FrameworkError> {
+        let rows: Vec<(f64, f64, usize, f64, usize)> = self
+            .helper
+            .call_method0("measure")
+            .and_then(|r| r.extract())
+            .map_err(|e| py_error("measure the gradients", e))?;
+        if rows.len() != self.names.len() {
+            return Err(FrameworkError(format!(
+                "PyTorch measured {} tensors, expected {}",
+                rows.len(),
+                self.names.len()
+            )));
+        }
+        stats.params.clear();
+        for (i, (gn, gm, gbad, wn, wbad)) in rows.into_iter().enumerate() {
+            let n = TensorNorms {
+                grad_norm: gn,
+                grad_max_abs: gm,
+                grad_nonfinite: gbad,
+                weight_norm: wn,
+                weight_nonfinite: wbad,
+            };
+            stats.params.push(ParamStats::from_norms(
+                &self.names[i],
+                self.roles[i],
+                self.numels[i],
+                n,
+            ));
+        }
+        stats.refresh_totals();
+        Ok(())
+    }
+
+    fn edit(
+        &mut self,
+        edit: &GradEdit,
+        stats: &mut StepStats,
+    ) -> Result<EditOutcome, FrameworkError> {
+        match *edit {
+            GradEdit::ClipGlobalNorm {
+                max_norm,
+                norm_type,
+            } => {
+                if self.on_host {
+                    let total = if norm_type.is_infinite() {
+                        stats.grad_max_abs
+                    } else {
+                        stats.grad_norm
+                    };
+                    // Non-finite gradients (`propagate`): gradguard's kernels already do
+                    // PyTorch's arithmetic there; clearly below: nothing to do.
+                    if !stats.grads_finite()
+                        || !total.is_finite()
+                        || total * (1.0 + CLEARLY_BELOW) + 1e-6 < max_norm
+                    {
+                        return Ok(EditOutcome::Declined);
+                    }
+                }
+                // On the host PyTorch only computes the coefficient (it reads the memory
+                // gradguard holds, and gradguard multiplies: the same float32 product).
+                let method = if self.on_host {
+                    "clip_coefficient"
+                } else {
+                    "clip_global_norm"
+                };
+                let coef: f64 = self
+                    .helper
+                    .call_method1(method, (max_norm, norm_type))
+                    .and_then(|c| c.extract())
+                    .map_err(|e| py_error("clip the global norm", e))?;
+                if coef >= 1.0 {
+                    return Ok(EditOutcome::Unchanged);
+                }
+                if self.on_host {
+                    return Ok(EditOutcome::ScaleOnHost { factor: coef });
+                }
+                self.scaled(stats, None, coef)?;
+                Ok(EditOutcome::Applied { factor: coef })
+            }
+            _ if self.on_host => Ok(EditOutcome::Declined),
+            GradEdit::ScaleAll { factor } => {
+                self.helper
+                    .call_method1("scale_all", (factor,))
+                    .map_err(|e| py_error("scale the gradients", e))?;
+                let applied = applied_factor(factor);
+                self.scaled(stats, None, applied)?;
+                Ok(EditOutcome::Applied { factor: applied })
+            }
+            GradEdit::ScaleParam { index, factor } => {
+                self.helper
+                    .call_method1("scale_param", (index, factor))
+                    .map_err(|e| py_error("scale a tensor's gradients", e))?;
+                let applied = applied_factor(factor);
+                self.scaled(stats, Some(index), applied)?;
+                Ok(EditOutcome::Applied { factor: applied })
+            }
+            GradEdit::Clamp { bound } => {
+                self.helper
+                    .call_method1("clamp", (bound as f64,))
+                    .map_err(|e| py_error("clamp the gradients", e))?;
+                self.remeasure(stats)?;
+                Ok(EditOutcome::Applied { factor: 1.0 })
+            }
+            GradEdit::ZeroNonFinite => {
+                self.helper
+                    .call_method0("zero_nonfinite")
+                    .map_err(|e| py_error("zero the non-finite gradients", e))?;
+                self.remeasure(stats)?;
+                Ok(EditOutcome::Applied { factor: 1.0 })
+            }
+        }
+    }
+}
