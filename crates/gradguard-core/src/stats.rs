@@ -347,6 +347,48 @@ impl UpdateStats {
         u
     }
 
+    /// [`UpdateStats::measure`] for a caller that keeps its own copy of the weights before
+    /// the update, with the fast statistics kernel ([`crate::kernels::slice_stats`]) instead
+    /// of a scalar f64 loop. Per tensor: `||w_before||` from `before`, then `before` is
+    /// overwritten with `after - before` (in f32: exact when the two are within a factor of
+    /// 2 of each other, else one rounding) and `||dw||` is measured from it; the weights after
+    /// the update are counted for non-finite values only when `dw` is not finite. The norms
+    /// carry the kernel's relative error (below 1.1e-6 on AVX-512, 1e-12 otherwise).
+    /// Tensors past the shorter of `before`/`after` are not measured.
+    pub fn measure_from_copy(
+        step: u64,
+        lr: f64,
+        names: &[&str],
+        before: &mut [Vec<f32>],
+        after: &[&[f32]],
+    ) -> Self {
+        let mut u = UpdateStats {
+            step,
+            lr,
+            params: Vec::with_capacity(names.len()),
+            withheld: None,
+        };
+        for ((name, b), a) in names.iter().zip(before.iter_mut()).zip(after) {
+            let w = slice_stats(b);
+            for (d, &x) in b.iter_mut().zip(a.iter()) {
+                *d = x - *d;
+            }
+            let dw = slice_stats(&b[..a.len().min(b.len())]);
+            let bad = if dw.nonfinite > 0 {
+                slice_stats(a).nonfinite
+            } else {
+                0
+            };
+            u.params.push(ParamUpdate {
+                name: name.to_string(),
+                update_norm: dw.sum_sq.sqrt(),
+                weight_norm: w.sum_sq.sqrt(),
+                weight_nonfinite: bad,
+            });
+        }
+        u
+    }
+
     /// The largest update ratio over all tensors, with the tensor's name.
     pub fn max_ratio(&self) -> Option<(&str, f64)> {
         self.params
@@ -361,6 +403,29 @@ impl UpdateStats {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn measure_from_copy_agrees_with_measure_and_leaves_the_difference() {
+        // Hand-computed: w_before = (3, 4) -> ||w|| = 5; dw = (0.5, -1.5) + 0 -> ||dw|| =
+        // sqrt(2.5); the second tensor gains a NaN: one non-finite weight after.
+        let b0 = [3.0f32, 4.0];
+        let a0 = [3.5f32, 2.5];
+        let b1 = [1.0f32, 2.0, 2.0];
+        let a1 = [1.0f32, f32::NAN, 2.0];
+        let exact = super::UpdateStats::measure(2, 0.1, &["a", "b"], &[&b0, &b1], &[&a0, &a1]);
+        let mut copy = vec![b0.to_vec(), b1.to_vec()];
+        let fast =
+            super::UpdateStats::measure_from_copy(2, 0.1, &["a", "b"], &mut copy, &[&a0, &a1]);
+        assert_eq!(fast.params[0].weight_norm, 5.0);
+        assert!((fast.params[0].update_norm - 2.5f64.sqrt()).abs() < 1e-12);
+        assert_eq!(fast.params[0].update_norm, exact.params[0].update_norm);
+        assert_eq!(fast.params[1].weight_norm, 3.0);
+        assert!(fast.params[1].update_norm.is_nan());
+        assert_eq!(fast.params[1].weight_nonfinite, 1);
+        assert_eq!(exact.params[1].weight_nonfinite, 1);
+        assert_eq!(copy[0], vec![0.5, -1.5]);
+        assert_eq!((fast.step, fast.lr), (2, 0.1));
+    }
+
     use super::*;
     use crate::param::WeightStats;
 

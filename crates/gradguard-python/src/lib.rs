@@ -868,9 +868,8 @@ impl Guard {
             );
         }
         let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let before: Vec<&[f32]> = self.host_before.iter().map(Vec::as_slice).collect();
         let mut after_slices = Vec::with_capacity(after.len());
-        for ((a, name), b) in after.iter().zip(names).zip(&before) {
+        for ((a, name), b) in after.iter().zip(names).zip(&self.host_before) {
             let s = a.as_slice().map_err(|e| borrow_error(name, "weight", e))?;
             if s.len() != b.len() {
                 return Err(PyValueError::new_err(format!(
@@ -881,11 +880,12 @@ impl Guard {
             }
             after_slices.push(s);
         }
-        Ok(UpdateStats::measure(
+        // The buffers are ours: measured with the fast kernel, overwritten with dw.
+        Ok(UpdateStats::measure_from_copy(
             step,
             lr,
             &name_refs,
-            &before,
+            &mut self.host_before,
             &after_slices,
         ))
     }
