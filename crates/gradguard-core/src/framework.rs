@@ -52,6 +52,29 @@ pub enum GradEdit {
     },
     /// Replace every non-finite gradient value by 0.
     ZeroNonFinite,
+    /// Adaptive gradient clipping per unit (timm's `adaptive_clip_grad`, `[out, in, ...]`
+    /// layout: a unit is one output row, a tensor of rank <= 1 is one unit): where
+    /// `||g_u|| >= clip_factor * max(||w_u||, eps)`, `g_u` is scaled to that norm (divided by
+    /// `max(||g_u||, 1e-6)`). Units whose weights are not finite are left alone unless
+    /// `propagate`.
+    UnitClip {
+        /// The largest allowed ratio ||g_u|| / ||w_u||.
+        clip_factor: f64,
+        /// The smallest weight norm used in the bound.
+        eps: f64,
+        /// Whether units with non-finite weights are clipped too (and become NaN).
+        propagate: bool,
+    },
+    /// Add a weight penalty's gradient to tensor `index`: `g += l1 * sign(w) + 2 * l2 * w`
+    /// (sign(0) = 0). The outcome carries `sum |w|` for the penalty's value.
+    AddPenaltyGrad {
+        /// The tensor's index.
+        index: usize,
+        /// The L1 factor.
+        l1: f64,
+        /// The L2 factor.
+        l2: f64,
+    },
 }
 
 /// What the framework did with an edit.
@@ -62,6 +85,12 @@ pub enum EditOutcome {
     Applied {
         /// The factor applied.
         factor: f64,
+    },
+    /// It added a penalty gradient ([`GradEdit::AddPenaltyGrad`]) and kept the statistics
+    /// true; `sum_abs` is the tensor's `sum |w|`.
+    Penalised {
+        /// The tensor's sum of |w|.
+        sum_abs: f64,
     },
     /// It looked and nothing needed changing (e.g. a clip coefficient of 1): the step is not
     /// marked as changed.

@@ -90,16 +90,21 @@ impl<'c, 'v> RemedyContext<'c, 'v> {
         self.framework.as_ref().is_none_or(|f| f.values_on_host())
     }
 
-    /// Hands `edit` to the framework that keeps the gradients. `Some(factor)`: it was handled
-    /// (applied, with the factor applied; or refused, with 1, the refusal recorded for the
-    /// loop, which stops the step); `None`: no framework, or one that leaves this edit to the
-    /// host kernels, so the caller applies it to the view itself.
+    /// Hands `edit` to the framework that keeps the gradients. `Some(x)`: it was handled
+    /// (applied: `x` is the factor applied, or `sum |w|` for
+    /// [`GradEdit::AddPenaltyGrad`]; refused: 1, the refusal recorded for the loop, which
+    /// stops the step); `None`: no framework, or one that leaves this edit to the host
+    /// kernels, so the caller applies it to the view itself.
     pub fn framework_edit(&mut self, edit: GradEdit) -> Option<f64> {
         let fw = self.framework.as_deref_mut()?;
         match fw.edit(&edit, self.stats) {
             Ok(EditOutcome::Applied { factor }) => {
                 self.changed = true;
                 Some(factor)
+            }
+            Ok(EditOutcome::Penalised { sum_abs }) => {
+                self.changed = true;
+                Some(sum_abs)
             }
             Ok(EditOutcome::Unchanged) => Some(1.0),
             Ok(EditOutcome::ScaleOnHost { factor }) if fw.values_on_host() => {

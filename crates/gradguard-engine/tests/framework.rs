@@ -112,7 +112,8 @@ impl GradientFramework for Fake {
                 stats.scale_all(self.clip_coef);
                 self.clip_coef
             }
-            GradEdit::Clamp { .. } | GradEdit::ZeroNonFinite => 1.0,
+            GradEdit::AddPenaltyGrad { .. } => return Ok(EditOutcome::Penalised { sum_abs: 2.0 }),
+            GradEdit::Clamp { .. } | GradEdit::ZeroNonFinite | GradEdit::UnitClip { .. } => 1.0,
         };
         Ok(EditOutcome::Applied { factor })
     }
@@ -174,17 +175,75 @@ fn clamp_and_zero_are_typed_edits() {
     );
 }
 
-/// A remedy that edits the values themselves (AGC reads weights per unit) cannot run off the
-/// host: the step stops with an error naming it, and nothing is applied.
+/// AGC's unit-wise clip and the penalties' gradients are typed edits too: every built-in
+/// remedy runs where the gradients live. The L2 penalty's value is l2 * sum w^2 from the
+/// statistics (weights of norm 1: 0.5 * 1 = 0.5 per tensor), the L1's uses the framework's
+/// sum |w| (2 per tensor here: 0.25 * 2 = 0.5).
+#[test]
+fn agc_and_penalties_are_typed_edits() {
+    let mut g = guard(vec![
+        remedy(r#"{"kind":"l1_l2","l1":0.25,"l2":0.5}"#),
+        remedy(r#"{"kind":"agc","clip_factor":0.01}"#),
+    ]);
+    let mut fw = Fake::off_host(&[(3.0, 2.0, 0), (4.0, 3.0, 0)]);
+    let d = g.step_with_framework(input(1), &mut ParamView::new(), &mut fw);
+    assert!(d.apply, "{:?}", d.action);
+    assert_eq!(
+        fw.edits,
+        vec![
+            GradEdit::AddPenaltyGrad {
+                index: 0,
+                l1: 0.25,
+                l2: 0.5
+            },
+            GradEdit::AddPenaltyGrad {
+                index: 1,
+                l1: 0.25,
+                l2: 0.5
+            },
+            GradEdit::UnitClip {
+                clip_factor: 0.01,
+                eps: 1e-3,
+                propagate: false
+            },
+        ]
+    );
+    g.after_update(None, &mut NoCheckpoints).unwrap();
+    let penalty = g.last_event().unwrap().penalty.unwrap();
+    assert!((penalty - 2.0).abs() < 1e-12, "{penalty}");
+}
+
+/// A remedy that lends itself the values (`edit_each`, as a user's plugin may) cannot run
+/// off the host: the step stops with an error naming it, and nothing is applied.
 #[test]
 fn a_remedy_that_needs_the_values_stops_the_step_naming_itself() {
-    let mut g = guard(vec![remedy(r#"{"kind":"agc","clip_factor":0.01}"#)]);
+    let mut g = guard(vec![Box::new(ZeroFirst)]);
     let mut fw = Fake::off_host(&[(3.0, 2.0, 0)]);
     let d = g.step_with_framework(input(1), &mut ParamView::new(), &mut fw);
     assert!(d.stop(), "{:?}", d.action);
     assert!(!d.apply);
     let msg = d.error.expect("an error").to_string();
-    assert!(msg.contains("agc") && msg.contains("host"), "{msg}");
+    assert!(msg.contains("zero_first") && msg.contains("host"), "{msg}");
+}
+
+/// A user's remedy that edits values directly.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ZeroFirst;
+
+#[typetag::serde(name = "zero_first")]
+impl Remedy for ZeroFirst {
+    fn apply(
+        &mut self,
+        ctx: &mut gradguard_core::RemedyContext<'_, '_>,
+    ) -> Result<Action, gradguard_core::RemedyError> {
+        ctx.edit_each(|_, p| {
+            if let Some(v) = p.grads.first_mut() {
+                *v = 0.0;
+            }
+            gradguard_core::TensorEdit::Edited
+        });
+        Ok(Action::Continue)
+    }
 }
 
 /// A framework that cannot measure stops the step before any detector or remedy runs.

@@ -61,9 +61,10 @@
 //!    edits come back as typed edits applied there with foreach ops (`_foreach_mul_` for one
 //!    scale or per-tensor scales, `_foreach_clamp_min_/max_` for value clipping, exactly what
 //!    `clip_grad_value_` runs, `nan_to_num_` for zeroing). bfloat16 and float16 are handled in
-//!    their own dtype, as PyTorch's clipping does. Remedies that need the values themselves
-//!    (`agc` needs per-unit weight norms, `l1`/`l2` need the weights) stop the step with an
-//!    error naming them on this road: on a GPU, use the optimiser's `weight_decay` for L2.
+//!    their own dtype, as PyTorch's clipping does. `agc` runs as timm's `adaptive_clip_grad`
+//!    with torch ops, the `l1`/`l2` penalties as `add_` of the weights' sign and the weights:
+//!    every built-in remedy runs on the device. A user's remedy that edits the values
+//!    through `edit_each` stops the step with an error naming it on this road.
 //!    `after_update` keeps one copy of the weights on their device (allocated once) to measure
 //!    ||dw||; `measure_updates=False` saves it.
 //!

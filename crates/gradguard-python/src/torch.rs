@@ -53,6 +53,34 @@ impl<'py> TorchFramework<'py> {
         self.measure(stats)
     }
 
+    /// Re-measures tensor `index` only, and refreshes the totals.
+    fn remeasure_one(&mut self, stats: &mut StepStats, index: usize) -> Result<(), FrameworkError> {
+        let rows: Vec<(f64, f64, usize, f64, usize)> = self
+            .helper
+            .call_method1("measure", (vec![index],))
+            .and_then(|r| r.extract())
+            .map_err(|e| py_error("measure a tensor", e))?;
+        let (Some(&(gn, gm, gbad, wn, wbad)), Some(slot)) =
+            (rows.first(), stats.params.get_mut(index))
+        else {
+            return Err(FrameworkError(format!("no tensor {index} to measure")));
+        };
+        *slot = ParamStats::from_norms(
+            &self.names[index],
+            self.roles[index],
+            self.numels[index],
+            TensorNorms {
+                grad_norm: gn,
+                grad_max_abs: gm,
+                grad_nonfinite: gbad,
+                weight_norm: wn,
+                weight_nonfinite: wbad,
+            },
+        );
+        stats.refresh_totals();
+        Ok(())
+    }
+
     fn scaled(
         &mut self,
         stats: &mut StepStats,
@@ -185,6 +213,26 @@ impl GradientFramework for TorchFramework<'_> {
                     .map_err(|e| py_error("clamp the gradients", e))?;
                 self.remeasure(stats)?;
                 Ok(EditOutcome::Applied { factor: 1.0 })
+            }
+            GradEdit::UnitClip {
+                clip_factor,
+                eps,
+                propagate,
+            } => {
+                self.helper
+                    .call_method1("unit_clip", (clip_factor, eps, propagate))
+                    .map_err(|e| py_error("clip per unit (agc)", e))?;
+                self.remeasure(stats)?;
+                Ok(EditOutcome::Applied { factor: 1.0 })
+            }
+            GradEdit::AddPenaltyGrad { index, l1, l2 } => {
+                let sum_abs: f64 = self
+                    .helper
+                    .call_method1("add_penalty_grad", (index, l1, l2))
+                    .and_then(|v| v.extract())
+                    .map_err(|e| py_error("add the penalty's gradient", e))?;
+                self.remeasure_one(stats, index)?;
+                Ok(EditOutcome::Penalised { sum_abs })
             }
             GradEdit::ZeroNonFinite => {
                 self.helper

@@ -18,7 +18,9 @@
 //! out of the view if you want that).
 //!
 //! The unit norms are not in the step statistics (those are per tensor), so AGC reads each
-//! unit's gradient and weight once, and re-measures only the tensors it changed.
+//! unit's gradient and weight once, and re-measures only the tensors it changed. Where a
+//! framework keeps the gradients (PyTorch on a GPU), the same rule is handed to it as
+//! [`GradEdit::UnitClip`] and computed there with its ops.
 //!
 //! Non-finite gradients follow `on_nonfinite`. A unit whose weights are not finite has no
 //! meaningful bound: it is left unchanged (under `propagate` it follows timm and becomes NaN).
@@ -29,8 +31,8 @@
 //! - `on_nonfinite = "skip_step"`: see [`NonFinitePolicy`].
 
 use gradguard_core::{
-    describe_plugin, Action, ClipScope, Family, ParamDoc, PluginInfo, Remedy, RemedyCapabilities,
-    RemedyContext, RemedyError, TensorEdit,
+    describe_plugin, Action, ClipScope, Family, GradEdit, ParamDoc, PluginInfo, Remedy,
+    RemedyCapabilities, RemedyContext, RemedyError, TensorEdit,
 };
 use serde::{Deserialize, Serialize};
 
@@ -102,6 +104,14 @@ impl Remedy for Agc {
         }
         let propagate = self.on_nonfinite == NonFinitePolicy::Propagate;
         let (eps, clip_factor) = (self.eps, self.clip_factor);
+        let edit = GradEdit::UnitClip {
+            clip_factor,
+            eps,
+            propagate,
+        };
+        if ctx.framework_edit(edit).is_some() {
+            return Ok(Action::Continue);
+        }
         ctx.edit_each(|_, p| {
             let mut touched = false;
             {

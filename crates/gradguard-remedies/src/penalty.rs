@@ -20,7 +20,7 @@
 //! - `include_bias = false`: also penalise biases and other non-kernel tensors.
 
 use gradguard_core::{
-    describe_plugin, Action, Family, ParamDoc, PluginInfo, Remedy, RemedyCapabilities,
+    describe_plugin, Action, Family, GradEdit, ParamDoc, PluginInfo, Remedy, RemedyCapabilities,
     RemedyContext, RemedyError, TensorEdit,
 };
 use serde::{Deserialize, Serialize};
@@ -48,6 +48,22 @@ pub fn apply_penalty(
         return Ok(0.0);
     }
     let mut penalty = 0.0;
+    if !ctx.values_on_host() {
+        // The framework keeps the values: one typed edit per penalised tensor.
+        for i in 0..ctx.param_count() {
+            let s = &ctx.stats().params[i];
+            if !(s.role.is_weight() || include_bias) || s.numel == 0 {
+                continue;
+            }
+            let weight_sum_sq = s.weight_sum_sq;
+            let edit = GradEdit::AddPenaltyGrad { index: i, l1, l2 };
+            if let Some(sum_abs) = ctx.framework_edit(edit) {
+                penalty += l1 * sum_abs + l2 * weight_sum_sq;
+            }
+        }
+        ctx.add_penalty(penalty);
+        return Ok(penalty);
+    }
     ctx.edit_each(|s, p| {
         if !(p.role.is_weight() || include_bias) || p.grads.is_empty() {
             return TensorEdit::Keep;

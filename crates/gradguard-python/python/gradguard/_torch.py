@@ -21,10 +21,10 @@ its hands:
   else runs in Rust), because gradguard's own total norm (summed in f64) can differ from
   PyTorch's float32 one by an ulp.
 
-Remedies that need the values themselves (``agc``, which needs per-unit weight norms, and
-the ``l1``/``l2`` penalties, which need the weights) are refused off the host: the step
-stops with an error naming the remedy. On CUDA, run them as PyTorch code (weight decay is
-the optimiser's ``weight_decay``) or move the tensors to the CPU.
+Every built-in remedy runs here: ``agc`` as timm's ``adaptive_clip_grad`` (per-unit norms
+with ``torch.linalg.vector_norm``), the ``l1``/``l2`` penalties as ``add_`` of the weights'
+sign and of the weights. A user's remedy that edits the values through ``edit_each`` is
+refused off the host: the step stops with an error naming it.
 """
 
 import torch
@@ -47,10 +47,13 @@ class TorchGrads:
         self._norms = None
         self._device = _first_device(grads)
 
-    def measure(self):
-        """Per tensor: (grad L2 norm, grad max |g|, grad non-finite count, weight L2 norm,
-        weight non-finite count), as Python numbers."""
+    def measure(self, indices=None):
+        """Per tensor (or per tensor of ``indices``): (grad L2 norm, grad max |g|, grad
+        non-finite count, weight L2 norm, weight non-finite count), as Python numbers."""
         grads, weights = self.grads, self.weights
+        if indices is not None:
+            grads = [grads[i] for i in indices]
+            weights = [weights[i] for i in indices]
         gn = torch._foreach_norm(grads, 2)
         wn = torch._foreach_norm(weights, 2)
         if self._device.type == "cpu":
@@ -60,7 +63,8 @@ class TorchGrads:
                 gm.append(torch.maximum(hi, -lo))
         else:
             gm = torch._foreach_norm(grads, _INF)
-        self._norms = gn
+        if indices is None:
+            self._norms = gn
         dev = self._device
         table = torch.stack(
             [torch.stack([n.to(dev, torch.float64) for n in col]) for col in (gn, gm, wn)]
@@ -111,6 +115,36 @@ class TorchGrads:
         torch._foreach_clamp_min_(self.grads, -bound)
         torch._foreach_clamp_max_(self.grads, bound)
         self._norms = None
+
+    def unit_clip(self, clip_factor, eps, propagate):
+        """Adaptive gradient clipping per output unit, timm's ``adaptive_clip_grad``: units
+        are rows (dim 0) of tensors of rank >= 2, a tensor of rank <= 1 is one unit. Units
+        with non-finite weights are left alone unless ``propagate``."""
+        for w, g in zip(self.weights, self.grads):
+            if g.numel() == 0:
+                continue
+            dims = tuple(range(1, g.ndim)) if g.ndim > 1 else None
+            keep = g.ndim > 1
+            wn = torch.linalg.vector_norm(w, 2, dim=dims, keepdim=keep)
+            gn = torch.linalg.vector_norm(g, 2, dim=dims, keepdim=keep)
+            bound = clip_factor * wn.clamp(min=eps)
+            clip = gn >= bound
+            if not propagate:
+                clip &= torch.isfinite(wn)
+            if bool(clip.any()):
+                factor = torch.where(clip, bound / gn.clamp(min=1e-6), torch.ones_like(gn))
+                g.mul_(factor.to(g.dtype))
+        self._norms = None
+
+    def add_penalty_grad(self, index, l1, l2):
+        """``g += l1 * sign(w) + 2 * l2 * w`` on tensor ``index``; returns sum |w|."""
+        w, g = self.weights[index], self.grads[index]
+        if l1 != 0.0:
+            g.add_(torch.sign(w), alpha=l1)
+        if l2 != 0.0:
+            g.add_(w, alpha=2.0 * l2)
+        self._norms = None
+        return float(w.abs().sum(dtype=torch.float64)) if l1 != 0.0 else 0.0
 
     def zero_nonfinite(self):
         for g in self.grads:
