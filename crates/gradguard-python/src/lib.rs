@@ -226,7 +226,13 @@ fn as_ndarray<'py>(obj: &Bound<'py, PyAny>, name: &str, what: &str) -> PyResult<
         }
     }
     if obj.hasattr("numpy")? {
-        let base = if obj.hasattr("detach")? {
+        // `.numpy()` refuses a tensor that requires grad: detach those only (a parameter's
+        // `.data` and its `.grad` do not, and skipping the extra tensor object saves time).
+        let needs_detach = match obj.getattr_opt("requires_grad")? {
+            Some(r) => r.is_truthy()?,
+            None => false,
+        };
+        let base = if needs_detach && obj.hasattr("detach")? {
             obj.call_method0("detach")?
         } else {
             obj.clone()
@@ -1077,8 +1083,12 @@ impl Guard {
             .guard
             .as_ref()
             .ok_or_else(|| engine_error("finished"))?;
-        let findings_json = serde_json::to_string(guard.findings()).map_err(engine_error)?;
-        let findings = py.import("json")?.call_method1("loads", (findings_json,))?;
+        let findings = if guard.findings().is_empty() {
+            PyList::empty(py).into_any()
+        } else {
+            let json = serde_json::to_string(guard.findings()).map_err(engine_error)?;
+            py.import("json")?.call_method1("loads", (json,))?
+        };
         self.pending = Some(Pending {
             step,
             apply: decision.apply,
