@@ -351,7 +351,8 @@ fn raw_entry<'py>(
 }
 
 /// Every entry of `params`: a dict name -> (weight, grad) or parameter, an object with
-/// `named_parameters()` (a `torch.nn.Module`), or an iterable of (name, obj) pairs.
+/// `named_parameters()` (a `torch.nn.Module`), an iterable of (name, obj) pairs, or an
+/// iterable of parameters (`model.parameters()`, named `param[i]`).
 fn gather_raw<'py>(params: &Bound<'py, PyAny>, want_grads: bool) -> PyResult<Vec<Raw<'py>>> {
     let items: Bound<'py, PyAny> = if let Ok(d) = params.cast::<PyDict>() {
         d.call_method0("items")?
@@ -367,17 +368,21 @@ fn gather_raw<'py>(params: &Bound<'py, PyAny>, want_grads: bool) -> PyResult<Vec
         ))
     })?;
     let mut out = Vec::new();
-    for item in iter {
+    for (i, item) in iter.enumerate() {
         let item = item?;
-        let pair = item
-            .cast::<PyTuple>()
-            .ok()
-            .filter(|t| t.len() == 2)
-            .ok_or_else(|| {
-                PyTypeError::new_err("params: each item must be a (name, parameter) pair")
-            })?;
-        let name: String = pair.get_item(0)?.str()?.extract()?;
-        if let Some(r) = raw_entry(name, &pair.get_item(1)?, want_grads)? {
+        let named = item.cast::<PyTuple>().ok().filter(|t| t.len() == 2);
+        let (name, value) = match named {
+            Some(pair) => (pair.get_item(0)?.str()?.extract()?, pair.get_item(1)?),
+            // `model.parameters()`, as clip_grad_norm_ takes: parameters without names,
+            // called `param[i]` in messages and reports.
+            None if item.hasattr("grad")? => (format!("param[{i}]"), item),
+            None => {
+                return Err(PyTypeError::new_err(
+                    "params: each item must be a (name, parameter) pair, or a parameter with .grad (model.parameters())",
+                ))
+            }
+        };
+        if let Some(r) = raw_entry(name, &value, want_grads)? {
             out.push(r);
         }
     }

@@ -344,3 +344,18 @@ def test_cuda_clip_global_norm_is_bit_identical(kind):
         assert_bit_identical(grads(ours), grads(theirs), f"cuda {kind} step {step}")
         guard.after_update(ours)
         assert d.apply
+
+
+def test_model_parameters_without_names_are_accepted_as_clip_grad_norm_takes_them():
+    model, ref = make("mlp"), make("mlp")
+    gen = torch.Generator().manual_seed(9)
+    x, y = batch("mlp", gen, 2.0)
+    loss = backward(model, x, y)
+    backward(ref, x, y)
+    guard = gradguard.Guard(remedies=[{"kind": "clip_global_norm", "max_norm": 0.2}], quiet=True)
+    d = guard.step(model.parameters(), loss)
+    torch.nn.utils.clip_grad_norm_(ref.parameters(), 0.2)
+    assert_bit_identical(grads(model), grads(ref), "model.parameters()")
+    guard.after_update(model.parameters())
+    summary = guard.finish()
+    assert d.apply and summary["steps"] == 1
