@@ -18,6 +18,20 @@ use pyo3::prelude::*;
 /// two totals differ by far less (float32 rounding over the tensors, about 1e-6 relative).
 const CLEARLY_BELOW: f64 = 1e-3;
 
+/// `clip_grad_norm_`'s coefficient from its float32 total, op for op in float32:
+/// `max_norm / (total + 1e-6)` is `Tensor.__rtruediv__`, i.e. `reciprocal(total + 1e-6) *
+/// max_norm` (each operand a float32, each result rounded to float32), then
+/// `clamp(max=1.0)`, which keeps NaN.
+pub(crate) fn torch_clip_coef(max_norm: f64, total: f32) -> f32 {
+    let denom = total + 1e-6f32;
+    let coef = (1.0f32 / denom) * (max_norm as f32);
+    if coef.is_nan() {
+        coef
+    } else {
+        coef.min(1.0)
+    }
+}
+
 /// One step's tensors on PyTorch's side (a `gradguard._torch.TorchGrads`).
 pub(crate) struct TorchFramework<'py> {
     helper: Bound<'py, PyAny>,
@@ -169,23 +183,32 @@ impl GradientFramework for TorchFramework<'_> {
                         return Ok(EditOutcome::Declined);
                     }
                 }
-                // On the host PyTorch only computes the coefficient (it reads the memory
-                // gradguard holds, and gradguard multiplies: the same float32 product).
-                let method = if self.on_host {
-                    "clip_coefficient"
-                } else {
-                    "clip_global_norm"
-                };
+                if self.on_host {
+                    // PyTorch's own float32 total (it reads the memory gradguard holds), its
+                    // coefficient's float32 arithmetic here, and gradguard multiplies: the
+                    // same float32 products as clip_grad_norm_'s `_foreach_mul_`.
+                    let total: f64 = self
+                        .helper
+                        .call_method1("total_norm", (norm_type,))
+                        .and_then(|c| c.extract())
+                        .map_err(|e| py_error("compute the total norm", e))?;
+                    let coef = torch_clip_coef(max_norm, total as f32);
+                    if coef >= 1.0 {
+                        return Ok(EditOutcome::Unchanged);
+                    }
+                    return Ok(EditOutcome::ScaleOnHost {
+                        factor: coef as f64,
+                    });
+                }
+                // Off the host, in the tensors' own dtype with PyTorch's ops (bfloat16 rounds
+                // at every op of clip_grad_norm_'s, which float32 here would not reproduce).
                 let coef: f64 = self
                     .helper
-                    .call_method1(method, (max_norm, norm_type))
+                    .call_method1("clip_global_norm", (max_norm, norm_type))
                     .and_then(|c| c.extract())
                     .map_err(|e| py_error("clip the global norm", e))?;
                 if coef >= 1.0 {
                     return Ok(EditOutcome::Unchanged);
-                }
-                if self.on_host {
-                    return Ok(EditOutcome::ScaleOnHost { factor: coef });
                 }
                 self.scaled(stats, None, coef)?;
                 Ok(EditOutcome::Applied { factor: coef })

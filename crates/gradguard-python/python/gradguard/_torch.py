@@ -86,13 +86,18 @@ class TorchGrads:
         norms = self._norms if (norm_type == 2 and self._norms is not None) else None
         if norms is None:
             norms = torch._foreach_norm(self.grads, norm_type)
-        dev = self._device
-        total = torch.linalg.vector_norm(torch.stack([n.to(dev) for n in norms]), norm_type)
+        # The norms of one device need no .to() (clip_grad_norm_'s .to(first_device) is a
+        # no-op there).
+        total = torch.linalg.vector_norm(torch.stack(norms), norm_type)
         return torch.clamp(max_norm / (total + 1e-6), max=1.0)
 
-    def clip_coefficient(self, max_norm, norm_type):
-        """clip_grad_norm_'s clamped coefficient (a float32 value), without applying it."""
-        return float(self._coefficient(max_norm, norm_type))
+    def total_norm(self, norm_type):
+        """clip_grad_norm_'s total norm (a float32 value), computed as it computes it: the
+        per-tensor norms from ``torch._foreach_norm``, the norm of their stack."""
+        norms = self._norms if (norm_type == 2 and self._norms is not None) else None
+        if norms is None:
+            norms = torch._foreach_norm(self.grads, norm_type)
+        return float(torch.linalg.vector_norm(torch.stack(norms), norm_type))
 
     def clip_global_norm(self, max_norm, norm_type):
         """clip_grad_norm_'s arithmetic; returns the clamped coefficient (NaN propagates)."""
