@@ -13,9 +13,10 @@ venv="$root/target/python-ci-venv"
 # The crate's build artefacts, kept between runs (ignored by git).
 export CARGO_TARGET_DIR="$root/target/python"
 
-echo "--- gradguard-python: rustfmt and clippy (-D warnings)"
+echo "--- gradguard-python: rustfmt, clippy and rustdoc (-D warnings)"
 cargo fmt --manifest-path "$crate/Cargo.toml" -- --check
 cargo clippy --manifest-path "$crate/Cargo.toml" --features extension-module -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --manifest-path "$crate/Cargo.toml" --features extension-module
 
 echo "--- gradguard-python: a fresh virtual environment ($venv)"
 rm -rf "$venv"

@@ -81,7 +81,7 @@ pub struct CheckpointPolicy {
 
 /// A cure that acts on one step: edits gradients in place and/or asks for an [`Action`].
 ///
-/// Remedies run in spec order after the detectors. They read the shared [`StepStats`] rather
+/// Remedies run in spec order after the detectors. They read the shared [`StepStats`](crate::StepStats) rather
 /// than recomputing norms, and keep it true after they change gradients.
 #[typetag::serde(tag = "kind")]
 pub trait Remedy: Send {

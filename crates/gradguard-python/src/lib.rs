@@ -54,7 +54,7 @@
 //!    pass, only when gradguard's total is within 0.1% of `max_norm` or above it.
 //! 2. **Every other tensor** (CUDA, bfloat16/float16/float64, non-contiguous, or
 //!    `torch_stats=True`) is kept by PyTorch and never copied to the host
-//!    ([`gradguard_core::GradientFramework`], implemented in [`torch`]): the per-tensor
+//!    ([`gradguard_core::GradientFramework`], implemented in `src/torch.rs`): the per-tensor
 //!    statistics are computed with torch ops on the tensors' device (`_foreach_norm` of the
 //!    gradients and of the weights, the largest |g|, non-finite counts only for tensors whose
 //!    norm is not finite) and only those numbers (5 per tensor) cross to Rust; the remedies'

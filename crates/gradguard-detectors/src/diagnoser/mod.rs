@@ -1,11 +1,11 @@
 //! The diagnosis: from a run's events (live or replayed) to a verdict, the checklist of signs,
 //! where it started, and the cures to try.
 //!
-//! A [`Diagnoser`] sees each [`Event`] (the step's figures plus the detectors' findings and the
+//! A [`Diagnoser`] sees each [`Event`](gradguard_core::Event) (the step's figures plus the detectors' findings and the
 //! remedies' actions) and keeps only bounded summaries: per sign its count, first finding and
 //! largest value; the first non-finite loss, gradient and weight; the largest gradient norm and
 //! update ratio; the first step of the latest streak of precursor signs. Memory does not grow
-//! with the run's length. [`Diagnoser::finish`] builds the [`Diagnosis`]. The live run and
+//! with the run's length. [`Diagnoser::finish`] builds the [`Diagnosis`](gradguard_core::Diagnosis). The live run and
 //! `gradguard diagnose` feed the same events to the same code, so they agree.
 //!
 //! # Verdict rules (defaults in [`DiagnosisRules`])
