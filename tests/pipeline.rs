@@ -1292,8 +1292,9 @@ fn a_comparison_is_the_same_on_one_thread_and_on_several() {
 }
 
 /// A run's results do not depend on its thread count: an LSTM big enough for the batch split
-/// (steps x batch x 4H x H above a million multiply-adds) and a dense head write the same
-/// events.jsonl and summary on 1, 2 and 3 threads, and the same on 2 threads twice.
+/// (steps x batch x 4H x H above a million multiply-adds) with a dense head, and an MLP whose
+/// products run on gemm's parallelism and whose 200k-weight tensor updates in chunks, write
+/// the same events.jsonl and summary on 1, 2 and 3 threads, and the same on 2 threads twice.
 #[test]
 fn a_run_is_the_same_on_any_number_of_threads() {
     let text = r#"
@@ -1315,31 +1316,51 @@ steps = 12
 kind = "clip_global_norm"
 max_norm = 1.0
 "#;
-    let run = |threads: usize, name: &str| {
-        let out = scratch(name);
-        let spec = ExperimentSpec::parse(
-            text,
-            gradguard::pipeline::spec_error::SpecFormat::Toml,
-            Path::new("threads.toml"),
-        )
-        .expect("spec");
-        run_experiment(
-            spec,
-            &RunOptions {
-                threads: std::num::NonZeroUsize::new(threads),
-                ..quiet(&out)
-            },
-        )
-        .expect("run");
-        let events = std::fs::read_to_string(out.join("events.jsonl")).expect("events.jsonl");
-        assert_eq!(events.lines().count(), 12);
-        (events, format!("{:?}", summary(&out)))
-    };
-    let one = run(1, "threads-1");
-    for (threads, name) in [(2, "threads-2"), (3, "threads-3"), (2, "threads-2b")] {
-        let many = run(threads, name);
-        assert!(one.0 == many.0, "events.jsonl differs on {threads} threads");
-        assert_eq!(one.1, many.1, "summary differs on {threads} threads");
+    let mlp = r#"
+name = "threads-mlp"
+seed = 5
+[model]
+kind = "mlp"
+hidden = [256, 256]
+[task]
+kind = "regression"
+n_features = 784
+n_samples = 512
+[train]
+optimizer = { kind = "adam", lr = 0.001 }
+batch_size = 64
+steps = 12
+"#;
+    for (text, tag) in [(text, "lstm"), (mlp, "mlp")] {
+        let run = |threads: usize, name: &str| {
+            let out = scratch(&format!("{tag}-{name}"));
+            let spec = ExperimentSpec::parse(
+                text,
+                gradguard::pipeline::spec_error::SpecFormat::Toml,
+                Path::new("threads.toml"),
+            )
+            .expect("spec");
+            run_experiment(
+                spec,
+                &RunOptions {
+                    threads: std::num::NonZeroUsize::new(threads),
+                    ..quiet(&out)
+                },
+            )
+            .expect("run");
+            let events = std::fs::read_to_string(out.join("events.jsonl")).expect("events.jsonl");
+            assert_eq!(events.lines().count(), 12);
+            (events, format!("{:?}", summary(&out)))
+        };
+        let one = run(1, "threads-1");
+        for (threads, name) in [(2, "threads-2"), (3, "threads-3"), (2, "threads-2b")] {
+            let many = run(threads, name);
+            assert!(
+                one.0 == many.0,
+                "{tag}: events.jsonl differs on {threads} threads"
+            );
+            assert_eq!(one.1, many.1, "{tag}: summary differs on {threads} threads");
+        }
     }
 }
 

@@ -556,6 +556,41 @@ impl Grads {
         );
     }
 
+    /// `d_w_ih += dZ_in^T X`, `d_w_hh += dZ_hid^T [h_0 .. h_{T-1}]` and, when given,
+    /// `d_x += dZ_in W_ih`. On several threads the products run at once (a rayon join), each
+    /// also on gemm's own parallelism, so a thread that finishes the small one helps with the
+    /// large one. Every product is one gemm call whatever the thread count (gemm splits the
+    /// output, never a sum: the same bits on any number of threads).
+    pub fn add_weight_grads(
+        &self,
+        saved: &Saved,
+        d_w_ih: &mut [f32],
+        d_w_hh: &mut [f32],
+        d_x: Option<&mut [f32]>,
+    ) {
+        if rayon::current_num_threads() <= 1 {
+            self.add_d_w_ih(saved, d_w_ih);
+            self.add_d_w_hh(saved, d_w_hh);
+            if let Some(dx) = d_x {
+                self.add_d_x(saved, dx);
+            }
+            return;
+        }
+        rayon::join(
+            || self.add_d_w_hh(saved, d_w_hh),
+            || {
+                rayon::join(
+                    || self.add_d_w_ih(saved, d_w_ih),
+                    || {
+                        if let Some(dx) = d_x {
+                            self.add_d_x(saved, dx);
+                        }
+                    },
+                )
+            },
+        );
+    }
+
     /// `dst [G*H] += column sums of dZ_in`.
     pub fn add_d_b_ih(&self, dst: &mut [f32]) {
         add_assign(dst, &self.db_in);

@@ -301,13 +301,22 @@ impl BackwardOp {
         **grads.get_or_alloc_mut(&self.out)? = dy;
         *self.time_norms.lock().unwrap_or_else(|e| e.into_inner()) = g.time_norms.clone();
 
-        g.add_d_w_ih(&self.saved, grads.get_or_alloc_mut(&self.weight_ih)?);
-        g.add_d_w_hh(&self.saved, grads.get_or_alloc_mut(&self.weight_hh)?);
+        // The weight gradients (and dX) are written at once, possibly on several threads: take
+        // their buffers out (one `&mut` at a time) and put them back after.
+        let mut d_w_ih = std::mem::take(&mut **grads.get_or_alloc_mut(&self.weight_ih)?);
+        let mut d_w_hh = std::mem::take(&mut **grads.get_or_alloc_mut(&self.weight_hh)?);
+        let mut d_x = match &self.x {
+            Some(x) => Some(std::mem::take(&mut **grads.get_or_alloc_mut(x)?)),
+            None => None,
+        };
+        g.add_weight_grads(&self.saved, &mut d_w_ih, &mut d_w_hh, d_x.as_deref_mut());
+        **grads.get_or_alloc_mut(&self.weight_ih)? = d_w_ih;
+        **grads.get_or_alloc_mut(&self.weight_hh)? = d_w_hh;
+        if let (Some(x), Some(dx)) = (&self.x, d_x) {
+            **grads.get_or_alloc_mut(x)? = dx;
+        }
         g.add_d_b_ih(grads.get_or_alloc_mut(&self.bias_ih)?);
         g.add_d_b_hh(grads.get_or_alloc_mut(&self.bias_hh)?);
-        if let Some(x) = &self.x {
-            g.add_d_x(&self.saved, grads.get_or_alloc_mut(x)?);
-        }
         g.recycle(&self.pool);
         self.saved.recycle(&self.pool);
         Ok(())
