@@ -33,7 +33,7 @@ for r in $(seq 1 "$rounds"); do
     "$bin" -q run "$spec" --threads "$t" --no-verify --out "$out/run-$r-$t" >/dev/null
     e=$(date +%s.%N)
     g=$(echo "$e - $s" | bc -l)
-    loss=$(grep -o '"final_loss":[^,]*' "$out/run-$r-$t/summary.json" | head -1 || true)
+    loss=$(grep -o '"final_train_loss":[^,]*' "$out/run-$r-$t/summary.json" | head -1 || true)
     printf 'round %s threads %s gradguard %.2f s (load %s) %s\n' "$r" "$t" "$g" "$l" "$loss"
     echo "gradguard $t $g" >>"$results"
     l=$(load)

@@ -7,11 +7,14 @@
 //!   output, never the depth of a sum);
 //! - each recurrent layer splits its batch into fixed lanes of rows and runs the whole forward
 //!   and backward recurrence of each group of lanes on its own thread (the rows of a batch are
-//!   independent through time), then sums the per-lane partial reductions in lane order.
+//!   independent through time), then sums the per-lane partial reductions in lane order; its
+//!   weight-gradient products run as concurrent tasks;
+//! - the optimiser updates large tensors in fixed chunks, adding their sums in chunk order.
 //!
-//! So a step's results are **bit-identical for any number of threads** (tested:
-//! `trainer_tests::threads_*`, `recurrent` tests, `matmul` determinism tests); one thread runs
-//! everything on the calling thread with no synchronisation at all.
+//! So a step's results are **bit-identical for any number of threads** (tested: the
+//! `recurrent` thread tests, the `matmul` determinism tests, the optimiser's chunk test, and
+//! whole runs in the workspace's `tests/pipeline.rs`); one thread runs everything on the
+//! calling thread with no synchronisation at all.
 //!
 //! The thread count is, in order: an explicit request (`--threads N`), the environment variable
 //! `RAYON_NUM_THREADS` (rayon's own; 0 or unset means the default), or the cores available to
