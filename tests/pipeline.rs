@@ -1293,7 +1293,8 @@ fn a_comparison_is_the_same_on_one_thread_and_on_several() {
 
 /// A run's results do not depend on its thread count: an LSTM big enough for the batch split
 /// (steps x batch x 4H x H above a million multiply-adds) with a dense head, and an MLP whose
-/// products run on gemm's parallelism and whose 200k-weight tensor updates in chunks, write
+/// first product (64 x 512 x 784) runs on gemm's parallelism and whose 400k-weight tensor
+/// updates in chunks, write
 /// the same events.jsonl and summary on 1, 2 and 3 threads, and the same on 2 threads twice.
 #[test]
 fn a_run_is_the_same_on_any_number_of_threads() {
@@ -1321,7 +1322,7 @@ name = "threads-mlp"
 seed = 5
 [model]
 kind = "mlp"
-hidden = [256, 256]
+hidden = [512, 256]
 [task]
 kind = "regression"
 n_features = 784

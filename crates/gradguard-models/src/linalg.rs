@@ -4,9 +4,12 @@
 /// Multiply-adds (m x n x k) from which a product runs on gemm's rayon parallelism when the
 /// current pool has more than one thread. gemm splits the output, never a sum, so the bits are
 /// the same on any number of threads (`recurrent::matmul::determinism_tests`). Tuned on the
-/// MLP 784-256-256-10 step (BENCHMARKS.md): its 64x256x784 and 64x256x256 products gain on
-/// 2 threads; a fork-join costs about what 1-2 M multiply-adds take on one core.
-pub(crate) const PARALLEL_MIN_WORK: usize = 2 << 20;
+/// MLP 784-256-256-10 step at 2 threads (BENCHMARKS.md, Threads): with its 12.8 M and 4.2 M
+/// multiply-add products parallel the step took 1.09-1.12 ms, with only the 12.8 M one
+/// 1.01-1.11 ms, with neither 0.95-0.98 ms (interleaved, load 1.2-1.5): a fork-join that wakes
+/// a sleeping worker costs 14-21 us here, more than half of such a product saves. So products
+/// of this size stay on one thread; larger ones (a wide layer, a big batch) go parallel.
+pub(crate) const PARALLEL_MIN_WORK: usize = 16 << 20;
 
 /// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]` where each operand is described by its row and
 /// column strides, so transposes are free. With `accumulate` the product is added to `dst`.
