@@ -1,5 +1,5 @@
 //! One MLP training step (forward, cross-entropy loss, backward, SGD update), the reference
-//! shape of BENCHMARKS.md: 784-256-256-10, ReLU, batch 64, f32, one thread.
+//! shape of BENCHMARKS.md: 784-256-256-10, ReLU, batch 64, f32, at 1 and 2 threads.
 //! PyTorch 2.15 on the same machine class (peers/torch_train_bench.py): 0.95-1.0 ms.
 //!
 //! Run: `cargo bench -p gradguard-models --bench mlp_step`; thread counts of the wall figure:
