@@ -1290,3 +1290,111 @@ fn a_comparison_is_the_same_on_one_thread_and_on_several() {
         }
     }
 }
+
+/// A run's results do not depend on its thread count: an LSTM big enough for the batch split
+/// (steps x batch x 4H x H above a million multiply-adds) with a dense head, and an MLP whose
+/// first product (64 x 512 x 784) runs on gemm's parallelism and whose 400k-weight tensor
+/// updates in chunks, write
+/// the same events.jsonl and summary on 1, 2 and 3 threads, and the same on 2 threads twice.
+#[test]
+fn a_run_is_the_same_on_any_number_of_threads() {
+    let text = r#"
+name = "threads"
+seed = 5
+[model]
+kind = "lstm"
+hidden = 48
+layers = 2
+[task]
+kind = "adding"
+seq_len = 24
+n_samples = 256
+[train]
+optimizer = { kind = "adam", lr = 0.01 }
+batch_size = 32
+steps = 12
+[[remedies]]
+kind = "clip_global_norm"
+max_norm = 1.0
+"#;
+    let mlp = r#"
+name = "threads-mlp"
+seed = 5
+[model]
+kind = "mlp"
+hidden = [512, 256]
+[task]
+kind = "regression"
+n_features = 784
+n_samples = 512
+[train]
+optimizer = { kind = "adam", lr = 0.001 }
+batch_size = 64
+steps = 12
+"#;
+    for (text, tag) in [(text, "lstm"), (mlp, "mlp")] {
+        let run = |threads: usize, name: &str| {
+            let out = scratch(&format!("{tag}-{name}"));
+            let spec = ExperimentSpec::parse(
+                text,
+                gradguard::pipeline::spec_error::SpecFormat::Toml,
+                Path::new("threads.toml"),
+            )
+            .expect("spec");
+            run_experiment(
+                spec,
+                &RunOptions {
+                    threads: std::num::NonZeroUsize::new(threads),
+                    ..quiet(&out)
+                },
+            )
+            .expect("run");
+            let events = std::fs::read_to_string(out.join("events.jsonl")).expect("events.jsonl");
+            assert_eq!(events.lines().count(), 12);
+            (events, format!("{:?}", summary(&out)))
+        };
+        let one = run(1, "threads-1");
+        for (threads, name) in [(2, "threads-2"), (3, "threads-3"), (2, "threads-2b")] {
+            let many = run(threads, name);
+            assert!(
+                one.0 == many.0,
+                "{tag}: events.jsonl differs on {threads} threads"
+            );
+            assert_eq!(one.1, many.1, "{tag}: summary differs on {threads} threads");
+        }
+    }
+}
+
+/// How `compare` shares the cores between runs at once (jobs) and threads per run.
+#[test]
+fn compare_shares_the_cores_between_jobs_and_threads() {
+    use std::num::NonZeroUsize;
+    let n = |v: usize| NonZeroUsize::new(v).expect("nonzero");
+    let plan = |jobs: usize, threads: Option<usize>, runs: usize, cores: usize| {
+        let p = CompareOptions {
+            jobs,
+            threads: threads.map(n),
+            ..CompareOptions::default()
+        }
+        .plan(runs, n(cores))
+        .expect("plan");
+        (p.workers, p.threads.get())
+    };
+    if std::env::var_os("RAYON_NUM_THREADS").is_some() {
+        return; // the environment counts as --threads; the cases below assume it unset
+    }
+    // Default: runs first, the cores left over go to each run's threads.
+    assert_eq!(plan(0, None, 12, 8), (8, 1));
+    assert_eq!(plan(0, None, 2, 8), (2, 4));
+    assert_eq!(plan(0, None, 3, 8), (3, 2));
+    assert_eq!(plan(0, None, 1, 1), (1, 1));
+    // --threads given: as many runs at once as fit.
+    assert_eq!(plan(0, Some(4), 12, 8), (2, 4));
+    assert_eq!(plan(0, Some(16), 12, 8), (1, 16));
+    // --jobs given: the threads fill the cores.
+    assert_eq!(plan(2, None, 12, 8), (2, 4));
+    assert_eq!(plan(16, None, 12, 8), (12, 1));
+    // Both given: as given (never more workers than runs).
+    assert_eq!(plan(4, Some(4), 12, 8), (4, 4));
+    assert_eq!(plan(4, Some(4), 2, 8), (2, 4));
+}

@@ -1,5 +1,6 @@
 //! `gradguard run`, `gradguard demo`, `gradguard compare` and `gradguard probe`.
 
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -38,6 +39,11 @@ pub struct RunArgs {
     /// started with (its seed and steps included); `gradguard resume RUN_DIR` needs no spec.
     #[arg(long, conflicts_with = "overwrite")]
     pub resume: bool,
+    /// Threads for each training step (default: RAYON_NUM_THREADS when set, else the cores
+    /// available to the process, respecting CPU affinity and cgroup limits). Results are the
+    /// same for any number.
+    #[arg(long, value_name = "N", value_parser = parse_threads_arg)]
+    pub threads: Option<NonZeroUsize>,
     /// How to verify the prescriptions when the run is not healthy.
     #[command(flatten)]
     pub verify: VerifyArgs,
@@ -48,6 +54,11 @@ pub struct RunArgs {
 pub struct ResumeArgs {
     /// A run directory written by `gradguard run` (it holds spec.json and checkpoints/).
     pub run_dir: PathBuf,
+    /// Threads for each training step (default: RAYON_NUM_THREADS when set, else the cores
+    /// available to the process, respecting CPU affinity and cgroup limits). Results are the
+    /// same for any number.
+    #[arg(long, value_name = "N", value_parser = parse_threads_arg)]
+    pub threads: Option<NonZeroUsize>,
     /// How to verify the prescriptions when the run is not healthy.
     #[command(flatten)]
     pub verify: VerifyArgs,
@@ -119,6 +130,11 @@ pub struct DemoArgs {
     /// Seed (overrides the demo's).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Threads for each training step of the demo's run (default: RAYON_NUM_THREADS when set,
+    /// else the cores available to the process); its comparison shares the cores as
+    /// `compare` does. Results are the same for any number.
+    #[arg(long, value_name = "N", value_parser = parse_threads_arg)]
+    pub threads: Option<NonZeroUsize>,
 }
 
 /// Arguments of `gradguard compare`.
@@ -150,10 +166,16 @@ pub struct CompareArgs {
     /// when it worked for every seed.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=MAX_SEEDS))]
     pub seeds: u64,
-    /// How many runs at once (default: the cores available to the process). The comparison
-    /// is the same for any number: each run is deterministic per seed.
+    /// How many runs at once (default: the cores available to the process, divided by
+    /// --threads when that is given). The comparison is the same for any number: each run is
+    /// deterministic per seed.
     #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub jobs: Option<usize>,
+    /// Threads of each run (default: RAYON_NUM_THREADS when set, else the cores left when
+    /// --jobs runs share the cores available, at least 1: jobs x threads <= cores). Both given
+    /// are used as given. The comparison is the same for any number.
+    #[arg(long, value_name = "N", value_parser = parse_threads_arg)]
+    pub threads: Option<NonZeroUsize>,
     /// Print the comparison as JSON (what compare.json, written beside compare.html, holds)
     /// instead of the table and ranking.
     #[arg(long)]
@@ -166,6 +188,18 @@ pub const MAX_SEEDS: u64 = 1000;
 
 /// The most prescriptions verification runs.
 pub const MAX_VERIFY: u64 = 64;
+
+/// `--threads N`: a whole number, at least 1.
+fn parse_threads_arg(s: &str) -> Result<NonZeroUsize, String> {
+    gradguard_models::threads::parse_threads(s, "--threads").map_err(|e| e.to_string())
+}
+
+/// Checks `RAYON_NUM_THREADS` before any work starts, so a bad value is a user error at once.
+fn check_threads_env() -> Result<(), UserError> {
+    gradguard_models::threads::threads_from_env()
+        .map(|_| ())
+        .map_err(|e| UserError(e.to_string()))
+}
 
 /// A time budget: a finite number of seconds >= 0.
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -255,6 +289,7 @@ fn output_dir(out: Option<&Path>, overwrite: bool, default_root: &Path) -> anyho
 
 /// `gradguard run`.
 pub fn run(args: &RunArgs, quiet: bool) -> anyhow::Result<()> {
+    check_threads_env()?;
     let spec = load(&args.spec)?;
     if args.resume {
         return run_resume(args, spec, quiet);
@@ -275,6 +310,7 @@ pub fn run(args: &RunArgs, quiet: bool) -> anyhow::Result<()> {
         interrupt: Some(crate::interrupt().clone()),
         unguarded: false,
         resume: false,
+        threads: args.threads,
     };
     let outcome =
         run_experiment(spec, &opts).with_context(|| format!("running {}", args.spec.display()))?;
@@ -319,19 +355,21 @@ fn run_resume(args: &RunArgs, mut spec: ExperimentSpec, quiet: bool) -> anyhow::
         ))
         .into());
     }
-    resume_dir(&run_dir, recorded, &args.verify, quiet)
+    resume_dir(&run_dir, recorded, &args.verify, args.threads, quiet)
 }
 
 /// `gradguard resume RUN_DIR`.
 pub fn resume(args: &ResumeArgs, quiet: bool) -> anyhow::Result<()> {
+    check_threads_env()?;
     let spec = load(&args.run_dir.join("spec.json"))?;
-    resume_dir(&args.run_dir, spec, &args.verify, quiet)
+    resume_dir(&args.run_dir, spec, &args.verify, args.threads, quiet)
 }
 
 fn resume_dir(
     run_dir: &Path,
     spec: ExperimentSpec,
     verify: &VerifyArgs,
+    threads: Option<NonZeroUsize>,
     quiet: bool,
 ) -> anyhow::Result<()> {
     let opts = RunOptions {
@@ -345,6 +383,7 @@ fn resume_dir(
         interrupt: Some(crate::interrupt().clone()),
         unguarded: false,
         resume: true,
+        threads,
     };
     let outcome = run_experiment(spec, &opts).map_err(|e| match e {
         gradguard_pipeline::RunError::Resume(_) => anyhow::Error::from(UserError(e.to_string())),
@@ -471,6 +510,7 @@ pub fn demo_cmd(args: &DemoArgs, quiet: bool) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    check_threads_env()?;
     // The demo is named before anything is written.
     let named = match &args.name {
         Some(name) => Some(demo(name).ok_or_else(|| {
@@ -491,15 +531,20 @@ pub fn demo_cmd(args: &DemoArgs, quiet: bool) -> anyhow::Result<()> {
         &PathBuf::from("runs").join("demo"),
     )?;
     match named {
-        Some(d) => demo_and_compare(d, &out_root, args.seed, quiet, false),
-        None => tour(&out_root, args.seed, quiet),
+        Some(d) => demo_and_compare(d, &out_root, args.seed, args.threads, quiet, false),
+        None => tour(&out_root, args.seed, args.threads, quiet),
     }
 }
 
 /// The tour: one exploding run diagnosed, then the compare table of cures.
-fn tour(out_root: &Path, seed: Option<u64>, quiet: bool) -> anyhow::Result<()> {
+fn tour(
+    out_root: &Path,
+    seed: Option<u64>,
+    threads: Option<NonZeroUsize>,
+    quiet: bool,
+) -> anyhow::Result<()> {
     let d = demo("regression-sgd").ok_or_else(|| anyhow::anyhow!("the tour's demo is missing"))?;
-    demo_and_compare(d, out_root, seed, quiet, true)
+    demo_and_compare(d, out_root, seed, threads, quiet, true)
 }
 
 /// Runs a demo (diagnosed), then the same spec under each of the demo's cures over 3 seeds.
@@ -507,6 +552,7 @@ fn demo_and_compare(
     d: &gradguard_pipeline::demos::Demo,
     out_root: &Path,
     seed: Option<u64>,
+    threads: Option<NonZeroUsize>,
     quiet: bool,
     tour: bool,
 ) -> anyhow::Result<()> {
@@ -536,6 +582,7 @@ fn demo_and_compare(
         interrupt: Some(crate::interrupt().clone()),
         unguarded: false,
         resume: false,
+        threads,
     };
     let outcome = run_experiment(spec, &opts)?;
     finish_line(&outcome);
@@ -563,6 +610,7 @@ fn demo_and_compare(
             interrupt: Some(crate::interrupt().clone()),
             unguarded: false,
             jobs: 0,
+            threads,
         },
     )
     .map_err(interrupted)?;
@@ -599,6 +647,7 @@ fn seeds_note(seeds: &[u64]) -> String {
 
 /// `gradguard compare`.
 pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
+    check_threads_env()?;
     let spec = load(&args.spec)?;
     let cures = if args.with.is_empty() {
         default_cures(&spec)
@@ -623,6 +672,7 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             interrupt: Some(crate::interrupt().clone()),
             unguarded: false,
             jobs: args.jobs.unwrap_or(0),
+            threads: args.threads,
         },
     )
     .map_err(interrupted)?;

@@ -1,14 +1,16 @@
 //! One MLP training step (forward, cross-entropy loss, backward, SGD update), the reference
-//! shape of BENCHMARKS.md: 784-256-256-10, ReLU, batch 64, f32, one thread.
+//! shape of BENCHMARKS.md: 784-256-256-10, ReLU, batch 64, f32, at 1 and 2 threads.
 //! PyTorch 2.15 on the same machine class (peers/torch_train_bench.py): 0.95-1.0 ms.
 //!
-//! Run: `cargo bench -p gradguard-models --bench mlp_step`
+//! Run: `cargo bench -p gradguard-models --bench mlp_step`; thread counts of the wall figure:
+//! `GRADGUARD_BENCH_THREADS` (default `1,2`).
 //!
 //! Two figures: `wall` (criterion's default clock) and `thread_cpu` (CPU time of the
 //! benchmarking thread, `CLOCK_THREAD_CPUTIME_ID`), which stays meaningful on a shared,
 //! loaded machine where the wall clock also counts time spent waiting for a core.
 
-use std::time::Duration;
+use std::num::NonZeroUsize;
+use std::time::{Duration, Instant};
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -51,7 +53,7 @@ impl Measurement for ThreadCpu {
     }
 }
 use gradguard_models::tasks::{Dataset, Targets};
-use gradguard_models::{ModelSpec, TaskData, TrainSpec, Trainer};
+use gradguard_models::{ModelSpec, TaskData, ThreadPool, TrainSpec, Trainer};
 
 fn setup() -> Trainer {
     gradguard_models::tune_allocator();
@@ -87,14 +89,51 @@ fn step(trainer: &mut Trainer) -> f64 {
     info.loss
 }
 
-fn wall(c: &mut Criterion) {
-    let mut trainer = setup();
-    c.bench_function("mlp_784_256_256_10_b64_step/wall", |b| {
-        b.iter(|| step(&mut trainer))
-    });
+/// The thread counts to measure: `GRADGUARD_BENCH_THREADS` (comma-separated), default 1 and 2.
+fn bench_threads() -> Vec<usize> {
+    std::env::var("GRADGUARD_BENCH_THREADS")
+        .ok()
+        .map(|v| {
+            v.split(',')
+                .map(|t| t.trim().parse().expect("GRADGUARD_BENCH_THREADS: numbers"))
+                .collect()
+        })
+        .unwrap_or_else(|| vec![1, 2])
 }
 
+/// Wall clock per step inside a `ThreadPool` of each thread count, as `gradguard run` runs.
+/// The 1-thread figure keeps the name it had before threads existed (`.../wall`).
+fn wall(c: &mut Criterion) {
+    for threads in bench_threads() {
+        let pool = ThreadPool::new(NonZeroUsize::new(threads).expect("threads >= 1"))
+            .expect("thread pool");
+        let mut trainer = setup();
+        let name = if threads == 1 {
+            "mlp_784_256_256_10_b64_step/wall".to_string()
+        } else {
+            format!("mlp_784_256_256_10_b64_step/wall_{threads}threads")
+        };
+        c.bench_function(&name, |b| {
+            b.iter_custom(|iters| {
+                pool.install(|| {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        std::hint::black_box(step(&mut trainer));
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+}
+
+/// CPU time of the calling thread at 1 thread (the global rayon pool gets one worker, so every
+/// product runs on this thread).
 fn thread_cpu(c: &mut Criterion<ThreadCpu>) {
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build_global();
+    assert_eq!(rayon::current_num_threads(), 1);
     let mut trainer = setup();
     c.bench_function("mlp_784_256_256_10_b64_step/thread_cpu", |b| {
         b.iter(|| step(&mut trainer))

@@ -1,16 +1,23 @@
-//! One training step of a fused recurrent layer on 1 thread: forward over the sequence, MSE of
-//! h_T against a fixed target, backward through time, plain SGD on W_ih, W_hh, b_ih, b_hh.
+//! One training step of a fused recurrent layer: forward over the sequence, MSE of h_T against
+//! a fixed target, backward through time, plain SGD on W_ih, W_hh, b_ih, b_hh.
 //! Shape: input 32, hidden 128, 50 steps, batch 32 (the reference shape).
+//!
+//! Wall clock at each thread count of `GRADGUARD_BENCH_THREADS` (default `1,2`): the step runs
+//! inside a `gradguard_models::ThreadPool` of that many threads, as `gradguard run` does; plus
+//! the calling thread's CPU time at 1 thread (the steadier figure on a loaded machine).
+//! PyTorch side by side: `../shared/peers/torch_train_bench.py --threads 1 2` in the same session.
 //!
 //! Run: `cargo bench -p gradguard-models --bench recurrent_step`
 //! Targets on the dev machine (PyTorch 2.15 low ends): LSTM <= 4.0 ms, RNN <= 3.4 ms, GRU <= 10 ms.
 
-use std::time::Duration;
+use std::num::NonZeroUsize;
+use std::time::{Duration, Instant};
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{criterion_group, criterion_main, Criterion};
 use dfdx::prelude::*;
 use gradguard_models::recurrent::{tune_allocator, CellKind, RecurrentLayer};
+use gradguard_models::ThreadPool;
 
 const INPUT: usize = 32;
 const HIDDEN: usize = 128;
@@ -104,22 +111,63 @@ impl Measurement for ThreadCpuTime {
     }
 }
 
+/// The thread counts to measure: `GRADGUARD_BENCH_THREADS` (comma-separated), default 1 and 2.
+fn bench_threads() -> Vec<usize> {
+    std::env::var("GRADGUARD_BENCH_THREADS")
+        .ok()
+        .map(|v| {
+            v.split(',')
+                .map(|t| t.trim().parse().expect("GRADGUARD_BENCH_THREADS: numbers"))
+                .collect()
+        })
+        .unwrap_or_else(|| vec![1, 2])
+}
+
 fn bench_wall(c: &mut Criterion) {
-    bench(c, "wall");
-}
-
-fn bench_cpu(c: &mut Criterion<ThreadCpuTime>) {
-    bench(c, "thread_cpu");
-}
-
-fn bench<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
     tune_allocator();
-    // 1 thread: the global rayon pool (which gemm would use) gets one worker, so every GEMM
-    // runs sequentially on the calling thread.
-    let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build_global();
-    assert_eq!(rayon::current_num_threads(), 1);
+    let (dev, x, target) = inputs();
+    for threads in bench_threads() {
+        let pool = ThreadPool::new(NonZeroUsize::new(threads).expect("threads >= 1"))
+            .expect("thread pool");
+        let mut group = c.benchmark_group(format!(
+            "recurrent_step_i32_h128_t50_b32_{threads}thread_wall"
+        ));
+        for (name, cell) in CELLS {
+            let mut l = layer(&dev, cell);
+            let first = pool.install(|| train_step(&mut l, &x, &target, 0.01));
+            group.bench_function(name, |b| {
+                b.iter_custom(|iters| {
+                    pool.install(|| {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            std::hint::black_box(train_step(&mut l, &x, &target, 0.01));
+                        }
+                        start.elapsed()
+                    })
+                })
+            });
+            let last = pool.install(|| train_step(&mut l, &x, &target, 0.01));
+            assert!(
+                last.is_finite() && last < first,
+                "{name}: SGD did not reduce the loss ({first} -> {last})"
+            );
+        }
+        group.finish();
+    }
+}
+
+const CELLS: [(&str, CellKind); 3] = [
+    ("lstm", CellKind::Lstm),
+    ("rnn_tanh", CellKind::Rnn),
+    ("gru", CellKind::Gru),
+];
+
+#[allow(clippy::type_complexity)]
+fn inputs() -> (
+    Cpu,
+    Tensor<(usize, usize, usize), f32, Cpu>,
+    Tensor<(usize, usize, usize), f32, Cpu>,
+) {
     let dev = Cpu::default();
     let mut seed = 7;
     let x: Tensor<(usize, usize, usize), f32, Cpu> = dev.tensor_from_vec(
@@ -128,12 +176,25 @@ fn bench<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
     );
     let target: Tensor<(usize, usize, usize), f32, Cpu> =
         dev.tensor_from_vec(uniform(&mut seed, BATCH * HIDDEN, 0.5), (1, BATCH, HIDDEN));
+    (dev, x, target)
+}
+
+fn bench_cpu(c: &mut Criterion<ThreadCpuTime>) {
+    bench(c, "thread_cpu");
+}
+
+/// One thread, every product on the calling thread (the global rayon pool has one worker).
+fn bench<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
+    tune_allocator();
+    // 1 thread: the global rayon pool (which gemm would use) gets one worker, so every GEMM
+    // runs sequentially on the calling thread.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build_global();
+    assert_eq!(rayon::current_num_threads(), 1);
+    let (dev, x, target) = inputs();
     let mut group = c.benchmark_group(format!("recurrent_step_i32_h128_t50_b32_1thread_{clock}"));
-    for (name, cell) in [
-        ("lstm", CellKind::Lstm),
-        ("rnn_tanh", CellKind::Rnn),
-        ("gru", CellKind::Gru),
-    ] {
+    for (name, cell) in CELLS {
         let mut l = layer(&dev, cell);
         let first = train_step(&mut l, &x, &target, 0.01);
         group.bench_function(name, |b| b.iter(|| train_step(&mut l, &x, &target, 0.01)));

@@ -33,6 +33,7 @@ pub mod recurrent;
 pub mod rng;
 pub mod spec;
 pub mod tasks;
+pub mod threads;
 mod trainer;
 
 #[cfg(test)]
@@ -48,6 +49,7 @@ pub use spec::{
     ScheduleSpec, TaskSpec, TrainSpec,
 };
 pub use tasks::{build_task, Baseline, TaskData};
+pub use threads::{ThreadPool, ThreadsError};
 pub use trainer::{
     DataCursor, Evaluation, ProbePass, ProbeReport, RecurrentMatrix, Snapshot, StepInfo, Trainer,
 };

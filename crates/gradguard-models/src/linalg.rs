@@ -1,8 +1,20 @@
-//! Matrix products over row-major `f32` slices (gemm 0.19, single-threaded) and the f64
-//! orthogonalisation used by the orthogonal initialiser.
+//! Matrix products over row-major `f32` slices (gemm 0.19) and the f64 orthogonalisation used
+//! by the orthogonal initialiser.
+
+/// Multiply-adds (m x n x k) from which a product runs on gemm's rayon parallelism when the
+/// current pool has more than one thread. gemm splits the output, never a sum, so the bits are
+/// the same on any number of threads (`recurrent::matmul::determinism_tests`). Tuned on the
+/// MLP 784-256-256-10 step at 2 threads (BENCHMARKS.md, Threads): with its 12.8 M and 4.2 M
+/// multiply-add products parallel the step took 1.09-1.12 ms, with only the 12.8 M one
+/// 1.01-1.11 ms, with neither 0.95-0.98 ms (interleaved, load 1.2-1.5): a fork-join that wakes
+/// a sleeping worker costs 14-21 us here, more than half of such a product saves. So products
+/// of this size stay on one thread; larger ones (a wide layer, a big batch) go parallel.
+pub(crate) const PARALLEL_MIN_WORK: usize = 16 << 20;
 
 /// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]` where each operand is described by its row and
 /// column strides, so transposes are free. With `accumulate` the product is added to `dst`.
+/// Products of at least [`PARALLEL_MIN_WORK`] multiply-adds use every thread of the current
+/// rayon pool.
 ///
 /// # Panics
 /// Only on an internal bug: when a slice is shorter than its strides imply (checked before the
@@ -44,6 +56,13 @@ pub(crate) fn matmul(
         rhs.len() >= last(rhs_rs, rhs_cs, k, n),
         "matmul: rhs too short"
     );
+    let parallelism = if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_WORK
+        && rayon::current_num_threads() > 1
+    {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
     // SAFETY: the asserts above guarantee every index gemm touches is inside the slices;
     // `dst` is exclusively borrowed and does not alias `lhs` or `rhs`.
     unsafe {
@@ -66,7 +85,7 @@ pub(crate) fn matmul(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
 }

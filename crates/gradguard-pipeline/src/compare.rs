@@ -51,6 +51,9 @@ pub enum CompareError {
     /// A run was not started because an earlier one failed or was interrupted.
     #[error("variant `{0}` was not run: an earlier run of the comparison failed")]
     NotRun(String),
+    /// The thread count (`--threads`, `RAYON_NUM_THREADS`) is invalid.
+    #[error(transparent)]
+    Threads(#[from] gradguard_models::ThreadsError),
 }
 
 /// Parses `--with` labels into cures, checking each names something that exists.
@@ -119,18 +122,58 @@ pub struct CompareOptions {
     /// Every run unguarded ([`RunOptions::unguarded`]): the claims book only.
     pub unguarded: bool,
     /// How many runs at once (each run is deterministic per seed, so the comparison is the
-    /// same for any number); 0 (the default) means the cores available to the process
-    /// ([`std::thread::available_parallelism`], which respects affinity and cgroup limits).
+    /// same for any number); 0 (the default) decides with `threads`, see [`Self::plan`].
     pub jobs: usize,
+    /// Threads per run (each run's own pool; the results are the same bits for any number);
+    /// `None` decides with `jobs`, see [`Self::plan`].
+    pub threads: Option<std::num::NonZeroUsize>,
+}
+
+/// How a comparison shares the cores: `workers` runs at once, each on `threads` threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Runs at once (worker threads taking the next run as one finishes).
+    pub workers: usize,
+    /// Threads of each run's pool.
+    pub threads: std::num::NonZeroUsize,
 }
 
 impl CompareOptions {
-    /// The number of runs at once: `jobs`, or the cores available when it is 0.
-    pub fn workers(&self) -> usize {
-        match self.jobs {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
-            n => n,
-        }
+    /// How `runs` runs share `cores` cores (the cores available to the process, see
+    /// [`gradguard_models::threads::available_cores`]). Runs are independent, so they come
+    /// first: by default as many runs at once as cores, and the cores left over when there are
+    /// fewer runs than cores go to each run's threads (jobs x threads <= cores). An explicit
+    /// `jobs` or `threads` (or `RAYON_NUM_THREADS`, which counts as `threads`) is kept, and the
+    /// other is chosen to fill the cores; when both are given they are used as given, even
+    /// above the cores (then the runs share cores, each still deterministic).
+    pub fn plan(
+        &self,
+        runs: usize,
+        cores: std::num::NonZeroUsize,
+    ) -> Result<Plan, gradguard_models::ThreadsError> {
+        use std::num::NonZeroUsize;
+        let runs = runs.max(1);
+        let c = cores.get();
+        let threads = match self.threads {
+            Some(t) => Some(t),
+            None => gradguard_models::threads::threads_from_env()?,
+        };
+        let (workers, threads) = match (self.jobs, threads) {
+            (0, Some(t)) => ((c / t.get()).max(1), t),
+            (0, None) => {
+                let w = c.min(runs);
+                (w, NonZeroUsize::new(c / w).unwrap_or(NonZeroUsize::MIN))
+            }
+            (j, Some(t)) => (j, t),
+            (j, None) => (
+                j,
+                NonZeroUsize::new(c / j.min(runs)).unwrap_or(NonZeroUsize::MIN),
+            ),
+        };
+        Ok(Plan {
+            workers: workers.clamp(1, runs),
+            threads,
+        })
     }
 }
 
@@ -304,6 +347,16 @@ pub fn run_compare(
     } else {
         opts.seeds.iter().map(|&s| Some(s)).collect()
     };
+    let cores = gradguard_models::threads::available_cores();
+    let plan = opts.plan(variants.len() * seed_list.len(), cores)?;
+    if plan.workers * plan.threads.get() > cores.get() {
+        tracing::warn!(
+            "{} runs at once x {} threads each is more than the {} cores available: the runs will share cores",
+            plan.workers,
+            plan.threads,
+            cores
+        );
+    }
     // Every (variant, seed) run, in order, each with its own copy of the spec.
     let mut jobs = Vec::with_capacity(variants.len() * seed_list.len());
     for v in &variants {
@@ -329,6 +382,7 @@ pub fn run_compare(
                 interrupt: opts.interrupt.clone(),
                 unguarded: opts.unguarded,
                 resume: false,
+                threads: Some(plan.threads),
             };
             jobs.push(Job {
                 spec,
@@ -336,7 +390,7 @@ pub fn run_compare(
             });
         }
     }
-    let mut results = run_jobs(jobs, opts.workers()).into_iter();
+    let mut results = run_jobs(jobs, plan.workers).into_iter();
     for v in variants {
         let mut runs: Vec<CompareVariant> = Vec::new();
         let mut seeds = Vec::new();

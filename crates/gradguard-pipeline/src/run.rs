@@ -73,6 +73,9 @@ pub enum RunError {
     /// not cover it).
     #[error("cannot resume: {0}")]
     Resume(String),
+    /// The thread count (`--threads`, `RAYON_NUM_THREADS`) is invalid or its pool would not start.
+    #[error(transparent)]
+    Threads(#[from] gradguard_models::ThreadsError),
 }
 
 /// The name of the lock file a run holds in its output directory.
@@ -205,6 +208,11 @@ pub struct RunOptions {
     /// of starting afresh (see [`crate::checkpoints`]). The spec must be the one the run
     /// started with (`gradguard resume` reads it from the run's `spec.json`).
     pub resume: bool,
+    /// Threads for the run's training steps (its one rayon pool, built when the run starts):
+    /// `None` means `RAYON_NUM_THREADS` when set, else the cores available to the process
+    /// ([`gradguard_models::threads::resolve_threads`]). The results are the same bits for any
+    /// number (see [`gradguard_models::threads`]).
+    pub threads: Option<std::num::NonZeroUsize>,
 }
 
 /// What a completed run produced.
@@ -271,7 +279,18 @@ impl From<GuardError> for RunError {
 /// Runs `spec` to completion: trains, watches, cures and reports. The loop is the dfdx
 /// [`Trainer`] driving a [`Guard`]: the trainer computes gradients and applies updates, the
 /// Guard does everything gradguard adds to a step.
-pub fn run_experiment(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
+///
+/// The whole run executes inside one [`gradguard_models::ThreadPool`] of
+/// [`RunOptions::threads`] threads, built here once; no thread is started per step.
+pub fn run_experiment(spec: ExperimentSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
+    let threads = gradguard_models::threads::resolve_threads(opts.threads)?;
+    let pool = gradguard_models::ThreadPool::new(threads)?;
+    tracing::debug!(threads = threads.get(), "training thread pool");
+    pool.install(|| run_in_pool(spec, opts))
+}
+
+/// [`run_experiment`]'s body, on a thread of the run's pool.
+fn run_in_pool(mut spec: ExperimentSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     let started = Instant::now();
     let seed = opts.seed.unwrap_or(spec.seed);
     if let Some(steps) = opts.steps {
@@ -683,6 +702,7 @@ pub fn verify_prescriptions(
             interrupt: interrupt.cloned(),
             unguarded: false,
             jobs: 0,
+            threads: None,
         },
     )?;
     apply_evidence(

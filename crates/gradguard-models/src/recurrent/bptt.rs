@@ -6,6 +6,7 @@
 use super::kernels;
 use super::matmul::{matmul, Mat};
 use super::pool::Pool;
+use super::split::{self, SharedRows};
 use super::CellKind;
 
 /// Sizes of one call.
@@ -122,29 +123,8 @@ pub(crate) fn forward(
     transpose(&w_hh, gh, hidden, &mut w_hh_t);
 
     let (mut cs, mut aux) = (Vec::new(), Vec::new());
-    let mut scratch = Vec::new();
-    // With no initial state h_0 = 0, so the first step's h_0 W_hh^T product is skipped.
-    let k_at = |t: usize| if t == 0 && h0.is_none() { 0 } else { hidden };
     match cell {
-        CellKind::Rnn => {
-            for t in 0..steps {
-                let z = &mut act[t * batch * gh..(t + 1) * batch * gh];
-                let (prev, next) = hs.split_at_mut((t + 1) * bh);
-                let h_prev = &prev[t * bh..];
-                matmul(
-                    batch,
-                    gh,
-                    k_at(t),
-                    z,
-                    gh,
-                    true,
-                    Mat::rows(h_prev, hidden),
-                    Mat::rows(&w_hh_t, gh),
-                    false,
-                );
-                kernels::rnn_forward(z, &mut next[..bh]);
-            }
-        }
+        CellKind::Rnn => {}
         CellKind::Lstm => {
             cs = pool.take((steps + 1) * bh);
             match c0 {
@@ -152,63 +132,28 @@ pub(crate) fn forward(
                 None => cs[..bh].fill(0.0),
             }
             aux = pool.take(rows * hidden);
-            for t in 0..steps {
-                let z = &mut act[t * batch * gh..(t + 1) * batch * gh];
-                let (prev, next) = hs.split_at_mut((t + 1) * bh);
-                let h_prev = &prev[t * bh..];
-                matmul(
-                    batch,
-                    gh,
-                    k_at(t),
-                    z,
-                    gh,
-                    true,
-                    Mat::rows(h_prev, hidden),
-                    Mat::rows(&w_hh_t, gh),
-                    false,
-                );
-                let (c_prev, c_next) = cs.split_at_mut((t + 1) * bh);
-                kernels::lstm_forward(
-                    hidden,
-                    z,
-                    &c_prev[t * bh..],
-                    &mut c_next[..bh],
-                    &mut aux[t * bh..(t + 1) * bh],
-                    &mut next[..bh],
-                );
-            }
         }
-        CellKind::Gru => {
-            aux = pool.take(rows * hidden);
-            scratch = pool.take(batch * gh);
-            for t in 0..steps {
-                let z = &mut act[t * batch * gh..(t + 1) * batch * gh];
-                let (prev, next) = hs.split_at_mut((t + 1) * bh);
-                let h_prev = &prev[t * bh..];
-                matmul(
-                    batch,
-                    gh,
-                    k_at(t),
-                    &mut scratch,
-                    gh,
-                    false,
-                    Mat::rows(h_prev, hidden),
-                    Mat::rows(&w_hh_t, gh),
-                    false,
-                );
-                kernels::gru_forward(
-                    hidden,
-                    z,
-                    &scratch,
-                    b_hh,
-                    h_prev,
-                    &mut aux[t * bh..(t + 1) * bh],
-                    &mut next[..bh],
-                );
-            }
-        }
+        CellKind::Gru => aux = pool.take(rows * hidden),
     }
-    pool.give([bias, w_hh_t, scratch]);
+    // The recurrence, one group of batch lanes per thread (see `split`).
+    let lanes = split::lanes(batch);
+    let groups = split::lane_groups(
+        lanes.len(),
+        split::groups(lanes.len(), steps * batch * gh * hidden),
+    );
+    let bufs = ForwardBufs {
+        act: SharedRows::new(&mut act, gh, batch),
+        hs: SharedRows::new(&mut hs, hidden, batch),
+        cs: SharedRows::new(&mut cs, hidden, batch),
+        aux: SharedRows::new(&mut aux, hidden, batch),
+    };
+    split::run_groups(&groups, |g| {
+        let r = lanes[g.start].start..lanes[g.end - 1].end;
+        // SAFETY: each group touches only its own batch rows `r` of every buffer, and per
+        // buffer holds at most one slice of a given slot at a time (`forward_rows`).
+        unsafe { forward_rows(dims, r, &bufs, &w_hh_t, b_hh, h0.is_some(), pool) }
+    });
+    pool.give([bias, w_hh_t]);
     Saved {
         dims,
         x,
@@ -219,6 +164,118 @@ pub(crate) fn forward(
         cs,
         aux,
     }
+}
+
+/// The forward pass's buffers, shared by the lane groups (each writes only its own rows).
+struct ForwardBufs<'a> {
+    /// `[T*B, G*H]` pre-activations in, activations out.
+    act: SharedRows<'a>,
+    /// `[(T+1)*B, H]` h_0 .. h_T.
+    hs: SharedRows<'a>,
+    /// LSTM `[(T+1)*B, H]` c_0 .. c_T (empty otherwise).
+    cs: SharedRows<'a>,
+    /// `[T*B, H]` tanh(c_t) (LSTM) or `W_hn h + b_hn` (GRU); empty for Elman.
+    aux: SharedRows<'a>,
+}
+
+/// The forward recurrence over batch rows `r` for every step: per step one product
+/// `h_{t-1} W_hh^T` of `r.len()` rows and the gate kernel.
+///
+/// # Safety
+/// No other thread may touch rows `r` of `bufs` while this runs (the groups' row ranges are
+/// disjoint). Within, each buffer's slices of different slots are disjoint.
+#[allow(clippy::too_many_arguments)]
+unsafe fn forward_rows(
+    dims: Dims,
+    r: std::ops::Range<usize>,
+    bufs: &ForwardBufs<'_>,
+    w_hh_t: &[f32],
+    b_hh: &[f32],
+    has_h0: bool,
+    pool: &Pool,
+) {
+    let Dims {
+        cell,
+        steps,
+        hidden,
+        ..
+    } = dims;
+    let gh = dims.gh();
+    let m = r.len();
+    // With no initial state h_0 = 0, so the first step's h_0 W_hh^T product is skipped.
+    let k_at = |t: usize| if t == 0 && !has_h0 { 0 } else { hidden };
+    let mut scratch = if cell == CellKind::Gru {
+        pool.take(m * gh)
+    } else {
+        Vec::new()
+    };
+    for t in 0..steps {
+        // SAFETY (all `rows` calls): rows `r` belong to this group alone; slot t and slot t+1
+        // of `hs` and `cs` are different rows.
+        let z = unsafe { bufs.act.rows(t, r.clone()) };
+        let h_prev: &[f32] = unsafe { bufs.hs.rows(t, r.clone()) };
+        let h_next = unsafe { bufs.hs.rows(t + 1, r.clone()) };
+        match cell {
+            CellKind::Rnn => {
+                matmul(
+                    m,
+                    gh,
+                    k_at(t),
+                    z,
+                    gh,
+                    true,
+                    Mat::rows(h_prev, hidden),
+                    Mat::rows(w_hh_t, gh),
+                    false,
+                );
+                kernels::rnn_forward(z, h_next);
+            }
+            CellKind::Lstm => {
+                matmul(
+                    m,
+                    gh,
+                    k_at(t),
+                    z,
+                    gh,
+                    true,
+                    Mat::rows(h_prev, hidden),
+                    Mat::rows(w_hh_t, gh),
+                    false,
+                );
+                let c_prev: &[f32] = unsafe { bufs.cs.rows(t, r.clone()) };
+                let c_next = unsafe { bufs.cs.rows(t + 1, r.clone()) };
+                let tc = unsafe { bufs.aux.rows(t, r.clone()) };
+                kernels::lstm_forward(hidden, z, c_prev, c_next, tc, h_next);
+            }
+            CellKind::Gru => {
+                matmul(
+                    m,
+                    gh,
+                    k_at(t),
+                    &mut scratch,
+                    gh,
+                    false,
+                    Mat::rows(h_prev, hidden),
+                    Mat::rows(w_hh_t, gh),
+                    false,
+                );
+                let ghn = unsafe { bufs.aux.rows(t, r.clone()) };
+                kernels::gru_forward(hidden, z, &scratch, b_hh, h_prev, ghn, h_next);
+            }
+        }
+    }
+    pool.give([scratch]);
+}
+
+/// What one lane group's reverse loop sums over its rows, per lane (combined in lane order
+/// by [`Saved::backward`]).
+struct GroupSums {
+    /// `[lanes, G*H]` column sums of dL/dZ_in per lane.
+    db_in: Vec<f32>,
+    /// GRU: `[lanes, G*H]` column sums of dL/dZ_hid per lane; empty otherwise.
+    db_hid: Vec<f32>,
+    /// `[lanes, T]` per lane and step: the squared norm of dL/dh_t over the lane's rows.
+    norms: Vec<f64>,
 }
 
 impl Saved {
@@ -241,6 +298,9 @@ impl Saved {
 
     /// The reverse loop. `dy` `[T*B*H]` is dL/dh_t from the layer's output. Reuses `act` as the
     /// storage for dL/dZ, so `self` must not be used for another backward afterwards.
+    ///
+    /// Runs one group of batch lanes per thread of the current rayon pool (see `split`); the
+    /// result's bits do not depend on the number of groups.
     pub fn backward(&mut self, pool: &Pool, dy: &[f32]) -> Grads {
         let Dims {
             cell,
@@ -249,115 +309,67 @@ impl Saved {
             hidden,
             ..
         } = self.dims;
-        let (gh, bh) = (self.dims.gh(), self.dims.bh());
-        let mut carry = pool.take_zeroed(bh);
-        let mut dh = pool.take(bh);
-        let mut time_norms = vec![0.0f64; steps];
-        let mut d_hid = Vec::new();
+        let gh = self.dims.gh();
+        let mut d_hid = if cell == CellKind::Gru {
+            pool.take(steps * batch * gh)
+        } else {
+            Vec::new()
+        };
+        let lanes = split::lanes(batch);
+        let groups = split::lane_groups(
+            lanes.len(),
+            split::groups(lanes.len(), steps * batch * gh * hidden),
+        );
+        let act = SharedRows::new(&mut self.act, gh, batch);
+        let dhid = SharedRows::new(&mut d_hid, gh, batch);
+        let read = BackwardRead {
+            dims: self.dims,
+            dy,
+            hs: &self.hs,
+            cs: &self.cs,
+            aux: &self.aux,
+            w_hh: &self.w_hh,
+        };
+        let sums = split::run_groups(&groups, |g| {
+            // SAFETY: each group touches only the rows of its own lanes of `act` and `dhid`,
+            // one slot at a time.
+            unsafe { read.reverse_loop(&lanes[g], act, dhid, pool) }
+        });
+
+        // Combine the per-lane sums in lane order: the same bits for any grouping.
         let mut db_in = pool.take_zeroed(gh);
-        let mut db_hid = Vec::new();
-        match cell {
-            CellKind::Rnn => {
-                for t in (0..steps).rev() {
-                    let dz = &mut self.act[t * batch * gh..(t + 1) * batch * gh];
-                    let h = &self.hs[(t + 1) * bh..(t + 2) * bh];
-                    let dyt = &dy[t * bh..(t + 1) * bh];
-                    time_norms[t] = kernels::rnn_backward(dyt, &carry, h, &mut dh, dz).sqrt();
-                    col_sums_into(dz, &mut db_in);
-                    // dL/dh_0 is not needed: the initial state carries no gradient.
-                    if t > 0 {
-                        matmul(
-                            batch,
-                            hidden,
-                            gh,
-                            &mut carry,
-                            hidden,
-                            false,
-                            Mat::rows(dz, gh),
-                            Mat::rows(&self.w_hh, hidden),
-                            false,
-                        );
-                    }
+        let mut db_hid = if cell == CellKind::Gru {
+            pool.take_zeroed(gh)
+        } else {
+            Vec::new()
+        };
+        let mut sq = vec![0.0f64; steps];
+        for s in &sums {
+            if gh > 0 {
+                for lane in s.db_in.chunks_exact(gh) {
+                    add_assign(&mut db_in, lane);
+                }
+                for lane in s.db_hid.chunks_exact(gh) {
+                    add_assign(&mut db_hid, lane);
                 }
             }
-            CellKind::Lstm => {
-                let mut dc = pool.take_zeroed(bh);
-                for t in (0..steps).rev() {
-                    let dz = &mut self.act[t * batch * gh..(t + 1) * batch * gh];
-                    let dyt = &dy[t * bh..(t + 1) * bh];
-                    time_norms[t] = kernels::lstm_backward(
-                        hidden,
-                        dyt,
-                        &carry,
-                        &mut dh,
-                        dz,
-                        &self.aux[t * bh..(t + 1) * bh],
-                        &self.cs[t * bh..(t + 1) * bh],
-                        &mut dc,
-                    )
-                    .sqrt();
-                    col_sums_into(dz, &mut db_in);
-                    // dL/dh_0 is not needed: the initial state carries no gradient.
-                    if t > 0 {
-                        matmul(
-                            batch,
-                            hidden,
-                            gh,
-                            &mut carry,
-                            hidden,
-                            false,
-                            Mat::rows(dz, gh),
-                            Mat::rows(&self.w_hh, hidden),
-                            false,
-                        );
-                    }
-                }
-                pool.give([dc]);
-            }
-            CellKind::Gru => {
-                d_hid = pool.take(steps * batch * gh);
-                db_hid = pool.take_zeroed(gh);
-                for t in (0..steps).rev() {
-                    let dz = &mut self.act[t * batch * gh..(t + 1) * batch * gh];
-                    let dgh = &mut d_hid[t * batch * gh..(t + 1) * batch * gh];
-                    let dyt = &dy[t * bh..(t + 1) * bh];
-                    time_norms[t] = kernels::gru_backward(
-                        hidden,
-                        dyt,
-                        &mut carry,
-                        &mut dh,
-                        dz,
-                        &self.aux[t * bh..(t + 1) * bh],
-                        &self.hs[t * bh..(t + 1) * bh],
-                        dgh,
-                    )
-                    .sqrt();
-                    col_sums_into(dz, &mut db_in);
-                    col_sums_into(dgh, &mut db_hid);
-                    // dL/dh_0 is not needed: the initial state carries no gradient.
-                    if t > 0 {
-                        matmul(
-                            batch,
-                            hidden,
-                            gh,
-                            &mut carry,
-                            hidden,
-                            true,
-                            Mat::rows(dgh, gh),
-                            Mat::rows(&self.w_hh, hidden),
-                            false,
-                        );
+            if steps > 0 {
+                for lane in s.norms.chunks_exact(steps) {
+                    for (acc, v) in sq.iter_mut().zip(lane) {
+                        *acc += v;
                     }
                 }
             }
         }
-        pool.give([carry, dh]);
+        for s in sums {
+            pool.give([s.db_in, s.db_hid]);
+        }
         Grads {
             d_in: std::mem::take(&mut self.act),
             d_hid,
             db_in,
             db_hid,
-            time_norms,
+            time_norms: sq.into_iter().map(f64::sqrt).collect(),
         }
     }
 
@@ -366,6 +378,137 @@ impl Saved {
         pool.give([
             self.x, self.w_ih, self.w_hh, self.hs, self.act, self.cs, self.aux,
         ]);
+    }
+}
+
+/// What the reverse loop reads, shared by every lane group.
+struct BackwardRead<'a> {
+    dims: Dims,
+    dy: &'a [f32],
+    hs: &'a [f32],
+    cs: &'a [f32],
+    aux: &'a [f32],
+    w_hh: &'a [f32],
+}
+
+impl BackwardRead<'_> {
+    /// The reverse loop over the rows of `lanes` (contiguous): per step the point-wise kernel
+    /// per lane (its squared norm and bias column sums kept per lane), then one product
+    /// `dZ W_hh` for all the group's rows (dL/dh_{t-1}).
+    ///
+    /// # Safety
+    /// No other thread may touch the rows of `lanes` in `act` or `dhid` while this runs.
+    unsafe fn reverse_loop(
+        &self,
+        lanes: &[std::ops::Range<usize>],
+        act: SharedRows<'_>,
+        dhid: SharedRows<'_>,
+        pool: &Pool,
+    ) -> GroupSums {
+        let Dims {
+            cell,
+            steps,
+            batch,
+            hidden,
+            ..
+        } = self.dims;
+        let gh = self.dims.gh();
+        let r = match (lanes.first(), lanes.last()) {
+            (Some(a), Some(b)) => a.start..b.end,
+            _ => 0..0,
+        };
+        let m = r.len();
+        let mut carry = pool.take_zeroed(m * hidden);
+        let mut dh = pool.take(m * hidden);
+        let mut dc = if cell == CellKind::Lstm {
+            pool.take_zeroed(m * hidden)
+        } else {
+            Vec::new()
+        };
+        let mut db_in = pool.take_zeroed(lanes.len() * gh);
+        let mut db_hid = if cell == CellKind::Gru {
+            pool.take_zeroed(lanes.len() * gh)
+        } else {
+            Vec::new()
+        };
+        let mut norms = vec![0.0f64; lanes.len() * steps];
+        for t in (0..steps).rev() {
+            // SAFETY: rows `r` of slot t belong to this group alone.
+            let dz = unsafe { act.rows(t, r.clone()) };
+            let dgh: &mut [f32] = if cell == CellKind::Gru {
+                // SAFETY: as above.
+                unsafe { dhid.rows(t, r.clone()) }
+            } else {
+                &mut []
+            };
+            for (li, lane) in lanes.iter().enumerate() {
+                // Offsets: `o` within the group's buffers, `at` within the whole [T*B] rows.
+                let (o, n) = (lane.start - r.start, lane.len());
+                let at = t * batch + lane.start;
+                let (lo, hi) = (o * hidden, (o + n) * hidden);
+                let (glo, ghi) = (o * gh, (o + n) * gh);
+                let (alo, ahi) = (at * hidden, (at + n) * hidden);
+                let dyt = &self.dy[alo..ahi];
+                let dzl = &mut dz[glo..ghi];
+                let sq = match cell {
+                    CellKind::Rnn => {
+                        let h = &self.hs[alo + batch * hidden..ahi + batch * hidden];
+                        kernels::rnn_backward(dyt, &carry[lo..hi], h, &mut dh[lo..hi], dzl)
+                    }
+                    CellKind::Lstm => kernels::lstm_backward(
+                        hidden,
+                        dyt,
+                        &carry[lo..hi],
+                        &mut dh[lo..hi],
+                        dzl,
+                        &self.aux[alo..ahi],
+                        &self.cs[alo..ahi],
+                        &mut dc[lo..hi],
+                    ),
+                    CellKind::Gru => kernels::gru_backward(
+                        hidden,
+                        dyt,
+                        &mut carry[lo..hi],
+                        &mut dh[lo..hi],
+                        dzl,
+                        &self.aux[alo..ahi],
+                        &self.hs[alo..ahi],
+                        &mut dgh[glo..ghi],
+                    ),
+                };
+                norms[li * steps + t] = sq;
+                col_sums_into(&dz[glo..ghi], &mut db_in[li * gh..(li + 1) * gh]);
+                if cell == CellKind::Gru {
+                    col_sums_into(&dgh[glo..ghi], &mut db_hid[li * gh..(li + 1) * gh]);
+                }
+            }
+            // dL/dh_0 is not needed: the initial state carries no gradient.
+            if t > 0 {
+                // The GRU's kernel left the direct part `dh * z` in `carry`: add to it.
+                let (src, accumulate): (&[f32], bool) = if cell == CellKind::Gru {
+                    (&*dgh, true)
+                } else {
+                    (&*dz, false)
+                };
+                matmul(
+                    m,
+                    hidden,
+                    gh,
+                    &mut carry,
+                    hidden,
+                    accumulate,
+                    Mat::rows(src, gh),
+                    Mat::rows(self.w_hh, hidden),
+                    false,
+                );
+            }
+        }
+        pool.give([carry, dh, dc]);
+        GroupSums {
+            db_in,
+            db_hid,
+            norms,
+        }
     }
 }
 
@@ -410,6 +553,41 @@ impl Grads {
             Mat::transposed(self.d_hidden(), gh),
             Mat::rows(h_prev, d.hidden),
             true,
+        );
+    }
+
+    /// `d_w_ih += dZ_in^T X`, `d_w_hh += dZ_hid^T [h_0 .. h_{T-1}]` and, when given,
+    /// `d_x += dZ_in W_ih`. On several threads the products run at once (a rayon join), each
+    /// also on gemm's own parallelism, so a thread that finishes the small one helps with the
+    /// large one. Every product is one gemm call whatever the thread count (gemm splits the
+    /// output, never a sum: the same bits on any number of threads).
+    pub fn add_weight_grads(
+        &self,
+        saved: &Saved,
+        d_w_ih: &mut [f32],
+        d_w_hh: &mut [f32],
+        d_x: Option<&mut [f32]>,
+    ) {
+        if rayon::current_num_threads() <= 1 {
+            self.add_d_w_ih(saved, d_w_ih);
+            self.add_d_w_hh(saved, d_w_hh);
+            if let Some(dx) = d_x {
+                self.add_d_x(saved, dx);
+            }
+            return;
+        }
+        rayon::join(
+            || self.add_d_w_hh(saved, d_w_hh),
+            || {
+                rayon::join(
+                    || self.add_d_w_ih(saved, d_w_ih),
+                    || {
+                        if let Some(dx) = d_x {
+                            self.add_d_x(saved, dx);
+                        }
+                    },
+                )
+            },
         );
     }
 

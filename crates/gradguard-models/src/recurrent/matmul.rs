@@ -139,3 +139,96 @@ mod tests {
         assert_eq!(d, [36.0, 45.0, 82.0, 103.0]);
     }
 }
+
+#[cfg(test)]
+mod determinism_tests {
+    use super::*;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// gemm's rayon parallelism splits the output, never the depth, so a product's bits do
+    /// not depend on the thread count; and a row of the product does not depend on how many
+    /// other rows are computed in the same call (the batch split of the recurrent layers
+    /// relies on both).
+    #[test]
+    fn products_do_not_depend_on_threads_or_row_blocks() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .expect("pool");
+        // (m, n, k, lhs transposed): recurrent steps, dW over all rows (depth > gemm's kc).
+        for &(m, n, k, lt) in &[
+            (32, 512, 128, false),
+            (17, 384, 96, false),
+            (512, 128, 1600, true),
+            (512, 32, 1600, true),
+            (1600, 512, 32, false),
+            (64, 32, 32, false),
+            (40, 16, 16, false),
+            (256, 8, 8, false),
+            (128, 96, 32, false),
+        ] {
+            let a = values(m * k, 1);
+            let b = values(k * n, 2);
+            let lhs = if lt {
+                Mat::transposed(&a, m)
+            } else {
+                Mat::rows(&a, k)
+            };
+            let mut one = values(m * n, 3);
+            let mut par = one.clone();
+            matmul(m, n, k, &mut one, n, true, lhs, Mat::rows(&b, n), false);
+            pool.install(|| matmul(m, n, k, &mut par, n, true, lhs, Mat::rows(&b, n), true));
+            assert!(
+                one.iter()
+                    .zip(&par)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{m}x{n}x{k}: 1 and 3 threads differ"
+            );
+            // Row-major left operands only: with a transposed one (dW = dZ^T X) and few columns,
+            // gemm 0.19 sums row blocks of fewer than 128 rows differently (measured on
+            // 512x32x1600), so weight gradients are never cut into row blocks.
+            if !lt {
+                // Rows in blocks of 2..=m rows give the same bits as one call.
+                for block in [2, 3, 8, 16, 64] {
+                    let mut blocked = values(m * n, 3);
+                    let mut r0 = 0;
+                    while r0 < m {
+                        let mut r1 = (r0 + block).min(m);
+                        if m - r1 == 1 {
+                            r1 = m;
+                        }
+                        matmul(
+                            r1 - r0,
+                            n,
+                            k,
+                            &mut blocked[r0 * n..r1 * n],
+                            n,
+                            true,
+                            Mat::rows(&a[r0 * k..r1 * k], k),
+                            Mat::rows(&b, n),
+                            false,
+                        );
+                        r0 = r1;
+                    }
+                    assert!(
+                        one.iter()
+                            .zip(&blocked)
+                            .all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{m}x{n}x{k}: blocks of {block} rows differ"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -26,6 +26,7 @@ mod kernels;
 mod matmul;
 mod pool;
 mod simd;
+mod split;
 
 use bptt::{Dims, Saved};
 use pool::Pool;
@@ -300,15 +301,132 @@ impl BackwardOp {
         **grads.get_or_alloc_mut(&self.out)? = dy;
         *self.time_norms.lock().unwrap_or_else(|e| e.into_inner()) = g.time_norms.clone();
 
-        g.add_d_w_ih(&self.saved, grads.get_or_alloc_mut(&self.weight_ih)?);
-        g.add_d_w_hh(&self.saved, grads.get_or_alloc_mut(&self.weight_hh)?);
+        // The weight gradients (and dX) are written at once, possibly on several threads: take
+        // their buffers out (one `&mut` at a time) and put them back after.
+        let mut d_w_ih = std::mem::take(&mut **grads.get_or_alloc_mut(&self.weight_ih)?);
+        let mut d_w_hh = std::mem::take(&mut **grads.get_or_alloc_mut(&self.weight_hh)?);
+        let mut d_x = match &self.x {
+            Some(x) => Some(std::mem::take(&mut **grads.get_or_alloc_mut(x)?)),
+            None => None,
+        };
+        g.add_weight_grads(&self.saved, &mut d_w_ih, &mut d_w_hh, d_x.as_deref_mut());
+        **grads.get_or_alloc_mut(&self.weight_ih)? = d_w_ih;
+        **grads.get_or_alloc_mut(&self.weight_hh)? = d_w_hh;
+        if let (Some(x), Some(dx)) = (&self.x, d_x) {
+            **grads.get_or_alloc_mut(x)? = dx;
+        }
         g.add_d_b_ih(grads.get_or_alloc_mut(&self.bias_ih)?);
         g.add_d_b_hh(grads.get_or_alloc_mut(&self.bias_hh)?);
-        if let Some(x) = &self.x {
-            g.add_d_x(&self.saved, grads.get_or_alloc_mut(x)?);
-        }
         g.recycle(&self.pool);
         self.saved.recycle(&self.pool);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod thread_tests {
+    use super::*;
+
+    fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+
+    /// Everything one training step of a layer produces: outputs, final state, the four
+    /// parameter gradients, dL/dx and the per-step gradient norms.
+    fn step(
+        cell: CellKind,
+        steps: usize,
+        batch: usize,
+        input: usize,
+        hidden: usize,
+        with_h0: bool,
+    ) -> Vec<Vec<u64>> {
+        let dev = Cpu::default();
+        let layer = RecurrentLayer::new(&dev, cell, input, hidden);
+        let gh = cell.gates() * hidden;
+        let k = 1.0 / (hidden as f32).sqrt();
+        let (mut w_ih, mut w_hh) = (layer.weight_ih.clone(), layer.weight_hh.clone());
+        w_ih.copy_from(&values(gh * input, 1, k));
+        w_hh.copy_from(&values(gh * hidden, 2, k));
+        let (mut b_ih, mut b_hh) = (layer.bias_ih.clone(), layer.bias_hh.clone());
+        b_ih.copy_from(&values(gh, 3, k));
+        b_hh.copy_from(&values(gh, 4, k));
+        let layer = RecurrentLayer {
+            weight_ih: w_ih,
+            weight_hh: w_hh,
+            bias_ih: b_ih,
+            bias_hh: b_hh,
+            ..layer
+        };
+        let x: Tensor<(usize, usize, usize), f32, Cpu> =
+            dev.tensor_from_vec(values(steps * batch * input, 5, 1.0), (steps, batch, input));
+        let h0 = with_h0.then(|| RecurrentState {
+            h: values(batch * hidden, 6, 0.5),
+            c: Some(values(batch * hidden, 7, 0.5)),
+        });
+        let (out, state) = layer.forward(x.clone().traced(Gradients::leaky()), h0.as_ref(), true);
+        // A loss on every output, weighted so each step's gradient differs.
+        let w: Tensor<(usize, usize, usize), f32, Cpu> = dev.tensor_from_vec(
+            values(steps * batch * hidden, 8, 1.0),
+            (steps, batch, hidden),
+        );
+        let outputs = out.retaped::<NoneTape>().as_vec();
+        let loss = (out * w).sum();
+        let grads = loss.backward();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits() as u64).collect::<Vec<_>>();
+        vec![
+            bits(&outputs),
+            bits(&state.h),
+            bits(&grads.get(&layer.weight_ih).as_vec()),
+            bits(&grads.get(&layer.weight_hh).as_vec()),
+            bits(&grads.get(&layer.bias_ih).as_vec()),
+            bits(&grads.get(&layer.bias_hh).as_vec()),
+            bits(&grads.get(&x).as_vec()),
+            layer
+                .time_grad_norms()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect(),
+        ]
+    }
+
+    /// The batch split (threads > 1) gives the same bits as one thread, for every cell, even
+    /// and uneven lanes, with and without an initial state.
+    #[test]
+    fn threads_give_identical_bits() {
+        for cell in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
+            for (batch, with_h0) in [(32, false), (19, true), (10, false)] {
+                let (steps, input, hidden) = (20, 5, 96);
+                assert!(steps * batch * cell.gates() * hidden * hidden >= split::MIN_SPLIT_WORK);
+                let run = |threads: usize| {
+                    let pool = crate::threads::ThreadPool::new(
+                        std::num::NonZeroUsize::new(threads).unwrap(),
+                    )
+                    .unwrap();
+                    pool.install(|| step(cell, steps, batch, input, hidden, with_h0))
+                };
+                let one = run(1);
+                assert!(one[7].iter().all(|&b| f64::from_bits(b) > 0.0));
+                for threads in [2, 3, 4] {
+                    let many = run(threads);
+                    for (i, (a, b)) in one.iter().zip(&many).enumerate() {
+                        assert!(
+                            a == b,
+                            "{cell:?} batch {batch}: output {i} differs between 1 and {threads} threads"
+                        );
+                    }
+                }
+                // And the same thread count twice gives the same bits.
+                assert_eq!(run(2), run(2));
+            }
+        }
     }
 }
