@@ -563,6 +563,7 @@ fn demo_and_compare(
             interrupt: Some(crate::interrupt().clone()),
             unguarded: false,
             jobs: 0,
+            executor: Default::default(),
         },
     )
     .map_err(interrupted)?;
@@ -623,6 +624,7 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             interrupt: Some(crate::interrupt().clone()),
             unguarded: false,
             jobs: args.jobs.unwrap_or(0),
+            executor: crate::executor(),
         },
     )
     .map_err(interrupted)?;

@@ -73,6 +73,15 @@ pub enum RunError {
     /// not cover it).
     #[error("cannot resume: {0}")]
     Resume(String),
+    /// A run on another rank of an MPI job failed (its error, as text), or its result could
+    /// not be read.
+    #[error("on rank {rank}: {message}")]
+    Rank {
+        /// The rank that ran it.
+        rank: i32,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// The name of the lock file a run holds in its output directory.
@@ -683,6 +692,7 @@ pub fn verify_prescriptions(
             interrupt: interrupt.cloned(),
             unguarded: false,
             jobs: 0,
+            executor: Default::default(),
         },
     )?;
     apply_evidence(

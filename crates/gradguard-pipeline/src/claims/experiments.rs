@@ -130,6 +130,7 @@ pub(super) fn run_variants(
             // guard: a non-finite update is applied as PyTorch would apply it.
             unguarded: true,
             jobs: 0,
+            executor: Default::default(),
         },
     )
     .map_err(|e| ClaimsError::Compare(id.into(), Box::new(e)))?;
