@@ -14,8 +14,14 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gradguard");
 
-/// Panics, naming what it looked for, when mpirun is not on the PATH.
-fn need_mpirun() {
+/// One mpirun at a time: two jobs of 2 ranks on a 2-core machine would slow each other down
+/// past the fault tests' timing.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes the one-at-a-time lock (a test that failed while holding it does not poison the
+/// others) and panics, naming what it looked for, when mpirun is not on the PATH.
+fn need_mpirun() -> std::sync::MutexGuard<'static, ()> {
+    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let found = Command::new("mpirun")
         .arg("--version")
         .stdout(Stdio::null())
@@ -26,6 +32,7 @@ fn need_mpirun() {
         found,
         "these tests need `mpirun` on the PATH (Debian: apt-get install openmpi-bin; .ci/run installs it)"
     );
+    guard
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -54,6 +61,8 @@ fn mpirun(n: usize, secs: u64, args: &[&str]) -> Command {
         c.arg("--allow-run-as-root");
     }
     c.arg(BIN).args(args);
+    // mpirun forwards its stdin to rank 0; nothing here reads it.
+    c.stdin(Stdio::null());
     c
 }
 
@@ -70,6 +79,15 @@ fn text(o: &Output) -> String {
 fn spec() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("examples/specs/rnn-nan.toml")
+        .display()
+        .to_string()
+}
+
+/// A healthy LSTM whose runs go to the end: long enough with `--steps 3000` that a rank is
+/// in the middle of one when a fault test strikes.
+fn long_spec() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/specs/lstm-adding-clipped.json")
         .display()
         .to_string()
 }
@@ -130,7 +148,7 @@ fn files(root: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn compare_on_two_ranks_writes_what_one_process_writes() {
-    need_mpirun();
+    let _one = need_mpirun();
     let d = scratch("same");
     let (one, two) = (d.join("one"), d.join("two"));
     let spec = spec();
@@ -212,35 +230,15 @@ fn compare_on_two_ranks_writes_what_one_process_writes() {
     assert!(left.is_empty(), "scratch left behind: {left:?}");
 }
 
-/// The pid of the process whose environment holds `mark` and OMPI_COMM_WORLD_RANK=1.
-fn rank_one_pid(mark: &str) -> Option<u32> {
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(env) = std::fs::read(e.path().join("environ")) else {
-            continue;
-        };
-        let vars: Vec<&[u8]> = env.split(|&b| b == 0).collect();
-        let has = |v: &str| vars.contains(&v.as_bytes());
-        if has(mark) && has("OMPI_COMM_WORLD_RANK=1") {
-            return Some(pid);
-        }
-    }
-    None
-}
-
 #[test]
 fn a_rank_that_dies_ends_the_job_without_a_hang() {
-    need_mpirun();
+    let _one = need_mpirun();
     let d = scratch("kill");
     let out = d.join("out");
     let tmp = d.join("tmp");
     std::fs::create_dir_all(&tmp).expect("tmp");
     let mark = format!("GRADGUARD_TEST_MARK={}", std::process::id());
-    let spec = spec();
-    // Long enough that rank 1 is in the middle of a run when it is killed (a run of 40
-    // steps takes a fraction of a second).
+    let spec = long_spec();
     let mut child = mpirun(
         2,
         120,
@@ -248,11 +246,11 @@ fn a_rank_that_dies_ends_the_job_without_a_hang() {
             "compare",
             &spec,
             "--with",
-            "clip_global_norm",
+            "clip_value",
             "--seeds",
-            "4",
+            "2",
             "--steps",
-            "4000",
+            "3000",
             "-q",
             "--out",
             &out.display().to_string(),
@@ -270,13 +268,9 @@ fn a_rank_that_dies_ends_the_job_without_a_hang() {
     // Wait until rank 1 runs a job (its scratch directory holds a job's directory).
     let started = Instant::now();
     let pid = loop {
-        let busy = std::fs::read_dir(&tmp)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| std::fs::read_dir(e.path()).is_ok_and(|mut r| r.next().is_some()));
+        let busy = rank_one_busy(&tmp);
         if busy {
-            if let Some(pid) = rank_one_pid(&mark) {
+            if let Some(pid) = rank_pid(&mark, 1) {
                 break pid;
             }
         }
@@ -314,7 +308,7 @@ fn a_rank_that_dies_ends_the_job_without_a_hang() {
 
 #[test]
 fn other_commands_are_refused_on_several_ranks() {
-    need_mpirun();
+    let _one = need_mpirun();
     let d = scratch("refuse");
     let out = d.join("run");
     let spec = spec();
@@ -368,4 +362,119 @@ fn other_commands_are_refused_on_several_ranks() {
     .expect("mpirun");
     assert!(o.status.success(), "{}", text(&o));
     assert!(out.join("summary.json").exists());
+}
+
+/// Whether rank 1 runs a job: its scratch directory under `tmp` holds a job's directory.
+/// (Open MPI keeps its own session directory under `$TMPDIR` too, from before MPI_Init.)
+fn rank_one_busy(tmp: &Path) -> bool {
+    std::fs::read_dir(tmp)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("gradguard-rank1-")
+        })
+        .any(|e| {
+            std::fs::read_dir(e.path()).is_ok_and(|r| {
+                r.flatten()
+                    .any(|j| j.file_name().to_string_lossy().starts_with("job-"))
+            })
+        })
+}
+
+/// The pid of the process whose environment holds `mark` and OMPI_COMM_WORLD_RANK=`rank`.
+fn rank_pid(mark: &str, rank: u32) -> Option<u32> {
+    let want = format!("OMPI_COMM_WORLD_RANK={rank}");
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        let vars: Vec<&[u8]> = env.split(|&b| b == 0).collect();
+        if vars.contains(&mark.as_bytes()) && vars.contains(&want.as_bytes()) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// A rank that stops answering (SIGSTOP: alive, so the launcher sees nothing wrong) while rank
+/// 0 is interrupted: rank 0 waits at most its grace period for the result out, then ends the
+/// whole job with MPI_Abort instead of hanging.
+#[test]
+fn a_rank_that_stops_answering_cannot_hang_an_interrupted_job() {
+    let _one = need_mpirun();
+    let d = scratch("stall");
+    let out = d.join("out");
+    let tmp = d.join("tmp");
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let id = format!("stall-{}", std::process::id());
+    let mark = format!("GRADGUARD_TEST_MARK={id}");
+    let spec = long_spec();
+    let mut child = mpirun(
+        2,
+        120,
+        &[
+            "compare",
+            &spec,
+            "--with",
+            "clip_value",
+            "--seeds",
+            "2",
+            "--steps",
+            "3000",
+            "-q",
+            "--out",
+            &out.display().to_string(),
+        ],
+    )
+    .env("TMPDIR", &tmp)
+    .env("GRADGUARD_TEST_MARK", &id)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("mpirun");
+    let started = Instant::now();
+    let (root, worker) = loop {
+        let busy = rank_one_busy(&tmp);
+        if busy {
+            if let (Some(r), Some(w)) = (rank_pid(&mark, 0), rank_pid(&mark, 1)) {
+                break (r, w);
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("mpirun ended ({status}) before rank 1 ran a job");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "rank 1 never started a job"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // SAFETY: kill has no memory preconditions; both pids are ranks this test started.
+    unsafe {
+        assert_eq!(libc::kill(worker as i32, libc::SIGSTOP), 0);
+        assert_eq!(libc::kill(root as i32, libc::SIGINT), 0);
+    }
+    let signalled = Instant::now();
+    let o = child.wait_with_output().expect("mpirun output");
+    let took = signalled.elapsed();
+    eprintln!("the job ended {took:?} after rank 0 was interrupted");
+    assert!(
+        took < Duration::from_secs(60) && o.status.code() != Some(124),
+        "the job hung ({took:?}): {}",
+        text(&o)
+    );
+    assert!(!o.status.success(), "{}", text(&o));
+    // It waited for the stalled rank before giving up on it.
+    assert!(
+        took >= Duration::from_secs(15),
+        "ended after {took:?}, before the grace period: {}",
+        text(&o)
+    );
+    assert!(!out.join("compare.json").exists(), "{}", text(&o));
 }

@@ -33,7 +33,7 @@ pub(crate) fn main(cli: &Cli) -> u8 {
     let c = launch.cluster().clone();
     if c.size() <= 1 {
         let code = code_of(run(cli));
-        return launch.finish(code);
+        return launch.finish(code, false);
     }
     let code = match &cli.command {
         Command::Compare(args) if args.jobs.is_some() => {
@@ -71,7 +71,9 @@ pub(crate) fn main(cli: &Cli) -> u8 {
             2
         }
     };
-    launch.finish(code)
+    // A signal ended rank 0's command: some rank may no longer answer, and MPI_Finalize
+    // would wait for it; Launch::finish aborts the job instead.
+    launch.finish(code, c.is_root() && crate::interrupt().signal().is_some())
 }
 
 fn command_name(c: &Command) -> &'static str {

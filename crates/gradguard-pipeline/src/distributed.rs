@@ -35,8 +35,9 @@
 //! MPI's default error handler aborts the job on a communication error. A rank that dies is
 //! seen by the launcher (`mpirun`, `srun`), which ends the other ranks with SIGTERM: their
 //! runs stop after the current step, and rank 0 waits at most [`GRACE_AFTER_SIGNAL`] for
-//! the results still out, then ends the whole job with `MPI_Abort` (see
-//! [`Launch::finish`]), so a lost rank never leaves the job hanging.
+//! the results still out, then ends the whole job with `MPI_Abort` rather than
+//! `MPI_Finalize`, which would wait for every rank (see [`Launch::finish`]): a rank that
+//! died or stopped answering never leaves the job hanging.
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -179,13 +180,14 @@ impl Launch {
         &self.cluster
     }
 
-    /// Ends this process's part of the job with `code`: rank 0 first releases the other
-    /// ranks; when a rank was lost (it never sent back a result), rank 0 ends the whole job
-    /// with `MPI_Abort(code)` instead of waiting for it. Otherwise MPI is finalised and
-    /// `code` returned.
-    pub fn finish(self, code: u8) -> u8 {
+    /// Ends this process's part of the job with `code`. Rank 0 first releases the other
+    /// ranks; then, when a rank was lost (it never sent back a result) or `interrupted` (a
+    /// signal ended the command on rank 0), it ends the whole job with `MPI_Abort(code)`
+    /// instead of `MPI_Finalize`, which waits for every rank and would hang on one that no
+    /// longer answers. Otherwise MPI is finalised and `code` returned.
+    pub fn finish(self, code: u8, interrupted: bool) -> u8 {
         if self.cluster.is_root() {
-            if self.cluster.lost.load(Ordering::SeqCst) {
+            if self.cluster.lost.load(Ordering::SeqCst) || interrupted {
                 self.universe.world().abort(i32::from(code.max(1)));
             }
             self.cluster.release_workers();
