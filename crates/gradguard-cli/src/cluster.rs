@@ -56,8 +56,9 @@ pub(crate) fn main(cli: &Cli) -> u8 {
                 0
             }
             Err(e) => {
+                // Rank 0 would wait for this rank's results: end the whole job.
                 eprintln!("error (rank {}): {e}", c.rank());
-                1
+                launch.abort(1)
             }
         },
         other => {

@@ -62,6 +62,10 @@ pub const TAG_STOP: i32 = 4;
 /// Tag of a result sent to rank 0 (a frame: CBOR result, then the files' bytes).
 pub const TAG_RESULT: i32 = 2;
 
+/// The most bytes of files one result carries: an MPI message counts its elements in a C
+/// `int`, so a frame must stay under 2 GiB (the head takes far less than the margin left).
+pub const MAX_FILES_BYTES: usize = (i32::MAX as usize) - (64 << 20);
+
 /// How long rank 0 still waits for the results out on other ranks once a signal (SIGINT,
 /// or the SIGTERM a launcher sends when a rank died) interrupted the comparison.
 pub const GRACE_AFTER_SIGNAL: Duration = Duration::from_secs(20);
@@ -194,6 +198,14 @@ impl Launch {
         }
         drop(self.universe);
         code
+    }
+}
+
+impl Launch {
+    /// Ends the whole job at once with `MPI_Abort(code)`: for a rank that cannot go on
+    /// serving (rank 0 would otherwise wait for its results).
+    pub fn abort(self, code: i32) -> ! {
+        self.universe.world().abort(code.max(1))
     }
 }
 
@@ -538,6 +550,15 @@ fn run_wire_job(bytes: &[u8], dir: &Path, interrupt: Option<&Interrupt>) -> Vec<
     let outcome = match collect_files(dir, dir, &mut files, &mut blobs) {
         Ok(()) => outcome,
         Err(e) => outcome.and(Err(format!("cannot read the run's files: {e}"))),
+    };
+    let total: usize = blobs.iter().map(Vec::len).sum();
+    let (outcome, files, blobs) = if total > MAX_FILES_BYTES {
+        let e = format!(
+            "the run's files take {total} bytes, more than one MPI message carries ({MAX_FILES_BYTES}); run this comparison without mpirun, or with fewer outputs per run"
+        );
+        (outcome.and(Err(e)), Vec::new(), Vec::new())
+    } else {
+        (outcome, files, blobs)
     };
     let head = WireResult {
         index,
