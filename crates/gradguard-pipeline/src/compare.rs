@@ -144,7 +144,7 @@ pub enum Executor {
     Local,
     /// The ranks of an MPI job (feature `mpi`): rank 0 hands out the runs one at a time as
     /// ranks finish them, runs some itself, gathers the results and writes every output
-    /// (see [`crate::distributed`]).
+    /// (see the `distributed` module).
     #[cfg(feature = "mpi")]
     Mpi(crate::distributed::Cluster),
 }
