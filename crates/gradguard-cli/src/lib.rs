@@ -31,6 +31,8 @@ macro_rules! say_text {
 
 pub mod check;
 pub mod claims;
+#[cfg(feature = "mpi")]
+pub mod cluster;
 pub mod diagnose;
 pub mod grads;
 pub mod plugins;
@@ -348,23 +350,42 @@ pub fn main() -> ExitCode {
             tracing::warn!("Ctrl-C will stop the run at once: no signal handler ({e})");
         }
     }
-    match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    #[cfg(feature = "mpi")]
+    let code = cluster::main(&cli);
+    #[cfg(not(feature = "mpi"))]
+    let code = code_of(run(&cli));
+    ExitCode::from(code)
+}
+
+/// Where `compare` runs its runs: this process's threads, or (feature `mpi`, rank 0 of an
+/// MPI job of several ranks) the job's ranks.
+pub fn executor() -> gradguard_pipeline::compare::Executor {
+    #[cfg(feature = "mpi")]
+    if let Some(c) = cluster::cluster() {
+        return gradguard_pipeline::compare::Executor::Mpi(c.clone());
+    }
+    gradguard_pipeline::compare::Executor::Local
+}
+
+/// Prints a command's error, if any, and returns its exit status.
+fn code_of(result: anyhow::Result<()>) -> u8 {
+    match result {
+        Ok(()) => 0,
         Err(e) => {
             if let Some(Interrupted(sig)) = e.downcast_ref::<Interrupted>() {
                 eprintln!("gradguard: {e}");
-                return ExitCode::from(u8::try_from(128 + sig).unwrap_or(130));
+                return u8::try_from(128 + sig).unwrap_or(130);
             }
             if e.downcast_ref::<Incomplete>().is_some() {
                 eprintln!("gradguard: {e}");
-                return ExitCode::from(3);
+                return 3;
             }
             if e.downcast_ref::<UserError>().is_some() {
                 eprintln!("error: {e}");
             } else {
                 eprintln!("error: {}", error_text(&e));
             }
-            ExitCode::from(1)
+            1
         }
     }
 }

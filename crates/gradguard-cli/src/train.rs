@@ -611,6 +611,7 @@ fn demo_and_compare(
             unguarded: false,
             jobs: 0,
             threads,
+            executor: Default::default(),
         },
     )
     .map_err(interrupted)?;
@@ -673,6 +674,7 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             unguarded: false,
             jobs: args.jobs.unwrap_or(0),
             threads: args.threads,
+            executor: crate::executor(),
         },
     )
     .map_err(interrupted)?;

@@ -127,6 +127,8 @@ pub struct CompareOptions {
     /// Threads per run (each run's own pool; the results are the same bits for any number);
     /// `None` decides with `jobs`, see [`Self::plan`].
     pub threads: Option<std::num::NonZeroUsize>,
+    /// Where the runs execute: this process's threads (the default) or an MPI job's ranks.
+    pub executor: Executor,
 }
 
 /// How a comparison shares the cores: `workers` runs at once, each on `threads` threads.
@@ -177,40 +179,109 @@ impl CompareOptions {
     }
 }
 
+/// Where a comparison's runs execute.
+#[derive(Clone, Debug, Default)]
+pub enum Executor {
+    /// This process: [`CompareOptions::workers`] threads.
+    #[default]
+    Local,
+    /// The ranks of an MPI job (feature `mpi`): rank 0 hands out the runs one at a time as
+    /// ranks finish them, runs some itself, gathers the results and writes every output
+    /// (see the `distributed` module).
+    #[cfg(feature = "mpi")]
+    Mpi(crate::distributed::Cluster),
+}
+
 /// One run of a comparison: a variant under a seed, with its own copy of the spec.
-struct Job {
-    spec: ExperimentSpec,
-    opts: RunOptions,
+pub(crate) struct Job {
+    /// The spec it runs.
+    pub(crate) spec: ExperimentSpec,
+    /// How (its output directory included).
+    pub(crate) opts: RunOptions,
+}
+
+/// A job's result; `None` when it never ran (an earlier run failed or was interrupted).
+pub(crate) type JobResult = Option<Result<RunOutcome, RunError>>;
+
+/// The jobs of a comparison, taken in order by whoever is free, and their results in the
+/// jobs' order. After a failed or interrupted run no new job is handed out.
+pub(crate) struct JobQueue {
+    queue: std::sync::Mutex<std::collections::VecDeque<(usize, Job)>>,
+    results: Vec<std::sync::Mutex<JobResult>>,
+    stop: std::sync::atomic::AtomicBool,
+    interrupt: Option<crate::run::Interrupt>,
+}
+
+impl JobQueue {
+    /// A queue of `jobs`, none run yet.
+    pub(crate) fn new(jobs: Vec<Job>) -> Self {
+        let n = jobs.len();
+        let interrupt = jobs.first().and_then(|j| j.opts.interrupt.clone());
+        JobQueue {
+            interrupt,
+            queue: std::sync::Mutex::new(jobs.into_iter().enumerate().collect()),
+            results: (0..n).map(|_| std::sync::Mutex::new(None)).collect(),
+            stop: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The interrupt flag the runs watch (the first job's), if any.
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    pub(crate) fn interrupt(&self) -> Option<crate::run::Interrupt> {
+        self.interrupt.clone()
+    }
+
+    /// How many jobs the queue started with.
+    pub(crate) fn len(&self) -> usize {
+        self.results.len()
+    }
+
+    /// The next job and its index, unless every job was handed out or a run failed.
+    pub(crate) fn next(&self) -> Option<(usize, Job)> {
+        if self.stopped() {
+            return None;
+        }
+        self.queue.lock().ok().and_then(|mut q| q.pop_front())
+    }
+
+    /// Whether a run failed or was interrupted (no new job is handed out).
+    pub(crate) fn stopped(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records job `i`'s result; a failed or interrupted run stops the queue.
+    pub(crate) fn record(&self, i: usize, r: Result<RunOutcome, RunError>) {
+        if r.as_ref().map_or(true, |o| o.interrupted.is_some()) {
+            self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(Ok(mut slot)) = self.results.get(i).map(|m| m.lock()) {
+            *slot = Some(r);
+        }
+    }
+
+    /// Runs jobs in this thread until none is left (or a run failed).
+    pub(crate) fn work(&self) {
+        while let Some((i, job)) = self.next() {
+            self.record(i, run_experiment(job.spec, &job.opts));
+        }
+    }
+
+    /// The results, in the jobs' order.
+    pub(crate) fn into_results(self) -> Vec<JobResult> {
+        self.results
+            .into_iter()
+            .map(|m| m.into_inner().ok().flatten())
+            .collect()
+    }
 }
 
 /// Runs `jobs` on `workers` threads (inline when 1), taking the next job as one finishes, and
 /// returns their results in the jobs' order. After a failed or interrupted run no new job
 /// starts (those left are `None`).
-fn run_jobs(jobs: Vec<Job>, workers: usize) -> Vec<Option<Result<RunOutcome, RunError>>> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Mutex;
-    let n = jobs.len();
-    let queue: Mutex<std::collections::VecDeque<(usize, Job)>> =
-        Mutex::new(jobs.into_iter().enumerate().collect());
-    let results: Vec<Mutex<Option<Result<RunOutcome, RunError>>>> =
-        (0..n).map(|_| Mutex::new(None)).collect();
-    let stop = AtomicBool::new(false);
-    let work = || loop {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let Some((i, job)) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
-            break;
-        };
-        let r = run_experiment(job.spec, &job.opts);
-        if r.as_ref().map_or(true, |o| o.interrupted.is_some()) {
-            stop.store(true, Ordering::Relaxed);
-        }
-        if let Ok(mut slot) = results[i].lock() {
-            *slot = Some(r);
-        }
-    };
-    let workers = workers.clamp(1, n.max(1));
+fn run_jobs(jobs: Vec<Job>, workers: usize) -> Vec<JobResult> {
+    let queue = JobQueue::new(jobs);
+    let workers = workers.clamp(1, queue.len().max(1));
+    let work = || queue.work();
     if workers == 1 {
         work();
     } else {
@@ -229,10 +300,7 @@ fn run_jobs(jobs: Vec<Job>, workers: usize) -> Vec<Option<Result<RunOutcome, Run
             }
         });
     }
-    results
-        .into_iter()
-        .map(|m| m.into_inner().ok().flatten())
-        .collect()
+    queue.into_results()
 }
 
 /// One seed of one variant.
@@ -390,7 +458,12 @@ pub fn run_compare(
             });
         }
     }
-    let mut results = run_jobs(jobs, plan.workers).into_iter();
+    let results = match &opts.executor {
+        Executor::Local => run_jobs(jobs, plan.workers),
+        #[cfg(feature = "mpi")]
+        Executor::Mpi(cluster) => crate::distributed::run_jobs(cluster, jobs),
+    };
+    let mut results = results.into_iter();
     for v in variants {
         let mut runs: Vec<CompareVariant> = Vec::new();
         let mut seeds = Vec::new();

@@ -14,6 +14,8 @@ pub mod claims;
 pub mod compare;
 pub mod cures;
 pub mod demos;
+#[cfg(feature = "mpi")]
+pub mod distributed;
 pub mod out_dir;
 pub mod probe;
 pub mod run;

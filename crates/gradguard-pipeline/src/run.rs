@@ -76,6 +76,15 @@ pub enum RunError {
     /// The thread count (`--threads`, `RAYON_NUM_THREADS`) is invalid or its pool would not start.
     #[error(transparent)]
     Threads(#[from] gradguard_models::ThreadsError),
+    /// A run on another rank of an MPI job failed (its error, as text), or its result could
+    /// not be read.
+    #[error("on rank {rank}: {message}")]
+    Rank {
+        /// The rank that ran it.
+        rank: i32,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// The name of the lock file a run holds in its output directory.
@@ -703,6 +712,7 @@ pub fn verify_prescriptions(
             unguarded: false,
             jobs: 0,
             threads: None,
+            executor: Default::default(),
         },
     )?;
     apply_evidence(

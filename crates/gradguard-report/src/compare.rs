@@ -18,8 +18,9 @@ use crate::chart::{Chart, Line};
 use crate::html_page::{self, escape, opt_number, opt_step, table};
 use crate::series::BoundedSeries;
 
-/// One variant of a comparison.
-#[derive(Clone, Debug, PartialEq)]
+/// One variant of a comparison. Serde (e.g. CBOR) carries it between the ranks of a
+/// distributed comparison; non-finite points survive in binary formats.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CompareVariant {
     /// Its name (e.g. `none`, `clip_global_norm`, `lstm`).
     pub name: String,
@@ -45,7 +46,7 @@ pub struct CompareVariant {
 
 /// The spread of a variant's curves over seeds: per step, the smallest and largest finite
 /// value among the seeds that recorded that step.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SeedBands {
     /// How many seeds.
     pub seeds: usize,

@@ -131,6 +131,7 @@ pub(super) fn run_variants(
             unguarded: true,
             jobs: 0,
             threads: None,
+            executor: Default::default(),
         },
     )
     .map_err(|e| ClaimsError::Compare(id.into(), Box::new(e)))?;
