@@ -182,7 +182,7 @@ impl CompareOptions {
 /// Where a comparison's runs execute.
 #[derive(Clone, Debug, Default)]
 pub enum Executor {
-    /// This process: [`CompareOptions::workers`] threads.
+    /// This process: the worker threads of [`CompareOptions::plan`].
     #[default]
     Local,
     /// The ranks of an MPI job (feature `mpi`): rank 0 hands out the runs one at a time as
