@@ -59,24 +59,25 @@ impl ParamStats {
     /// A tensor's statistics from figures a framework measured itself (e.g. on a GPU). The
     /// sums of squares are the norms squared (in f64).
     pub fn from_norms(name: &str, role: Role, numel: usize, n: TensorNorms) -> Self {
-        let TensorNorms {
-            grad_norm,
-            grad_max_abs,
-            grad_nonfinite,
-            weight_norm,
-            weight_nonfinite,
-        } = n;
-        ParamStats {
+        let mut s = ParamStats {
             name: name.to_string(),
             role,
             numel,
-            grad_sum_sq: grad_norm * grad_norm,
-            grad_norm,
-            grad_max_abs,
-            grad_nonfinite,
-            weight_sum_sq: weight_norm * weight_norm,
-            weight_nonfinite,
-        }
+            ..Self::empty()
+        };
+        s.set_norms(n);
+        s
+    }
+
+    /// Sets the gradient and weight figures from a framework's norms (see
+    /// [`ParamStats::from_norms`]); name, role and size are kept.
+    pub fn set_norms(&mut self, n: TensorNorms) {
+        self.grad_sum_sq = n.grad_norm * n.grad_norm;
+        self.grad_norm = n.grad_norm;
+        self.grad_max_abs = n.grad_max_abs;
+        self.grad_nonfinite = n.grad_nonfinite;
+        self.weight_sum_sq = n.weight_norm * n.weight_norm;
+        self.weight_nonfinite = n.weight_nonfinite;
     }
 }
 
@@ -134,20 +135,46 @@ impl StepStats {
     /// Measures `view` into `self`, reusing its buffers (no allocation once warmed up with
     /// the same parameter names).
     pub fn measure_into(&mut self, view: &ParamView<'_>) {
-        self.params.truncate(view.len());
-        while self.params.len() < view.len() {
-            self.params.push(ParamStats::empty());
-        }
+        self.resize(view.len());
         for (i, p) in view.iter().enumerate() {
             let s = &mut self.params[i];
-            if s.name != p.name {
-                s.name.clear();
-                s.name.push_str(p.name);
-            }
+            Self::rename(s, p.name);
             s.role = p.role;
             Self::fill(s, p, p.known_grad_stats);
         }
         self.refresh_totals();
+    }
+
+    /// Sets the statistics of `tensors` (name, role, size and a framework's norms, in view
+    /// order), reusing the buffers as [`StepStats::measure_into`] does, and refreshes the
+    /// totals: the figures of a step measured elsewhere (e.g. on a GPU).
+    pub fn set_measured<'a>(
+        &mut self,
+        tensors: impl ExactSizeIterator<Item = (&'a str, Role, usize, TensorNorms)>,
+    ) {
+        self.resize(tensors.len());
+        for (s, (name, role, numel, n)) in self.params.iter_mut().zip(tensors) {
+            Self::rename(s, name);
+            s.role = role;
+            s.numel = numel;
+            s.set_norms(n);
+        }
+        self.refresh_totals();
+    }
+
+    fn resize(&mut self, n: usize) {
+        self.params.truncate(n);
+        while self.params.len() < n {
+            self.params.push(ParamStats::empty());
+        }
+    }
+
+    /// Sets `s.name` without allocating when it is already `name`.
+    fn rename(s: &mut ParamStats, name: &str) {
+        if s.name != name {
+            s.name.clear();
+            s.name.push_str(name);
+        }
     }
 
     /// Measures one tensor afresh (its gradients always, whatever they were known to be; its
@@ -312,6 +339,16 @@ pub struct WithheldUpdate {
 }
 
 impl UpdateStats {
+    /// An update of `step` with room for `n` tensors and none measured yet.
+    fn empty(step: u64, lr: f64, n: usize) -> Self {
+        UpdateStats {
+            step,
+            lr,
+            params: Vec::with_capacity(n),
+            withheld: None,
+        }
+    }
+
     /// Measures an update from the weights before and after it, per tensor, in one pass.
     /// `before` and `after` hold one slice per tensor, in the same order as `names`.
     pub fn measure(
@@ -321,12 +358,7 @@ impl UpdateStats {
         before: &[&[f32]],
         after: &[&[f32]],
     ) -> Self {
-        let mut u = UpdateStats {
-            step,
-            lr,
-            params: Vec::with_capacity(names.len()),
-            withheld: None,
-        };
+        let mut u = UpdateStats::empty(step, lr, names.len());
         for ((name, b), a) in names.iter().zip(before).zip(after) {
             let mut dsq = 0.0f64;
             let mut wsq = 0.0f64;
@@ -362,12 +394,7 @@ impl UpdateStats {
         before: &mut [Vec<f32>],
         after: &[&[f32]],
     ) -> Self {
-        let mut u = UpdateStats {
-            step,
-            lr,
-            params: Vec::with_capacity(names.len()),
-            withheld: None,
-        };
+        let mut u = UpdateStats::empty(step, lr, names.len());
         for ((name, b), a) in names.iter().zip(before.iter_mut()).zip(after) {
             let w = slice_stats(b);
             for (d, &x) in b.iter_mut().zip(a.iter()) {

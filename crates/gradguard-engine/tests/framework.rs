@@ -3,8 +3,8 @@
 //! the step when they are not on the host.
 
 use gradguard_core::{
-    Action, EditOutcome, FrameworkError, GradEdit, GradientFramework, ParamStats, ParamView,
-    Remedy, Role, RunInfo, StepStats, TensorNorms,
+    Action, EditOutcome, FrameworkError, GradEdit, GradientFramework, ParamView, Remedy, Role,
+    RunInfo, StepStats, TensorNorms,
 };
 use gradguard_detectors::default_detectors;
 use gradguard_engine::{Guard, NoCheckpoints, StepInput};
@@ -70,22 +70,24 @@ impl GradientFramework for Fake {
         if self.fail_measure {
             return Err(FrameworkError("the device is gone".into()));
         }
-        stats.params = self
-            .tensors
-            .iter()
-            .enumerate()
-            .map(|(i, &(norm, max, bad))| {
-                let n = TensorNorms {
-                    grad_norm: norm,
-                    grad_max_abs: max,
-                    grad_nonfinite: bad,
-                    weight_norm: 1.0,
-                    weight_nonfinite: 0,
-                };
-                ParamStats::from_norms(&format!("l{i}.weight"), Role::Weight, 4, n)
-            })
+        let names: Vec<String> = (0..self.tensors.len())
+            .map(|i| format!("l{i}.weight"))
             .collect();
-        stats.refresh_totals();
+        stats.set_measured(
+            names
+                .iter()
+                .zip(&self.tensors)
+                .map(|(name, &(norm, max, bad))| {
+                    let n = TensorNorms {
+                        grad_norm: norm,
+                        grad_max_abs: max,
+                        grad_nonfinite: bad,
+                        weight_norm: 1.0,
+                        weight_nonfinite: 0,
+                    };
+                    (name.as_str(), Role::Weight, 4, n)
+                }),
+        );
         Ok(())
     }
 

@@ -389,6 +389,25 @@ fn gather_raw<'py>(params: &Bound<'py, PyAny>, want_grads: bool) -> PyResult<Vec
     Ok(out)
 }
 
+/// The entries of `now` named `names`, in that order: the tensors `step()` saw, as
+/// `after_update` is given them (usually in the same order, which is checked first).
+fn pick_by_name<'a, 'py>(now: &'a [Raw<'py>], names: &[String]) -> PyResult<Vec<&'a Raw<'py>>> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            now.get(i)
+                .filter(|r| &r.name == name)
+                .or_else(|| now.iter().find(|r| &r.name == name))
+                .ok_or_else(|| {
+                    PyValueError::new_err(format!(
+                        "after_update: tensor `{name}` was in step() but is not in these params"
+                    ))
+                })
+        })
+        .collect()
+}
+
 /// An entry as float32 NumPy arrays gradguard reads (and edits) in place.
 fn host_tensor<'py>(np: &Bound<'py, PyModule>, raw: &Raw<'py>) -> PyResult<Tensor<'py>> {
     let name = &raw.name;
@@ -413,15 +432,6 @@ fn host_tensor<'py>(np: &Bound<'py, PyModule>, raw: &Raw<'py>) -> PyResult<Tenso
         grad,
         grad_source,
     })
-}
-
-/// Every entry of `params` as host arrays (see [`gather_raw`]).
-fn gather<'py>(params: &Bound<'py, PyAny>, want_grads: bool) -> PyResult<Vec<Tensor<'py>>> {
-    let np = params.py().import("numpy")?;
-    gather_raw(params, want_grads)?
-        .iter()
-        .map(|r| host_tensor(&np, r))
-        .collect()
 }
 
 fn borrow_error(name: &str, what: &str, e: impl std::fmt::Display) -> PyErr {
@@ -740,13 +750,7 @@ impl Guard {
                 .ok_or_else(|| engine_error("finished"))?;
             match helper {
                 Some(helper) => {
-                    let roles = names
-                        .iter()
-                        .zip(&shapes)
-                        .map(|(n, s)| Role::from_name(n, Some(s.len())))
-                        .collect();
-                    let numels = shapes.iter().map(|s| s.iter().product()).collect();
-                    let mut fw = TorchFramework::new(helper, true, names.clone(), roles, numels);
+                    let mut fw = TorchFramework::new(helper, true, &names, &shapes);
                     guard.step_with_framework(input, &mut view, &mut fw)
                 }
                 None => guard.step(input, &mut view),
@@ -834,18 +838,14 @@ impl Guard {
         let helper = torch
             .getattr("TorchGrads")?
             .call1((&weights, PyList::new(py, grads)?))?;
-        let roles = names
-            .iter()
-            .zip(&shapes)
-            .map(|(n, s)| Role::from_name(n, Some(s.len())))
-            .collect();
-        let numels = shapes.iter().map(|s| s.iter().product()).collect();
-        let mut fw = TorchFramework::new(helper, false, names.clone(), roles, numels);
         let guard = self
             .guard
             .as_mut()
             .ok_or_else(|| engine_error("finished"))?;
-        let decision = guard.step_with_framework(input, &mut ParamView::new(), &mut fw);
+        let decision = {
+            let mut fw = TorchFramework::new(helper, false, &names, &shapes);
+            guard.step_with_framework(input, &mut ParamView::new(), &mut fw)
+        };
         let before = if decision.apply && self.measure_updates {
             let old = self.torch_before.as_ref().map(|b| b.bind(py).clone());
             let kept = torch.call_method1("copy_weights", (old, &weights))?;
@@ -865,14 +865,14 @@ impl Guard {
         lr: f64,
         names: &[String],
     ) -> PyResult<UpdateStats> {
-        let now = gather(params, false)?;
+        let raw = gather_raw(params, false)?;
+        let np = params.py().import("numpy")?;
+        let now = pick_by_name(&raw, names)?
+            .into_iter()
+            .map(|r| host_tensor(&np, r))
+            .collect::<PyResult<Vec<_>>>()?;
         let mut after: Vec<PyReadonlyArrayDyn<'_, f32>> = Vec::with_capacity(names.len());
-        for name in names {
-            let t = now.iter().find(|t| &t.name == name).ok_or_else(|| {
-                PyValueError::new_err(format!(
-                    "after_update: tensor `{name}` was in step() but is not in these params"
-                ))
-            })?;
+        for (t, name) in now.iter().zip(names) {
             after.push(
                 t.weight
                     .try_readonly()
@@ -912,15 +912,10 @@ impl Guard {
         names: &[String],
     ) -> PyResult<UpdateStats> {
         let now = gather_raw(params, false)?;
-        let mut weights = Vec::with_capacity(names.len());
-        for name in names {
-            let r = now.iter().find(|r| &r.name == name).ok_or_else(|| {
-                PyValueError::new_err(format!(
-                    "after_update: tensor `{name}` was in step() but is not in these params"
-                ))
-            })?;
-            weights.push(r.weight.call_method0("detach")?);
-        }
+        let weights = pick_by_name(&now, names)?
+            .into_iter()
+            .map(|r| r.weight.call_method0("detach"))
+            .collect::<PyResult<Vec<_>>>()?;
         let buffers = self
             .torch_before
             .as_ref()

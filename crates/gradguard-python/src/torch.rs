@@ -9,7 +9,7 @@
 
 use gradguard_core::kernels::applied_factor;
 use gradguard_core::{
-    EditOutcome, FrameworkError, GradEdit, GradientFramework, ParamStats, StepStats, TensorNorms,
+    EditOutcome, FrameworkError, GradEdit, GradientFramework, StepStats, TensorNorms,
 };
 use pyo3::prelude::*;
 
@@ -32,35 +32,56 @@ pub(crate) fn torch_clip_coef(max_norm: f64, total: f32) -> f32 {
     }
 }
 
-/// One step's tensors on PyTorch's side (a `gradguard._torch.TorchGrads`).
-pub(crate) struct TorchFramework<'py> {
+/// One step's tensors on PyTorch's side (a `gradguard._torch.TorchGrads`), with their names
+/// and shapes in view order.
+pub(crate) struct TorchFramework<'py, 'a> {
     helper: Bound<'py, PyAny>,
     on_host: bool,
-    names: Vec<String>,
-    roles: Vec<gradguard_core::Role>,
-    numels: Vec<usize>,
+    names: &'a [String],
+    shapes: &'a [Vec<usize>],
+}
+
+/// One tensor's figures as `TorchGrads.measure` returns them.
+type Row = (f64, f64, usize, f64, usize);
+
+fn norms(
+    (grad_norm, grad_max_abs, grad_nonfinite, weight_norm, weight_nonfinite): Row,
+) -> TensorNorms {
+    TensorNorms {
+        grad_norm,
+        grad_max_abs,
+        grad_nonfinite,
+        weight_norm,
+        weight_nonfinite,
+    }
 }
 
 fn py_error(what: &str, e: PyErr) -> FrameworkError {
     FrameworkError(format!("PyTorch failed to {what}: {e}"))
 }
 
-impl<'py> TorchFramework<'py> {
+impl<'py, 'a> TorchFramework<'py, 'a> {
     /// `helper` over the step's weights and gradients; `on_host` when gradguard reads them.
     pub(crate) fn new(
         helper: Bound<'py, PyAny>,
         on_host: bool,
-        names: Vec<String>,
-        roles: Vec<gradguard_core::Role>,
-        numels: Vec<usize>,
+        names: &'a [String],
+        shapes: &'a [Vec<usize>],
     ) -> Self {
         TorchFramework {
             helper,
             on_host,
             names,
-            roles,
-            numels,
+            shapes,
         }
+    }
+
+    /// `TorchGrads.measure(indices)`: one row per tensor asked (every tensor for `None`).
+    fn rows(&self, indices: Option<Vec<usize>>) -> Result<Vec<Row>, FrameworkError> {
+        self.helper
+            .call_method1("measure", (indices,))
+            .and_then(|r| r.extract())
+            .map_err(|e| py_error("measure the gradients", e))
     }
 
     fn remeasure(&mut self, stats: &mut StepStats) -> Result<(), FrameworkError> {
@@ -69,28 +90,11 @@ impl<'py> TorchFramework<'py> {
 
     /// Re-measures tensor `index` only, and refreshes the totals.
     fn remeasure_one(&mut self, stats: &mut StepStats, index: usize) -> Result<(), FrameworkError> {
-        let rows: Vec<(f64, f64, usize, f64, usize)> = self
-            .helper
-            .call_method1("measure", (vec![index],))
-            .and_then(|r| r.extract())
-            .map_err(|e| py_error("measure a tensor", e))?;
-        let (Some(&(gn, gm, gbad, wn, wbad)), Some(slot)) =
-            (rows.first(), stats.params.get_mut(index))
-        else {
+        let rows = self.rows(Some(vec![index]))?;
+        let (Some(&row), Some(slot)) = (rows.first(), stats.params.get_mut(index)) else {
             return Err(FrameworkError(format!("no tensor {index} to measure")));
         };
-        *slot = ParamStats::from_norms(
-            &self.names[index],
-            self.roles[index],
-            self.numels[index],
-            TensorNorms {
-                grad_norm: gn,
-                grad_max_abs: gm,
-                grad_nonfinite: gbad,
-                weight_norm: wn,
-                weight_nonfinite: wbad,
-            },
-        );
+        slot.set_norms(norms(row));
         stats.refresh_totals();
         Ok(())
     }
@@ -120,17 +124,13 @@ impl<'py> TorchFramework<'py> {
     }
 }
 
-impl GradientFramework for TorchFramework<'_> {
+impl GradientFramework for TorchFramework<'_, '_> {
     fn values_on_host(&self) -> bool {
         self.on_host
     }
 
     fn measure(&mut self, stats: &mut StepStats) -> Result<(), FrameworkError> {
-        let rows: Vec<(f64, f64, usize, f64, usize)> = self
-            .helper
-            .call_method0("measure")
-            .and_then(|r| r.extract())
-            .map_err(|e| py_error("measure the gradients", e))?;
+        let rows = self.rows(None)?;
         if rows.len() != self.names.len() {
             return Err(FrameworkError(format!(
                 "PyTorch measured {} tensors, expected {}",
@@ -138,23 +138,16 @@ impl GradientFramework for TorchFramework<'_> {
                 self.names.len()
             )));
         }
-        stats.params.clear();
-        for (i, (gn, gm, gbad, wn, wbad)) in rows.into_iter().enumerate() {
-            let n = TensorNorms {
-                grad_norm: gn,
-                grad_max_abs: gm,
-                grad_nonfinite: gbad,
-                weight_norm: wn,
-                weight_nonfinite: wbad,
-            };
-            stats.params.push(ParamStats::from_norms(
-                &self.names[i],
-                self.roles[i],
-                self.numels[i],
-                n,
-            ));
-        }
-        stats.refresh_totals();
+        let tensors = self
+            .names
+            .iter()
+            .zip(self.shapes)
+            .zip(rows)
+            .map(|((n, s), row)| {
+                let role = gradguard_core::Role::from_name(n, Some(s.len()));
+                (n.as_str(), role, s.iter().product(), norms(row))
+            });
+        stats.set_measured(tensors);
         Ok(())
     }
 
