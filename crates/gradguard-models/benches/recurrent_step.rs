@@ -16,59 +16,12 @@ use std::time::{Duration, Instant};
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{criterion_group, criterion_main, Criterion};
 use dfdx::prelude::*;
-use gradguard_models::recurrent::{tune_allocator, CellKind, RecurrentLayer};
+use gradguard_models::recurrent::tune_allocator;
 use gradguard_models::ThreadPool;
 
-const INPUT: usize = 32;
-const HIDDEN: usize = 128;
-const STEPS: usize = 50;
-const BATCH: usize = 32;
-
-fn uniform(seed: &mut u64, n: usize, scale: f32) -> Vec<f32> {
-    (0..n)
-        .map(|_| {
-            *seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((*seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
-
-/// A layer with PyTorch's default init U(-1/sqrt(H), 1/sqrt(H)).
-fn layer(dev: &Cpu, cell: CellKind) -> RecurrentLayer {
-    let mut l = RecurrentLayer::new(dev, cell, INPUT, HIDDEN);
-    let g = cell.gates() * HIDDEN;
-    let k = 1.0 / (HIDDEN as f32).sqrt();
-    let mut seed = 42;
-    l.weight_ih.copy_from(&uniform(&mut seed, g * INPUT, k));
-    l.weight_hh.copy_from(&uniform(&mut seed, g * HIDDEN, k));
-    l.bias_ih.copy_from(&uniform(&mut seed, g, k));
-    l.bias_hh.copy_from(&uniform(&mut seed, g, k));
-    l
-}
-
-/// One step; returns the loss so the work cannot be optimised away.
-fn train_step(
-    layer: &mut RecurrentLayer,
-    x: &Tensor<(usize, usize, usize), f32, Cpu>,
-    target: &Tensor<(usize, usize, usize), f32, Cpu>,
-    lr: f32,
-) -> f32 {
-    let (out, _) = layer.forward(x.clone().traced(Gradients::leaky()), None, false);
-    let last = out.slice((STEPS - 1..STEPS, .., ..));
-    let loss = mse_loss(last, target.clone());
-    let value = loss.array();
-    let grads = loss.backward();
-    let (g_ih, g_hh) = (grads.get(&layer.weight_ih), grads.get(&layer.weight_hh));
-    let (g_bi, g_bh) = (grads.get(&layer.bias_ih), grads.get(&layer.bias_hh));
-    drop(grads);
-    layer.weight_ih.axpy(1.0, &g_ih, -lr);
-    layer.weight_hh.axpy(1.0, &g_hh, -lr);
-    layer.bias_ih.axpy(1.0, &g_bi, -lr);
-    layer.bias_hh.axpy(1.0, &g_bh, -lr);
-    value
-}
+#[path = "reference/recurrent.rs"]
+mod reference;
+use reference::{inputs, layer, train_step, CELLS};
 
 /// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`). On a shared, oversubscribed
 /// machine wall time mostly measures the other processes; this measures the step's own work
@@ -125,7 +78,8 @@ fn bench_threads() -> Vec<usize> {
 
 fn bench_wall(c: &mut Criterion) {
     tune_allocator();
-    let (dev, x, target) = inputs();
+    let dev = Cpu::default();
+    let (x, target) = inputs(&dev);
     for threads in bench_threads() {
         let pool = ThreadPool::new(NonZeroUsize::new(threads).expect("threads >= 1"))
             .expect("thread pool");
@@ -156,29 +110,6 @@ fn bench_wall(c: &mut Criterion) {
     }
 }
 
-const CELLS: [(&str, CellKind); 3] = [
-    ("lstm", CellKind::Lstm),
-    ("rnn_tanh", CellKind::Rnn),
-    ("gru", CellKind::Gru),
-];
-
-#[allow(clippy::type_complexity)]
-fn inputs() -> (
-    Cpu,
-    Tensor<(usize, usize, usize), f32, Cpu>,
-    Tensor<(usize, usize, usize), f32, Cpu>,
-) {
-    let dev = Cpu::default();
-    let mut seed = 7;
-    let x: Tensor<(usize, usize, usize), f32, Cpu> = dev.tensor_from_vec(
-        uniform(&mut seed, STEPS * BATCH * INPUT, 1.0),
-        (STEPS, BATCH, INPUT),
-    );
-    let target: Tensor<(usize, usize, usize), f32, Cpu> =
-        dev.tensor_from_vec(uniform(&mut seed, BATCH * HIDDEN, 0.5), (1, BATCH, HIDDEN));
-    (dev, x, target)
-}
-
 fn bench_cpu(c: &mut Criterion<ThreadCpuTime>) {
     bench(c, "thread_cpu");
 }
@@ -192,7 +123,8 @@ fn bench<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
         .num_threads(1)
         .build_global();
     assert_eq!(rayon::current_num_threads(), 1);
-    let (dev, x, target) = inputs();
+    let dev = Cpu::default();
+    let (x, target) = inputs(&dev);
     let mut group = c.benchmark_group(format!("recurrent_step_i32_h128_t50_b32_1thread_{clock}"));
     for (name, cell) in CELLS {
         let mut l = layer(&dev, cell);
