@@ -233,56 +233,9 @@ fn compare_on_two_ranks_writes_what_one_process_writes() {
 #[test]
 fn a_rank_that_dies_ends_the_job_without_a_hang() {
     let _one = need_mpirun();
-    let d = scratch("kill");
-    let out = d.join("out");
-    let tmp = d.join("tmp");
-    std::fs::create_dir_all(&tmp).expect("tmp");
-    let mark = format!("GRADGUARD_TEST_MARK={}", std::process::id());
-    let spec = long_spec();
-    let mut child = mpirun(
-        2,
-        120,
-        &[
-            "compare",
-            &spec,
-            "--with",
-            "clip_value",
-            "--seeds",
-            "2",
-            "--steps",
-            "3000",
-            "-q",
-            "--out",
-            &out.display().to_string(),
-        ],
-    )
-    .env("TMPDIR", &tmp)
-    .env(
-        "GRADGUARD_TEST_MARK",
-        mark.trim_start_matches("GRADGUARD_TEST_MARK="),
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("mpirun");
-    // Wait until rank 1 runs a job (its scratch directory holds a job's directory).
-    let started = Instant::now();
-    let pid = loop {
-        let busy = rank_one_busy(&tmp);
-        if busy {
-            if let Some(pid) = rank_pid(&mark, 1) {
-                break pid;
-            }
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("mpirun ended ({status}) before rank 1 ran a job");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "rank 1 never started a job"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let mut job = LongCompare::start("kill");
+    let pid = job.wait_until_rank_one_runs(&[1])[0];
+    let (child, out) = (job.child, job.out);
     // SAFETY: kill has no memory preconditions; pid is rank 1, started by this test.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
     let killed = Instant::now();
@@ -408,53 +361,10 @@ fn rank_pid(mark: &str, rank: u32) -> Option<u32> {
 #[test]
 fn a_rank_that_stops_answering_cannot_hang_an_interrupted_job() {
     let _one = need_mpirun();
-    let d = scratch("stall");
-    let out = d.join("out");
-    let tmp = d.join("tmp");
-    std::fs::create_dir_all(&tmp).expect("tmp");
-    let id = format!("stall-{}", std::process::id());
-    let mark = format!("GRADGUARD_TEST_MARK={id}");
-    let spec = long_spec();
-    let mut child = mpirun(
-        2,
-        120,
-        &[
-            "compare",
-            &spec,
-            "--with",
-            "clip_value",
-            "--seeds",
-            "2",
-            "--steps",
-            "3000",
-            "-q",
-            "--out",
-            &out.display().to_string(),
-        ],
-    )
-    .env("TMPDIR", &tmp)
-    .env("GRADGUARD_TEST_MARK", &id)
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("mpirun");
-    let started = Instant::now();
-    let (root, worker) = loop {
-        let busy = rank_one_busy(&tmp);
-        if busy {
-            if let (Some(r), Some(w)) = (rank_pid(&mark, 0), rank_pid(&mark, 1)) {
-                break (r, w);
-            }
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("mpirun ended ({status}) before rank 1 ran a job");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "rank 1 never started a job"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let mut job = LongCompare::start("stall");
+    let pids = job.wait_until_rank_one_runs(&[0, 1]);
+    let (root, worker) = (pids[0], pids[1]);
+    let (child, out) = (job.child, job.out);
     // SAFETY: kill has no memory preconditions; both pids are ranks this test started.
     unsafe {
         assert_eq!(libc::kill(worker as i32, libc::SIGSTOP), 0);
@@ -477,4 +387,76 @@ fn a_rank_that_stops_answering_cannot_hang_an_interrupted_job() {
         text(&o)
     );
     assert!(!out.join("compare.json").exists(), "{}", text(&o));
+}
+
+/// A long two-rank comparison (the fault tests' job), started with each rank marked in its
+/// environment so that the test can find the ranks' pids.
+struct LongCompare {
+    child: std::process::Child,
+    out: std::path::PathBuf,
+    tmp: std::path::PathBuf,
+    mark: String,
+}
+
+impl LongCompare {
+    fn start(name: &str) -> Self {
+        let d = scratch(name);
+        let out = d.join("out");
+        let tmp = d.join("tmp");
+        std::fs::create_dir_all(&tmp).expect("tmp");
+        let id = format!("{name}-{}", std::process::id());
+        let spec = long_spec();
+        let child = mpirun(
+            2,
+            120,
+            &[
+                "compare",
+                &spec,
+                "--with",
+                "clip_value",
+                "--seeds",
+                "2",
+                "--steps",
+                "3000",
+                "-q",
+                "--out",
+                &out.display().to_string(),
+            ],
+        )
+        .env("TMPDIR", &tmp)
+        .env("GRADGUARD_TEST_MARK", &id)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mpirun");
+        LongCompare {
+            child,
+            out,
+            tmp,
+            mark: format!("GRADGUARD_TEST_MARK={id}"),
+        }
+    }
+
+    /// Waits until rank 1 runs a job (its scratch directory holds a job's directory), then
+    /// returns the pids of `ranks`.
+    fn wait_until_rank_one_runs(&mut self, ranks: &[u32]) -> Vec<u32> {
+        let started = Instant::now();
+        loop {
+            if rank_one_busy(&self.tmp) {
+                let pids: Option<Vec<u32>> =
+                    ranks.iter().map(|&r| rank_pid(&self.mark, r)).collect();
+                if let Some(pids) = pids {
+                    return pids;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("mpirun ended ({status}) before rank 1 ran a job");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "rank 1 never started a job"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
